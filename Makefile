@@ -1,0 +1,28 @@
+# napari-ssseg: the two commands the README opens with, and a few helpers.
+#   make demo   set up ./.venv and run the whole pipeline on the sample data
+#   make test   set up ./.venv and run the test suite headless (ruff + pytest, GUI under Xvfb)
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= demo-output
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/ssseg demo --out $(DEMO_OUT)
+
+test: setup lint
+	$(PY) -m pytest -m "not slow" --timeout 900 $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest --timeout 1800 $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache build dist

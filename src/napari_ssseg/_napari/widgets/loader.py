@@ -1,0 +1,277 @@
+"""Loader panel: open a multimodal case (folder or per-modality files) as napari layers.
+
+The panel is thin: it collects paths and options, runs
+:func:`napari_ssseg.io.readers.load_case` (and optionally
+:func:`napari_ssseg.core.preprocess.preprocess_case`) in a napari worker thread with a
+progress bar, and adds the layers from :func:`napari_ssseg._napari.layers.case_to_layer_data`
+when the work succeeds. Errors become napari notifications; layers already in the viewer are
+never removed or changed. No modal dialog is opened except by the file pickers' "Choose"
+buttons.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+
+from napari_ssseg._napari.widgets._common import BusyState, notify_error
+from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
+from napari_ssseg.errors import SsegError
+
+__all__ = ["LoaderWidget", "PREPROCESSING", "load_job"]
+
+#: Preprocessing choices: label -> (run preprocess_case, n4).
+PREPROCESSING: dict[str, tuple[bool, bool]] = {
+    "none (raw intensities)": (False, False),
+    "brain mask + clip + z-score": (True, False),
+    "brain mask + clip + z-score + N4 bias correction": (True, True),
+}
+CONVENTION_CHOICES = ("auto", "brats2021", "brats2023", "msd")
+_FILE_FIELDS = (("t1", "T1"), ("t1ce", "T1Gd"), ("t2", "T2"), ("flair", "FLAIR"), ("seg", "labels"))
+_NAMING_TEXT = {
+    "brats2021": "BraTS 2019-2021 naming",
+    "brats2023": "BraTS 2023+ naming",
+    "msd": "MSD Task01 (4D image)",
+    "explicit": "explicit files",
+}
+
+
+def load_job(
+    path: str | None,
+    files: dict[str, str],
+    convention: str | None,
+    preprocessing: str,
+):
+    """Generator run in the worker: load (and preprocess) a case, build its layer data.
+
+    Parameters
+    ----------
+    path : str or None
+        Case folder or file.
+    files : dict of str to str
+        Explicit files by key (``t1``, ``t1ce``, ``t2``, ``flair``, ``seg``).
+    convention : str or None
+        Label convention override.
+    preprocessing : str
+        A key of :data:`PREPROCESSING`.
+
+    Yields
+    ------
+    dict
+        Progress reports (see :mod:`napari_ssseg._napari.workers`).
+
+    Returns
+    -------
+    (Case, list of layer-data tuples)
+    """
+    from napari_ssseg._napari.layers import case_to_layer_data
+    from napari_ssseg.io.readers import load_case
+
+    run_pre, n4 = PREPROCESSING[preprocessing]
+    case = yield from callback_generator(
+        load_case, path, convention=convention, progress_kwarg="progress", **files
+    )
+    pre = None
+    if run_pre:
+        from napari_ssseg.core.preprocess import preprocess_case
+
+        yield {"message": "preprocessing" + (" (N4 bias correction)" if n4 else "")}
+        pre = yield from callback_generator(preprocess_case, case, n4=n4, progress_kwarg="")
+    yield {"message": "building layers"}
+    return case, case_to_layer_data(case, preprocessed=pre)
+
+
+class LoaderWidget(Container):
+    """Dock widget: choose a case folder or files, preprocessing, and load as layers.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer the layers are added to.
+
+    Attributes
+    ----------
+    folder : FileEdit
+        Case folder (BraTS 2021/2023 or MSD layout, or a DICOM series folder).
+    file_edits : dict of str to FileEdit
+        Per-modality files (``t1``, ``t1ce``, ``t2``, ``flair``) and ``seg``; they override
+        files found in the folder.
+    detected : Label
+        The naming scheme and files found in the folder (updated as the folder changes).
+    convention, preprocessing : ComboBox
+    load_button, cancel_button : PushButton
+    status : Label
+    task : TaskHandle or None
+        The running (or last) load task.
+    last_case : Case or None
+        The case of the last successful load.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.viewer = napari_viewer
+        self.folder = FileEdit(mode="d", label="Case folder", nullable=True)
+        self.detected = Label(label="Detected", value="(choose a case folder or files)")
+        self.file_edits: dict[str, FileEdit] = {
+            key: FileEdit(
+                mode="r",
+                label=text,
+                nullable=True,
+                filter="Images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd)",
+            )
+            for key, text in _FILE_FIELDS
+        }
+        self.convention = ComboBox(
+            label="Label convention", choices=CONVENTION_CHOICES, value="auto"
+        )
+        self.preprocessing = ComboBox(
+            label="Preprocessing", choices=list(PREPROCESSING), value=next(iter(PREPROCESSING))
+        )
+        self.load_button = PushButton(text="Load")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="Status", value="")
+        super().__init__(
+            widgets=[
+                self.folder,
+                self.detected,
+                *self.file_edits.values(),
+                self.convention,
+                self.preprocessing,
+                Container(
+                    widgets=[self.load_button, self.cancel_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+                self.status,
+            ],
+        )
+        for label in (self.detected, self.status):  # long texts wrap instead of widening
+            label.native.setWordWrap(True)
+        self.max_width = 420
+        self.task: TaskHandle | None = None
+        self.last_case = None
+        self._busy = BusyState(
+            [
+                self.folder,
+                *self.file_edits.values(),
+                self.convention,
+                self.preprocessing,
+                self.load_button,
+            ],
+            self.status,
+        )
+        self.folder.changed.connect(self._update_detected)
+        for edit in self.file_edits.values():
+            edit.changed.connect(self._update_detected)
+        self.load_button.changed.connect(self.load)
+        self.cancel_button.changed.connect(self.cancel)
+
+    # ------------------------------------------------------------------ inputs
+    def _paths(self) -> tuple[str | None, dict[str, str]]:
+        folder = self.folder.value
+        path = str(folder) if folder not in (None, Path("."), Path("")) else None
+        files = {
+            key: str(edit.value)
+            for key, edit in self.file_edits.items()
+            if edit.value not in (None, Path("."), Path(""))
+        }
+        return path, files
+
+    def _update_detected(self, *_: Any) -> None:
+        """Show the naming scheme and files found (names only; nothing is read)."""
+        from napari_ssseg.io.readers import find_case_files
+
+        path, files = self._paths()
+        if path is None and not files:
+            self.detected.value = "(choose a case folder or files)"
+            return
+        try:
+            cf = find_case_files(path, **files)
+        except SsegError as exc:
+            self.detected.value = _short(str(exc))
+            self.detected.tooltip = str(exc)
+            return
+        parts = [f"{m} ({Path(p).name})" for m, p in cf.files.items()]
+        if cf.seg is not None:
+            parts.append(f"labels ({cf.seg.name})")
+        text = f"{_NAMING_TEXT.get(cf.naming, cf.naming)}: case {cf.name!r}"
+        self.detected.value = text
+        self.detected.tooltip = text + "\n" + "\n".join(parts)
+        self.detected_files = cf
+
+    # ------------------------------------------------------------------ actions
+    def load(self, *_: Any) -> TaskHandle | None:
+        """Start loading the chosen case in a worker thread (returns the task)."""
+        if self.task is not None and self.task.running:
+            return self.task
+        path, files = self._paths()
+        if path is None and not files:
+            notify_error(_no_input_error())
+            return None
+        convention = None if self.convention.value == "auto" else self.convention.value
+        self._busy.start("loading...")
+        self.cancel_button.enabled = True
+        self.task = start_task(
+            load_job,
+            path,
+            files,
+            convention,
+            self.preprocessing.value,
+            desc="Loading case",
+            on_yielded=self._on_progress,
+            on_returned=self._on_loaded,
+            on_error=self._on_error,
+            on_aborted=self._on_aborted,
+            on_finished=self._on_finished,
+        )
+        return self.task
+
+    def cancel(self, *_: Any) -> None:
+        """Cancel a running load (takes effect at its next progress report)."""
+        if self.task is not None and self.task.running:
+            self.task.cancel()
+
+    # ------------------------------------------------------------------ callbacks (GUI thread)
+    def _on_progress(self, report: dict[str, Any]) -> None:
+        if report.get("message"):
+            self.status.value = str(report["message"])
+
+    def _on_loaded(self, result: tuple[Any, list]) -> None:
+        from napari.layers import Layer
+
+        case, layer_data = result
+        for data, kwargs, layer_type in layer_data:
+            self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
+        self.last_case = case
+        self._done_message = (
+            f"loaded {case.name}: {', '.join(case.modalities)}"
+            + (" + labels" if case.labels is not None else "")
+            + f", shape {case.shape}, spacing {tuple(round(s, 3) for s in case.scale)} mm"
+        )
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._done_message = "failed: " + _short(str(exc), 80)
+        notify_error(exc)
+
+    def _on_aborted(self) -> None:
+        self._done_message = "cancelled"
+
+    def _on_finished(self) -> None:
+        self.cancel_button.enabled = False
+        self._busy.stop(getattr(self, "_done_message", ""))
+        self._done_message = ""
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _no_input_error() -> SsegError:
+    from napari_ssseg.errors import InputError
+
+    return InputError(
+        "Nothing to load: choose a case folder, or at least one of the T1, T1Gd, T2 and FLAIR "
+        "files, then press Load."
+    )

@@ -1,0 +1,496 @@
+"""Propose panel: a network's tumour segmentation and uncertainty map, without freezing napari.
+
+The panel is thin: it collects the case, the model (the default model shipped with the
+package, a napari-ssseg checkpoint file, or a MONAI bundle folder), the device and the
+options, and runs :func:`napari_ssseg.ml.inference.predict_case_iter` in a worker thread
+(:func:`napari_ssseg._napari.workers.start_task`) with a progress bar and a **Cancel** button.
+On success it adds, or on a re-run updates in place:
+
+* ``"<case> proposal"``: a labels layer with the internal classes (0 bg, 1 NCR, 2 ED, 3 ET) in
+  the fixed BraTS colours; its ``metadata["ssseg_provenance"]`` marks every voxel as coming
+  from the model (code :data:`~napari_ssseg.core.provenance.MODEL`), so the Refine panel and
+  later edits can tell model voxels from human ones;
+* ``"<case> uncertainty"``: an image layer in [0, 1] (predictive entropy, or the mutual
+  information with MC dropout, or the disagreement of a two-network checkpoint) with a
+  perceptual colormap (``inferno``), translucent (opacity 0.6) and additive.
+
+Nothing is added or changed until the prediction has finished: a cancelled or failed run
+leaves the viewer as it was. Cancel sets the task's stop event; the inference engine stops at
+its next window batch (or heartbeat, at most 0.5 s later) and joins its helper thread.
+
+Torch and MONAI are imported inside the worker, never on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+)
+
+from napari_ssseg._napari.layers import (
+    CASE_KEY,
+    CaseHandle,
+    cases_in_viewer,
+    handle_of_layer,
+    label_colormap,
+    labels_features,
+)
+from napari_ssseg._napari.widgets._common import BusyState, notify_error, notify_info
+from napari_ssseg._napari.workers import TaskHandle, current_stop_event, start_task
+from napari_ssseg.core.provenance import MODEL, PROVENANCE_KEY
+from napari_ssseg.errors import InputError
+
+__all__ = [
+    "DEVICE_CHOICES",
+    "MODEL_SOURCES",
+    "UNCERTAINTY_COLORMAP",
+    "ProposeWidget",
+    "propose_job",
+]
+
+#: Model source label -> kind.
+MODEL_SOURCES: dict[str, str] = {
+    "default model (shipped)": "default",
+    "checkpoint file (.pt)": "file",
+    "MONAI bundle folder": "bundle",
+}
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+#: Colormap of the uncertainty layer (perceptually uniform, dark = certain).
+UNCERTAINTY_COLORMAP = "inferno"
+_ROLE_PROPOSAL = "proposal"
+_ROLE_UNCERTAINTY = "uncertainty"
+
+
+def propose_job(case: Any, model: Any, options: dict[str, Any]):
+    """Generator run in the worker: predict ``case`` and return the result event.
+
+    Parameters
+    ----------
+    case : Case
+    model : str, path or None
+        ``None`` for the default model, else a checkpoint file or bundle folder.
+    options : dict
+        Keyword arguments of :func:`~napari_ssseg.ml.inference.predict_case_iter`
+        (``device``, ``tta``, ``mc_samples``, ``overlap``, ``sw_batch_size``,
+        ``allow_cpu_fallback``).
+
+    Yields
+    ------
+    dict
+        Progress dicts (``step``, ``total``, ``message``).
+
+    Returns
+    -------
+    dict
+        The result event (``labels``, ``uncertainty``, ``probabilities``, ``info``) plus
+        ``"warnings"``: messages of the warnings raised (reordered modalities, CPU fallback,
+        MC dropout ignored...).
+
+    Raises
+    ------
+    Cancelled
+        The task's stop event was set (Cancel button).
+    """
+    yield {"step": 0, "total": 1, "message": "loading torch and MONAI"}
+    from napari_ssseg.ml.inference import predict_case_iter
+
+    stop = current_stop_event()
+    should_stop = stop.is_set if stop is not None else None
+    result = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        gen = predict_case_iter(case, model, should_stop=should_stop, **options)
+        try:
+            for event in gen:
+                if event.get("event") == "result":
+                    result = dict(event)
+                    break
+                yield {
+                    "step": int(event.get("done", 0)),
+                    "total": int(event.get("total", 1)),
+                    "message": str(event.get("message", "")),
+                    "stage": event.get("stage"),
+                }
+        finally:
+            gen.close()
+    if result is None:  # pragma: no cover - the engine ends with a result or raises
+        raise RuntimeError("prediction ended without a result")
+    seen: list[str] = []
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message) not in seen:
+            seen.append(str(w.message))
+    result["warnings"] = seen
+    return result
+
+
+class ProposeWidget(Container):
+    """Dock widget: predict a case's tumour labels and uncertainty with a network.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+
+    Attributes
+    ----------
+    case : ComboBox
+        The case to segment (cases shown in the viewer, by name).
+    model_source : ComboBox
+        A key of :data:`MODEL_SOURCES`.
+    checkpoint_file : FileEdit
+        Checkpoint file (shown for "checkpoint file").
+    bundle_folder : FileEdit
+        MONAI bundle folder (shown for "MONAI bundle folder").
+    device : ComboBox
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    cpu_fallback : CheckBox
+        Use the CPU when the requested accelerator is absent (otherwise: an error).
+    tta : CheckBox
+        Test-time flips.
+    mc_samples : SpinBox
+        MC-dropout passes (0 = off).
+    overlap : FloatSpinBox
+        Sliding-window overlap.
+    sw_batch_size : SpinBox
+        Windows per forward pass.
+    propose_button, cancel_button : PushButton
+    status : Label
+    task : TaskHandle or None
+    last_result : dict or None
+        The last result (labels, uncertainty, probabilities, info).
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.viewer = napari_viewer
+        self.case = ComboBox(label="Case", choices=self._case_choices)
+        self.model_source = ComboBox(
+            label="Model", choices=list(MODEL_SOURCES), value=next(iter(MODEL_SOURCES))
+        )
+        self.checkpoint_file = FileEdit(
+            mode="r", label="Checkpoint", nullable=True, filter="Checkpoints (*.pt *.pth)"
+        )
+        self.bundle_folder = FileEdit(mode="d", label="Bundle folder", nullable=True)
+        self.device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
+        self.cpu_fallback = CheckBox(text="Fall back to CPU if the device is absent", value=False)
+        self.tta = CheckBox(text="Test-time flips (TTA)", value=False)
+        self.mc_samples = SpinBox(label="MC-dropout samples", value=0, min=0, max=50)
+        self.overlap = FloatSpinBox(label="Window overlap", value=0.25, min=0.0, max=0.9, step=0.05)
+        self.sw_batch_size = SpinBox(label="Windows per batch", value=2, min=1, max=64)
+        self.propose_button = PushButton(text="Propose")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="Status", value="")
+        self.status.native.setWordWrap(True)
+        super().__init__(
+            widgets=[
+                self.case,
+                self.model_source,
+                self.checkpoint_file,
+                self.bundle_folder,
+                self.device,
+                self.cpu_fallback,
+                self.tta,
+                self.mc_samples,
+                self.overlap,
+                self.sw_batch_size,
+                Container(
+                    widgets=[self.propose_button, self.cancel_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+                self.status,
+            ]
+        )
+        self.max_width = 420
+        self.task: TaskHandle | None = None
+        self.last_result: dict[str, Any] | None = None
+        self._started = 0.0
+        self._running_case: Any = None
+        self._outcome = ""
+        self._steps: list[Any] = []
+        #: perf_counter time at which the last result reached the GUI thread
+        self.result_time = 0.0
+        self._busy = BusyState(
+            [
+                self.case,
+                self.model_source,
+                self.checkpoint_file,
+                self.bundle_folder,
+                self.device,
+                self.cpu_fallback,
+                self.tta,
+                self.mc_samples,
+                self.overlap,
+                self.sw_batch_size,
+                self.propose_button,
+            ],
+            self.status,
+        )
+        self.model_source.changed.connect(self._on_source_changed)
+        self._on_source_changed()
+        self.propose_button.changed.connect(self.propose)
+        self.cancel_button.changed.connect(self.cancel)
+        events = self.viewer.layers.events
+        for name in ("inserted", "removed"):
+            getattr(events, name).connect(self._on_layers_changed)
+
+    # ------------------------------------------------------------------ inputs
+    def _case_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return list(cases_in_viewer(self.viewer).items())
+
+    def _on_layers_changed(self, *_: Any) -> None:
+        self.case.reset_choices()
+
+    def _on_source_changed(self, *_: Any) -> None:
+        kind = MODEL_SOURCES[self.model_source.value]
+        self.checkpoint_file.visible = kind == "file"
+        self.bundle_folder.visible = kind == "bundle"
+
+    def _model(self) -> str | None:
+        """The model argument of predict_case_iter (validated path or None)."""
+        kind = MODEL_SOURCES[self.model_source.value]
+        if kind == "default":
+            return None
+        edit = self.checkpoint_file if kind == "file" else self.bundle_folder
+        value = edit.value
+        if value in (None, Path("."), Path("")):
+            what = "a checkpoint file (.pt)" if kind == "file" else "a MONAI bundle folder"
+            raise InputError(
+                f"No model chosen: pick {what}, or choose the default model under 'Model'."
+            )
+        path = Path(value)
+        if kind == "file" and not path.is_file():
+            raise InputError(
+                f"Model file {str(path)!r} does not exist (or is a folder). Pick a napari-ssseg "
+                "checkpoint file, or choose 'MONAI bundle folder' for a bundle."
+            )
+        if kind == "bundle" and not path.is_dir():
+            raise InputError(
+                f"Bundle folder {str(path)!r} does not exist or is not a folder. Pick the "
+                "bundle's top folder (the one holding configs/ and models/)."
+            )
+        return str(path)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options passed to :func:`predict_case_iter`."""
+        return {
+            "device": str(self.device.value),
+            "allow_cpu_fallback": bool(self.cpu_fallback.value),
+            "tta": bool(self.tta.value),
+            "mc_samples": int(self.mc_samples.value),
+            "overlap": float(self.overlap.value),
+            "sw_batch_size": int(self.sw_batch_size.value),
+        }
+
+    # ------------------------------------------------------------------ actions
+    def propose(self, *_: Any) -> TaskHandle | None:
+        """Start predicting the chosen case in a worker thread (returns the task)."""
+        if self.running:
+            return self.task
+        case = self.case.value
+        if case is None:
+            notify_error(
+                InputError(
+                    "No case loaded: open a case with the Loader panel (or File > Open) "
+                    "before asking for a proposal."
+                )
+            )
+            return None
+        try:
+            model = self._model()
+        except InputError as exc:
+            notify_error(exc)
+            return None
+        self._busy.start("starting...")
+        self.cancel_button.enabled = True
+        self._started = time.perf_counter()
+        self._outcome = ""
+        self._running_case = case
+        self.task = start_task(
+            propose_job,
+            case,
+            model,
+            self.options(),
+            desc=f"Proposing {case.name}",
+            on_yielded=self._on_progress,
+            on_returned=self._on_result,
+            on_error=self._on_error,
+            on_aborted=self._on_aborted,
+            on_finished=self._on_finished,
+        )
+        return self.task
+
+    def cancel(self, *_: Any) -> None:
+        """Stop the prediction at its next window batch; no layer is added or changed."""
+        if self.task is not None and self.task.running:
+            # the stop event (not worker.quit) lets the engine stop its helper thread cleanly
+            self.task.stop_event.set()
+            self.status.value = "cancelling..."
+
+    # ------------------------------------------------------------------ callbacks (GUI thread)
+    def _on_progress(self, report: dict[str, Any]) -> None:
+        if report.get("message") and not (self.task and self.task.stop_event.is_set()):
+            self.status.value = str(report["message"])
+
+    def _on_result(self, result: dict[str, Any]) -> None:
+        self.result_time = time.perf_counter()
+        if self.task is not None and self.task.stop_event.is_set():
+            self._outcome = "cancelled"
+            return
+        case = self._running_case
+        self.last_result = result
+        info = result.get("info", {})
+        for msg in result.get("warnings", []):
+            notify_info(msg)
+        self._outcome = (
+            f"proposed {case.name} in {time.perf_counter() - self._started:.1f} s "
+            f"on {info.get('device', '?')}: {info.get('n_windows', '?')} windows x "
+            f"{info.get('n_passes', '?')} pass(es), uncertainty = {info.get('uncertainty', '?')}"
+        )
+        # each new layer costs napari a few hundred ms on the GUI thread (visuals, controls):
+        # add them on separate event-loop turns so the viewer keeps repainting in between
+        self._steps = [
+            lambda: self._show_proposal(case, result),
+            lambda: self._show_uncertainty(case, result),
+        ]
+
+    def _on_error(self, exc: BaseException) -> None:
+        from napari_ssseg.core.progress import Cancelled
+
+        if isinstance(exc, Cancelled) or (self.task is not None and self.task.stop_event.is_set()):
+            self._outcome = "cancelled"
+            return
+        self._outcome = "failed: " + " ".join(str(exc).split())[:100]
+        notify_error(exc)
+
+    def _on_aborted(self) -> None:
+        self._outcome = "cancelled"
+
+    def _on_finished(self) -> None:
+        self.cancel_button.enabled = False
+        self._run_steps()
+
+    def _run_steps(self) -> None:
+        """Run the pending GUI steps one per event-loop turn, then leave the busy state."""
+        from qtpy.QtCore import QTimer
+
+        if self._steps:
+            step = self._steps.pop(0)
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001
+                self._steps = []
+                self._outcome = "failed: " + " ".join(str(exc).split())[:100]
+                notify_error(exc)
+            QTimer.singleShot(0, self._run_steps)
+            return
+        self._busy.stop(self._outcome)
+
+    @property
+    def running(self) -> bool:
+        """True while a prediction runs or its layers are still being added."""
+        return (
+            bool(self._steps) or self._busy.is_busy or (self.task is not None and self.task.running)
+        )
+
+    # ------------------------------------------------------------------ layers
+    def _find(self, case: Any, role: str) -> Any:
+        for layer in self.viewer.layers:
+            handle = handle_of_layer(layer)
+            if (
+                handle is not None
+                and handle.case is case
+                and layer.metadata.get("ssseg_role") == role
+            ):
+                return layer
+        return None
+
+    def _handle(self, case: Any) -> CaseHandle:
+        for layer in self.viewer.layers:
+            handle = handle_of_layer(layer)
+            if handle is not None and handle.case is case:
+                return handle
+        return CaseHandle(case)
+
+    def _meta(self, result: dict[str, Any]) -> dict[str, Any]:
+        info = result.get("info", {})
+        return {
+            k: info.get(k) for k in ("model", "model_source", "device", "uncertainty", "n_passes")
+        }
+
+    def _show(self, case: Any, result: dict[str, Any]) -> None:
+        """Add the proposal and uncertainty layers, or update them in place (one call)."""
+        self._show_proposal(case, result)
+        self._show_uncertainty(case, result)
+
+    def _show_proposal(self, case: Any, result: dict[str, Any]) -> None:
+        """Add ``"<case> proposal"`` or update its data in place."""
+        from napari.layers import Labels
+
+        labels = np.asarray(result["labels"], np.uint8)
+        provenance = np.full(labels.shape, MODEL, np.uint8)
+        meta_info = self._meta(result)
+        proposal = self._find(case, _ROLE_PROPOSAL)
+        if proposal is not None and proposal.data.shape == labels.shape:
+            proposal.data = labels
+            proposal.metadata[PROVENANCE_KEY] = provenance
+            proposal.metadata["ssseg_prediction"] = meta_info
+            return
+        proposal = Labels(
+            labels,
+            name=f"{case.name} proposal",
+            scale=tuple(float(s) for s in case.scale),
+            translate=tuple(float(t) for t in case.translate),
+            colormap=label_colormap(),
+            features=labels_features(),
+            opacity=0.6,
+            metadata={
+                CASE_KEY: self._handle(case),
+                "ssseg_role": _ROLE_PROPOSAL,
+                PROVENANCE_KEY: provenance,
+                "ssseg_prediction": meta_info,
+            },
+        )
+        self.viewer.add_layer(proposal)
+
+    def _show_uncertainty(self, case: Any, result: dict[str, Any]) -> None:
+        """Add ``"<case> uncertainty"`` or update its data in place."""
+        from napari.layers import Image
+
+        unc = np.asarray(result["uncertainty"], np.float32)
+        high = float(np.max(unc)) if unc.size else 1.0
+        limits = (0.0, high if high > 1e-6 else 1.0)
+        meta_info = self._meta(result)
+        uncertainty = self._find(case, _ROLE_UNCERTAINTY)
+        if uncertainty is not None and uncertainty.data.shape == unc.shape:
+            uncertainty.data = unc
+            uncertainty.contrast_limits = limits
+            uncertainty.metadata["ssseg_prediction"] = meta_info
+            return
+        uncertainty = Image(
+            unc,
+            name=f"{case.name} uncertainty",
+            scale=tuple(float(s) for s in case.scale),
+            translate=tuple(float(t) for t in case.translate),
+            colormap=UNCERTAINTY_COLORMAP,
+            blending="additive",
+            opacity=0.6,
+            contrast_limits=limits,
+            metadata={
+                CASE_KEY: self._handle(case),
+                "ssseg_role": _ROLE_UNCERTAINTY,
+                "ssseg_prediction": meta_info,
+            },
+        )
+        self.viewer.add_layer(uncertainty)

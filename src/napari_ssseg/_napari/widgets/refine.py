@@ -1,0 +1,1034 @@
+"""Refine panel: grow a pseudo-label into the superpixels that belong to it, with a live preview.
+
+Workflow (one user action per row of the panel):
+
+1. pick the **pseudo-label** (any labels layer of a loaded case, e.g. ``"<case> labels"`` or a
+   ``"<case> proposal"``) and the **region** to refine (WT, TC or both);
+2. set the superpixel parameters (``n_segments``, ``compactness``, ``sigma``) and press
+   **Compute superpixels**: SLIC superpixels per region (WT on FLAIR, TC on T2 + T1Gd) and the
+   refinement session (features, adjacency, similarities) are computed in a worker thread
+   with a progress bar and a **Cancel** button. Superpixels are cached in memory and on disk by
+   :mod:`napari_ssseg.core.cache` (key: case images, brain mask, channels, parameters); the
+   sessions are kept in memory by the panel (key: case, region, parameters), so switching back
+   to parameters already computed is instantaneous;
+3. move the **sim0** / **n_c** sliders: the refined region is shown live in the preview
+   layer ``"<case> refine preview"`` (value 1 = refined WT, 2 = refined TC, drawn as
+   outlines over the pseudo-label). A preview is computed on the GUI thread when the last one
+   took under :data:`SYNC_PREVIEW_SECONDS`; otherwise slider moves are debounced and the
+   preview runs in a worker thread, and results for stale slider values are dropped;
+4. **Accept** writes the refined labels (:func:`napari_ssseg.core.refine.refine_labels`: WT and
+   TC refined separately, TC clipped to WT, new TC voxels take the class of the nearest input
+   TC voxel) into the pseudo-label layer as ONE undoable step (``Ctrl+Z`` / ``layer.undo()``
+   restores it) and sets the provenance code :data:`~napari_ssseg.core.provenance.SUPERPIXEL`
+   of every voxel it changed in ``layer.metadata["ssseg_provenance"]``.
+
+The superpixel boundaries can be shown as label outlines (``"<case> superpixels WT"`` /
+``"... TC"``, toggled by **Show superpixel boundaries**).
+
+The pseudo-label is read when superpixels are computed (a snapshot); painting in the layer
+afterwards (or an Accept) is picked up at the next preview. Undo restores the labels but not
+the provenance array (napari's undo history only covers ``layer.data``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Slider,
+    SpinBox,
+)
+
+from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
+from napari_ssseg._napari.widgets._common import BusyState, notify_error, notify_info
+from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
+from napari_ssseg.core.provenance import PROVENANCE_KEY, SUPERPIXEL, update_provenance
+from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
+from napari_ssseg.errors import GeometryError, InputError
+
+__all__ = [
+    "PREVIEW_COLORS",
+    "REGION_CHOICES",
+    "SYNC_PREVIEW_SECONDS",
+    "RefineWidget",
+    "RefineSetup",
+    "compute_setup_job",
+    "MaskCache",
+    "preview_box",
+    "preview_masks",
+]
+
+#: Region choice label -> regions refined.
+REGION_CHOICES: dict[str, tuple[str, ...]] = {
+    "WT + TC": ("wt", "tc"),
+    "WT (whole tumour)": ("wt",),
+    "TC (tumour core)": ("tc",),
+}
+#: Preview values and colours: 1 refined WT, 2 refined TC.
+PREVIEW_COLORS: dict[int, tuple[float, float, float, float]] = {
+    1: (1.0, 0.85, 0.0, 1.0),
+    2: (0.0, 0.9, 1.0, 1.0),
+}
+#: A preview that took longer than this (seconds) makes the next ones asynchronous.
+SYNC_PREVIEW_SECONDS = 0.05
+#: Debounce delay (ms) of asynchronous previews.
+DEBOUNCE_MS = 60
+_ROLE_PREVIEW = "refine_preview"
+_ROLE_SUPERPIXELS = "superpixels"
+_SKIP_ROLES = (_ROLE_PREVIEW, _ROLE_SUPERPIXELS)
+_MAX_SESSIONS = 4
+_MAX_PREVIEWS = 64
+
+
+# --------------------------------------------------------------------------- worker side
+@dataclass
+class RefineSetup:
+    """Everything the sliders need: per-region superpixels, sessions and fitted seeds.
+
+    Attributes
+    ----------
+    case : Case
+    brain : (Z, Y, X) ndarray of bool
+    regions : tuple of str
+        Regions refined (``"wt"``, ``"tc"``); a region whose seed is empty is dropped.
+    superpixels : dict of str to (Z, Y, X) int32 ndarray
+    sessions : dict of str to RefinementSession
+    params : dict
+        ``n_segments``, ``compactness``, ``sigma``.
+    messages : list of str
+        Things the user should know (skipped regions, fallbacks).
+    """
+
+    case: Any
+    brain: np.ndarray
+    regions: tuple[str, ...]
+    superpixels: dict[str, np.ndarray]
+    sessions: dict[str, Any]
+    params: dict[str, Any]
+    messages: list[str] = field(default_factory=list)
+
+
+def _brain_of(case: Any, preprocessed: Any) -> np.ndarray:
+    """Brain mask on the case grid: the preprocessing mask, else derived from the images."""
+    if preprocessed is not None and getattr(preprocessed, "mask", None) is not None:
+        mask = np.asarray(preprocessed.mask, bool)
+        if mask.shape != tuple(case.shape):
+            mask = np.asarray(preprocessed.uncrop(mask), bool)
+        if mask.shape == tuple(case.shape) and mask.any():
+            return mask
+    from napari_ssseg.core.preprocess import brain_mask
+
+    return brain_mask(case.images)
+
+
+def _scaled(gen: Any, lo: float, hi: float, prefix: str):
+    """Re-map the progress of ``gen`` (fractions or heartbeats) into ``[lo, hi]`` of 1000."""
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if item is None:
+                yield None
+                continue
+            frac = item.get("fraction")
+            if frac is None and item.get("total"):
+                frac = float(item.get("step", 0)) / float(item["total"])
+            out: dict[str, Any] = {"message": f"{prefix}: {item.get('message', '')}".rstrip(": ")}
+            if frac is not None:
+                out.update(step=int(1000 * (lo + (hi - lo) * float(frac))), total=1000)
+            yield out
+    finally:
+        gen.close()
+
+
+def compute_setup_job(
+    case: Any,
+    preprocessed: Any,
+    regions: tuple[str, ...],
+    params: dict[str, Any],
+    seeds: dict[str, np.ndarray],
+    reuse: dict[str, tuple[np.ndarray, Any]] | None = None,
+    brain: np.ndarray | None = None,
+):
+    """Generator run in the worker: brain mask, superpixels and sessions for ``regions``.
+
+    Parameters
+    ----------
+    case : Case
+    preprocessed : Preprocessed or None
+        Its brain mask is used when present.
+    regions : tuple of {"wt", "tc"}
+    params : dict
+        ``n_segments``, ``compactness``, ``sigma`` of :func:`slic_superpixels`.
+    seeds : dict of str to (Z, Y, X) bool ndarray
+        Pseudo-label of each region (checked for emptiness inside the brain).
+    reuse : dict, optional
+        Already computed ``(superpixels, session)`` per region (skipped here).
+    brain : (Z, Y, X) ndarray of bool, optional
+        Brain mask already computed for this case (else derived here).
+
+    Yields
+    ------
+    dict
+        Progress reports (step out of 1000).
+
+    Returns
+    -------
+    RefineSetup
+    """
+    from napari_ssseg.core.refine import RefinementSession
+    from napari_ssseg.core.superpixels import region_superpixels
+
+    reuse = dict(reuse or {})
+    yield {"step": 0, "total": 1000, "message": "brain mask"}
+    if brain is None:
+        brain = _brain_of(case, preprocessed)
+    spacing = tuple(float(s) for s in case.scale)
+    messages: list[str] = []
+    if not np.any(seeds["wt"] & brain) and "wt" in regions:
+        raise InputError(
+            "the pseudo-label has no tumour voxel inside the brain: nothing to grow from. "
+            "Choose a labels layer that holds a (rough) tumour segmentation, or paint one."
+        )
+    keep = []
+    for region in regions:
+        if not np.any(seeds[region] & brain):
+            if region == "tc":
+                messages.append(
+                    "the pseudo-label has no tumour core (NCR/ET) inside the brain: TC "
+                    "refinement skipped."
+                )
+                continue
+        keep.append(region)
+    if not keep:
+        raise InputError(
+            "the pseudo-label has no tumour core (NCR/ET) inside the brain: nothing to grow "
+            "from for TC. Choose WT, or a pseudo-label with a tumour core."
+        )
+    superpixels: dict[str, np.ndarray] = {}
+    sessions: dict[str, Any] = {}
+    n = len(keep)
+    for i, region in enumerate(keep):
+        lo, hi = i / n, (i + 1) / n
+        if region in reuse:
+            superpixels[region], sessions[region] = reuse[region]
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # fallbacks are reported up front
+            sp = yield from _scaled(
+                callback_generator(
+                    region_superpixels,
+                    case.images,
+                    case.modalities,
+                    region.upper(),
+                    mask=brain,
+                    cache=True,
+                    spacing=spacing,
+                    stop_kwarg="should_stop",
+                    **params,
+                ),
+                lo,
+                lo + 0.7 * (hi - lo),
+                f"{region.upper()} superpixels",
+            )
+            yield {
+                "step": int(1000 * (lo + 0.7 * (hi - lo))),
+                "total": 1000,
+                "message": f"{region.upper()} features and graph",
+            }
+            session = yield from _scaled(
+                callback_generator(
+                    RefinementSession,
+                    case.images,
+                    case.modalities,
+                    sp,
+                    brain,
+                    spacing,
+                    region=region,
+                    progress_kwarg="",
+                ),
+                lo + 0.7 * (hi - lo),
+                hi,
+                f"{region.upper()} features",
+            )
+        superpixels[region] = sp
+        sessions[region] = session
+    yield {"step": 1000, "total": 1000, "message": "done"}
+    return RefineSetup(
+        case=case,
+        brain=brain,
+        regions=tuple(keep),
+        superpixels=superpixels,
+        sessions=sessions,
+        params=dict(params),
+        messages=messages,
+    )
+
+
+class MaskCache:
+    """Refined region masks by (region, final superpixel set), bit-packed, LRU.
+
+    Many slider positions give the same set of superpixels; for those the (slow, full-grid)
+    mask assembly is skipped. Shared by the GUI thread and the preview worker (plain dict
+    operations only).
+    """
+
+    def __init__(self, max_items: int = _MAX_PREVIEWS) -> None:
+        self.max_items = int(max_items)
+        self._items: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...], int]] = OrderedDict()
+
+    def get(self, key: tuple) -> tuple[np.ndarray, int] | None:
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        packed, shape, added = hit
+        n = int(np.prod(shape))
+        return np.unpackbits(packed, count=n).view(bool).reshape(shape), added
+
+    def put(self, key: tuple, mask: np.ndarray, added: int) -> None:
+        self._items[key] = (np.packbits(mask.ravel()), mask.shape, int(added))
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _union_box(crops: list[tuple[slice, ...]]) -> tuple[slice, ...]:
+    return tuple(
+        slice(min(c[a].start for c in crops), max(c[a].stop for c in crops)) for a in range(3)
+    )
+
+
+def preview_box(
+    setup: RefineSetup,
+    seeds: dict[str, Any],
+    pseudo: np.ndarray,
+    sim0: float,
+    n_c: int,
+    cache: MaskCache | None = None,
+) -> tuple[tuple[slice, ...], np.ndarray, dict[str, int], tuple]:
+    """Refined regions for the preview, on the bounding box of the superpixel domain.
+
+    Parameters
+    ----------
+    setup : RefineSetup
+    seeds : dict of str to FittedSeed
+        :meth:`RefinementSession.fit` of each refined region.
+    pseudo : (Z, Y, X) ndarray of int
+        The pseudo-label (internal classes), for the region that is not refined.
+    sim0, n_c
+        Refinement parameters.
+    cache : MaskCache, optional
+        Masks by final superpixel set: the growth (milliseconds) always runs, the mask
+        assembly only for a superpixel set not seen before.
+
+    Returns
+    -------
+    box : tuple of 3 slice
+        Where ``preview`` sits in the full grid (nothing outside it is ever refined).
+    preview : (z, y, x) ndarray of uint8
+        1 refined WT (outside TC), 2 refined TC (clipped to WT), 0 elsewhere.
+    added : dict of str to int
+        Voxels added to each refined region.
+    state : tuple
+        Identifies the result (same state = same preview).
+    """
+    from napari_ssseg.core.refine import grow_fast
+
+    box = _union_box([setup.sessions[r].crop for r in setup.regions])
+    added: dict[str, int] = {}
+    masks: dict[str, np.ndarray] = {}
+    state = []
+    for region in setup.regions:
+        session, seed = setup.sessions[region], seeds[region]
+        members, _ = grow_fast(
+            session.stats, session.adjacency, session.model, seed.members, sim0, n_c
+        )
+        key = (region, members.tobytes())
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            res = session.refine(seed, sim0, n_c)
+            hit = (np.ascontiguousarray(res.mask[box]), int(np.count_nonzero(res.provenance)))
+            if cache is not None:
+                cache.put(key, *hit)
+        masks[region], added[region] = hit
+        state.append(key)
+    if "wt" in masks:
+        wt = masks["wt"]
+    else:
+        wt = (pseudo[box] > 0) & setup.brain[box]
+    preview = wt.astype(np.uint8)
+    if "tc" in masks:
+        preview[masks["tc"] & wt] = 2
+    else:
+        sub = pseudo[box]
+        preview[((sub == 1) | (sub == 3)) & wt] = 2
+    return box, preview, added, tuple(state)
+
+
+def preview_masks(
+    setup: RefineSetup,
+    seeds: dict[str, Any],
+    pseudo: np.ndarray,
+    sim0: float,
+    n_c: int,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Full-grid form of :func:`preview_box`: ``(preview (Z, Y, X) uint8, added)``."""
+    box, sub, added, _ = preview_box(setup, seeds, pseudo, sim0, n_c)
+    full = np.zeros(tuple(setup.case.shape), np.uint8)
+    full[box] = sub
+    return full, added
+
+
+def _preview_job(setup, seeds, pseudo, sim0, n_c, cache):
+    """Worker form of :func:`preview_box` (a generator with no progress)."""
+    if False:  # pragma: no cover - makes this a generator function
+        yield None
+    t0 = time.perf_counter()
+    out = preview_box(setup, seeds, pseudo, sim0, n_c, cache)
+    return out, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- the panel
+class RefineWidget(Container):
+    """Dock widget: superpixel refinement of a pseudo-label with a live preview.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+
+    Attributes
+    ----------
+    labels_layer : ComboBox
+        The pseudo-label (labels layers of loaded cases).
+    region : ComboBox
+        A key of :data:`REGION_CHOICES`.
+    n_segments, compactness, sigma : SpinBox, FloatSpinBox
+        Superpixel parameters.
+    compute_button, cancel_button, accept_button : PushButton
+    show_boundaries : CheckBox
+    sim0 : FloatSlider
+        Stopping similarity in [0, 1].
+    n_c : Slider
+        Candidates checked per merge (minus one).
+    status : Label
+    task : TaskHandle or None
+        The running (or last) superpixel task.
+    setup : RefineSetup or None
+        The superpixels/sessions the sliders use.
+    preview_layer : napari.layers.Labels or None
+    last_preview_seconds : float
+        Wall time of the last preview (refinement + layer update).
+    preview_times : list of float
+        Wall times of every preview computed (refinement + layer update), for benchmarks.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.viewer = napari_viewer
+        self.labels_layer = ComboBox(label="Pseudo-label", choices=self._labels_choices)
+        self.region = ComboBox(
+            label="Region", choices=list(REGION_CHOICES), value=next(iter(REGION_CHOICES))
+        )
+        self.n_segments = SpinBox(label="n_segments", value=350, min=10, max=20000, step=50)
+        self.compactness = FloatSpinBox(
+            label="compactness", value=0.01, min=0.0001, max=10.0, step=0.005
+        )
+        self.sigma = FloatSpinBox(label="sigma (mm)", value=1.0, min=0.0, max=10.0, step=0.25)
+        self.compute_button = PushButton(text="Compute superpixels")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.show_boundaries = CheckBox(text="Show superpixel boundaries", value=True)
+        self.sim0 = FloatSlider(
+            label="sim0", value=DEFAULT_SIM0, min=0.0, max=1.0, step=0.01, enabled=False
+        )
+        self.n_c = Slider(label="n_c", value=DEFAULT_NC, min=1, max=200, step=1, enabled=False)
+        self.accept_button = PushButton(text="Accept", enabled=False)
+        self.status = Label(label="Status", value="compute superpixels to start")
+        self.status.native.setWordWrap(True)
+        super().__init__(
+            widgets=[
+                self.labels_layer,
+                self.region,
+                self.n_segments,
+                self.compactness,
+                self.sigma,
+                Container(
+                    widgets=[self.compute_button, self.cancel_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+                self.show_boundaries,
+                self.sim0,
+                self.n_c,
+                self.accept_button,
+                self.status,
+            ]
+        )
+        self.max_width = 420
+        self.task: TaskHandle | None = None
+        self.setup: RefineSetup | None = None
+        self.preview_layer: Any = None
+        self.boundary_layers: dict[str, Any] = {}
+        self.last_preview_seconds = 0.0
+        self.preview_times: list[float] = []
+        self._target: Any = None  # the labels layer the setup belongs to
+        self._pseudo: np.ndarray | None = None
+        self._seeds: dict[str, Any] = {}
+        self._sessions: OrderedDict[tuple, tuple[Any, np.ndarray, Any]] = OrderedDict()
+        self._brains: dict[int, tuple[Any, np.ndarray]] = {}
+        self._masks = MaskCache()
+        self._shown: tuple | None = None  # state of the preview on display
+        self._pending: tuple[float, int] | None = None
+        self._preview_task: TaskHandle | None = None
+        self._preview_token = 0
+        self._writing = False
+        self._busy = BusyState(
+            [
+                self.labels_layer,
+                self.region,
+                self.n_segments,
+                self.compactness,
+                self.sigma,
+                self.compute_button,
+                self.accept_button,
+            ],
+            self.status,
+        )
+        from qtpy.QtCore import QTimer
+
+        self._debounce = QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self._start_async_preview)
+
+        self.compute_button.changed.connect(self.compute)
+        self.cancel_button.changed.connect(self.cancel)
+        self.accept_button.changed.connect(self.accept)
+        self.sim0.changed.connect(self._on_slider)
+        self.n_c.changed.connect(self._on_slider)
+        self.show_boundaries.changed.connect(self._on_show_boundaries)
+        for w in (self.labels_layer, self.region, self.n_segments, self.compactness, self.sigma):
+            w.changed.connect(self._on_config_changed)
+        events = self.viewer.layers.events
+        for name in ("inserted", "removed", "moved"):
+            getattr(events, name).connect(self._on_layers_changed)
+
+    # ------------------------------------------------------------------ choices / config
+    def _labels_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        from napari.layers import Labels
+
+        out = []
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Labels) or handle_of_layer(layer) is None:
+                continue
+            if layer.metadata.get("ssseg_role") in _SKIP_ROLES:
+                continue
+            out.append((layer.name, layer))
+        return out
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        self.labels_layer.reset_choices()
+        if event is not None and getattr(event, "type", "") == "removed":
+            removed = getattr(event, "value", None)
+            if removed is self.preview_layer:
+                self.preview_layer = None
+            for key, layer in list(self.boundary_layers.items()):
+                if layer is removed:
+                    del self.boundary_layers[key]
+            if removed is self._target:
+                self._drop_setup("the pseudo-label layer was removed")
+
+    def _regions(self) -> tuple[str, ...]:
+        return REGION_CHOICES[self.region.value]
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "n_segments": int(self.n_segments.value),
+            "compactness": float(self.compactness.value),
+            "sigma": float(self.sigma.value),
+        }
+
+    def _session_key(self, case: Any, region: str, params: dict[str, Any]) -> tuple:
+        return (id(case), region, params["n_segments"], params["compactness"], params["sigma"])
+
+    def _on_config_changed(self, *_: Any) -> None:
+        """Labels layer, region or parameters changed: reuse computed sessions if possible."""
+        if self.task is not None and self.task.running:
+            return
+        layer = self.labels_layer.value
+        if layer is None:
+            self._drop_setup("choose a pseudo-label layer")
+            return
+        handle = handle_of_layer(layer)
+        params = self._params()
+        reuse = self._reusable(handle.case, self._regions(), params)
+        if reuse is not None and len(reuse) == len(self._regions()):
+            try:
+                self._install_setup(layer, self._setup_from(handle.case, reuse, params))
+            except Exception as exc:  # noqa: BLE001 - bad pseudo-label: tell the user
+                self._drop_setup("")
+                notify_error(exc)
+            return
+        self._drop_setup("parameters changed: compute superpixels")
+
+    def _reusable(self, case: Any, regions: tuple[str, ...], params: dict) -> dict | None:
+        found = {}
+        for region in regions:
+            entry = self._sessions.get(self._session_key(case, region, params))
+            if entry is not None and entry[0] is case:
+                found[region] = (entry[1], entry[2])
+        return found
+
+    def _setup_from(self, case: Any, reuse: dict, params: dict) -> RefineSetup:
+        brain = self._brains[id(case)][1]
+        return RefineSetup(
+            case=case,
+            brain=brain,
+            regions=tuple(reuse),
+            superpixels={r: v[0] for r, v in reuse.items()},
+            sessions={r: v[1] for r, v in reuse.items()},
+            params=params,
+        )
+
+    # ------------------------------------------------------------------ validation
+    def _checked_layer(self) -> tuple[Any, Any, np.ndarray]:
+        """The chosen labels layer, its case handle and a copy of its data (validated)."""
+        layer = self.labels_layer.value
+        if layer is None:
+            raise InputError(
+                "No pseudo-label: load a case (Loader panel) or propose one (Propose panel), "
+                "then choose its labels layer as the pseudo-label."
+            )
+        handle = handle_of_layer(layer)
+        case = handle.case
+        data = np.asarray(layer.data)
+        if data.shape != tuple(case.shape):
+            raise GeometryError(
+                f"the labels layer {layer.name!r} has shape {data.shape} but its case "
+                f"{case.name!r} has shape {tuple(case.shape)}: it is on another grid. Resample "
+                f"it to the case first, or choose another labels layer."
+            )
+        if data.size and (int(data.min()) < 0 or int(data.max()) > 3):
+            raise InputError(
+                f"the labels layer {layer.name!r} holds values in [{int(data.min())}, "
+                f"{int(data.max())}]; refinement needs internal labels 0-3 (0 bg, 1 NCR, 2 ED, "
+                f"3 ET). Load it through the plugin so its convention is decoded."
+            )
+        if not np.any(data > 0):
+            raise InputError(
+                f"the pseudo-label {layer.name!r} is empty: nothing to grow from. Choose a "
+                f"labels layer that holds a (rough) tumour segmentation, or paint one."
+            )
+        return layer, handle, data.copy()
+
+    @staticmethod
+    def _region_seeds(data: np.ndarray) -> dict[str, np.ndarray]:
+        return {"wt": data > 0, "tc": (data == 1) | (data == 3)}
+
+    # ------------------------------------------------------------------ compute
+    def compute(self, *_: Any) -> TaskHandle | None:
+        """Start computing superpixels and sessions for the current choice (returns the task)."""
+        if self.task is not None and self.task.running:
+            return self.task
+        try:
+            layer, handle, data = self._checked_layer()
+        except Exception as exc:  # noqa: BLE001
+            notify_error(exc)
+            return None
+        case = handle.case
+        regions = self._regions()
+        params = self._params()
+        self._warn_fallbacks(case, regions)
+        reuse = self._reusable(case, regions, params)
+        brain_entry = self._brains.get(id(case))
+        brain = brain_entry[1] if brain_entry is not None and brain_entry[0] is case else None
+        self._drop_setup("")
+        self._busy.start("computing superpixels...")
+        self.cancel_button.enabled = True
+        self._pending_layer = layer
+        self._pending_data = data
+        self.task = start_task(
+            compute_setup_job,
+            case,
+            handle.preprocessed,
+            regions,
+            params,
+            self._region_seeds(data),
+            reuse,
+            brain,
+            desc="Superpixels",
+            on_yielded=self._on_progress,
+            on_returned=self._on_computed,
+            on_error=self._on_error,
+            on_aborted=self._on_aborted,
+            on_finished=self._on_finished,
+        )
+        return self.task
+
+    def _warn_fallbacks(self, case: Any, regions: tuple[str, ...]) -> None:
+        from napari_ssseg.core.superpixels import channels_for_region
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for region in regions:
+                channels_for_region(list(case.modalities), region.upper())
+        for w in caught:
+            notify_info(str(w.message))
+
+    def cancel(self, *_: Any) -> None:
+        """Cancel the superpixel computation (takes effect at its next progress report)."""
+        if self.task is not None and self.task.running:
+            self.task.cancel()
+
+    def _on_progress(self, report: dict[str, Any]) -> None:
+        if report.get("message"):
+            self.status.value = str(report["message"])
+
+    def _on_computed(self, setup: RefineSetup) -> None:
+        case = setup.case
+        self._brains = {id(case): (case, setup.brain)}
+        for region in setup.regions:
+            key = self._session_key(case, region, setup.params)
+            self._sessions[key] = (case, setup.superpixels[region], setup.sessions[region])
+            self._sessions.move_to_end(key)
+        while len(self._sessions) > _MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        for msg in setup.messages:
+            notify_info(msg)
+        try:
+            self._install_setup(self._pending_layer, setup, self._pending_data)
+            self._done_message = (
+                "ready: "
+                + ", ".join(
+                    f"{r.upper()} {setup.sessions[r].n_superpixels} superpixels"
+                    for r in setup.regions
+                )
+                + " — move sim0 / n_c"
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._done_message = "failed: " + str(exc)[:80]
+            notify_error(exc)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._done_message = "failed: " + " ".join(str(exc).split())[:80]
+        notify_error(exc)
+
+    def _on_aborted(self) -> None:
+        self._done_message = "cancelled"
+
+    def _on_finished(self) -> None:
+        self.cancel_button.enabled = False
+        self._busy.stop(getattr(self, "_done_message", ""))
+        self._done_message = ""
+        self._pending_layer = None
+        self._pending_data = None
+        self.accept_button.enabled = self.setup is not None
+
+    # ------------------------------------------------------------------ setup / layers
+    def _install_setup(
+        self, layer: Any, setup: RefineSetup, data: np.ndarray | None = None
+    ) -> None:
+        """Make ``setup`` the current one: fit seeds, show boundaries, enable the sliders."""
+        if data is None:
+            data = np.asarray(layer.data).copy()
+        self._disconnect_target()
+        self._target = layer
+        self._pseudo = data
+        self.setup = setup
+        self._masks.clear()
+        self._shown = None
+        self._fit_seeds()
+        layer.events.paint.connect(self._on_target_edited)
+        layer.events.data.connect(self._on_target_edited)
+        self._show_boundary_layers(setup)
+        for w in (self.sim0, self.n_c):
+            w.enabled = True
+        self.accept_button.enabled = not self._busy.is_busy
+        self.update_preview()
+        # the first preview includes creating the layer; let the next slider move measure
+        # the real cost of an update
+        self.last_preview_seconds = 0.0
+
+    def _fit_seeds(self) -> None:
+        seeds = self._region_seeds(self._pseudo)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self._seeds = {r: self.setup.sessions[r].fit(seeds[r]) for r in self.setup.regions}
+
+    def _disconnect_target(self) -> None:
+        if self._target is not None:
+            for ev in (self._target.events.paint, self._target.events.data):
+                try:
+                    ev.disconnect(self._on_target_edited)
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+        self._target = None
+
+    def _drop_setup(self, message: str) -> None:
+        self._disconnect_target()
+        self.setup = None
+        self._seeds = {}
+        self._pseudo = None
+        self._masks.clear()
+        self._shown = None
+        self._preview_token += 1
+        self._debounce.stop()
+        for w in (self.sim0, self.n_c, self.accept_button):
+            w.enabled = False
+        if message:
+            self.status.value = message
+
+    def _on_target_edited(self, *_: Any) -> None:
+        """The user painted in the pseudo-label: re-read it at the next preview."""
+        if self._writing:
+            return
+        self._pseudo = None
+
+    def _layer_kwargs(self, case: Any, handle: Any) -> dict[str, Any]:
+        return {
+            "scale": tuple(float(s) for s in case.scale),
+            "translate": tuple(float(t) for t in case.translate),
+        }
+
+    def _show_boundary_layers(self, setup: RefineSetup) -> None:
+        from napari.layers import Labels
+
+        handle = handle_of_layer(self._target)
+        for region in ("wt", "tc"):
+            name = f"{setup.case.name} superpixels {region.upper()}"
+            layer = self.boundary_layers.get(region)
+            if region not in setup.regions:
+                if layer is not None:
+                    layer.visible = False
+                continue
+            data = np.asarray(setup.superpixels[region])
+            if layer is None or layer not in self.viewer.layers or layer.data.shape != data.shape:
+                layer = Labels(
+                    data,
+                    name=name,
+                    opacity=0.5,
+                    blending="translucent",
+                    metadata={CASE_KEY: handle, "ssseg_role": _ROLE_SUPERPIXELS},
+                    **self._layer_kwargs(setup.case, handle),
+                )
+                layer.contour = 1
+                self.viewer.add_layer(layer)
+                self.boundary_layers[region] = layer
+            else:
+                layer.data = data
+                layer.name = name
+            layer.visible = bool(self.show_boundaries.value) and (
+                region == "wt" or "wt" not in setup.regions
+            )
+        if self._target in self.viewer.layers:
+            self.viewer.layers.selection.active = self._target
+
+    def _on_show_boundaries(self, value: bool) -> None:
+        regions = self.setup.regions if self.setup is not None else ()
+        for region, layer in self.boundary_layers.items():
+            layer.visible = (
+                bool(value) and region in regions and (region == "wt" or "wt" not in regions)
+            )
+
+    def _ensure_preview_layer(self) -> Any:
+        from napari.layers import Labels
+        from napari.utils.colormaps import DirectLabelColormap
+
+        setup = self.setup
+        layer = self.preview_layer
+        if (
+            layer is not None
+            and layer in self.viewer.layers
+            and layer.data.shape == tuple(setup.case.shape)
+        ):
+            return layer
+        handle = handle_of_layer(self._target)
+        colors: dict[int | None, Any] = {k: np.asarray(v) for k, v in PREVIEW_COLORS.items()}
+        colors[None] = np.array([1.0, 0.0, 1.0, 1.0])
+        layer = Labels(
+            np.zeros(tuple(setup.case.shape), np.uint8),
+            name=f"{setup.case.name} refine preview",
+            colormap=DirectLabelColormap(color_dict=colors, background_value=0),
+            opacity=1.0,
+            metadata={CASE_KEY: handle, "ssseg_role": _ROLE_PREVIEW},
+            **self._layer_kwargs(setup.case, handle),
+        )
+        layer.contour = 1
+        self.viewer.add_layer(layer)
+        self.preview_layer = layer
+        self._shown = None
+        if self._target in self.viewer.layers:
+            self.viewer.layers.selection.active = self._target
+        return layer
+
+    # ------------------------------------------------------------------ preview
+    def _slider_values(self) -> tuple[float, int]:
+        return round(float(self.sim0.value), 6), int(self.n_c.value)
+
+    def _on_slider(self, *_: Any) -> None:
+        if self.setup is None:
+            return
+        if self.last_preview_seconds <= SYNC_PREVIEW_SECONDS:
+            self.update_preview()
+        else:
+            self.status.value = "previewing..."
+            self._debounce.start()
+
+    def _current_inputs(self) -> None:
+        if self._pseudo is None:  # edited since the last fit
+            self._pseudo = np.asarray(self._target.data).copy()
+            self._masks.clear()
+            self._fit_seeds()
+
+    def update_preview(self) -> None:
+        """Compute the preview for the current slider values on the GUI thread and show it."""
+        if self.setup is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._current_inputs()
+            key = self._slider_values()
+            out = preview_box(self.setup, self._seeds, self._pseudo, *key, self._masks)
+            self._show_preview(*out, key)
+        except Exception as exc:  # noqa: BLE001
+            notify_error(exc)
+            return
+        self._preview_token += 1  # any async preview in flight is now stale
+        self.last_preview_seconds = time.perf_counter() - t0
+        self.preview_times.append(self.last_preview_seconds)
+
+    def _start_async_preview(self) -> None:
+        if self.setup is None:
+            return
+        if self._preview_task is not None and self._preview_task.running:
+            self._debounce.start()  # one preview worker at a time; try again shortly
+            return
+        try:
+            self._current_inputs()
+        except Exception as exc:  # noqa: BLE001
+            notify_error(exc)
+            return
+        key = self._slider_values()
+        self._preview_token += 1
+        token = self._preview_token
+        t0 = time.perf_counter()
+
+        def done(result: tuple) -> None:
+            out, seconds = result
+            if token != self._preview_token or self.setup is None:
+                return  # stale: the sliders moved on (or the setup changed)
+            self._show_preview(*out, key)
+            self.last_preview_seconds = seconds
+            self.preview_times.append(time.perf_counter() - t0)
+
+        self._preview_task = start_task(
+            _preview_job,
+            self.setup,
+            dict(self._seeds),
+            self._pseudo,
+            key[0],
+            key[1],
+            self._masks,
+            desc="Refine preview",
+            show_progress=False,
+            on_returned=done,
+        )
+
+    def _show_preview(
+        self,
+        box: tuple[slice, ...],
+        preview: np.ndarray,
+        added: dict[str, int],
+        state: tuple,
+        key: tuple,
+    ) -> None:
+        layer = self._ensure_preview_layer()
+        if state != self._shown:
+            # update in place (no new 9 MB array, no dims update): only the box can change
+            data = layer.data
+            if self._shown is None:
+                data[...] = 0
+            data[box] = preview
+            self._shown = state
+            layer.refresh(thumbnail=False, extent=False, highlight=False)
+        parts = [f"{r.upper()} +{n} voxels" for r, n in added.items()]
+        self.status.value = f"preview sim0={key[0]:.2f}, n_c={key[1]}: " + ", ".join(parts)
+
+    # ------------------------------------------------------------------ accept
+    def accept(self, *_: Any) -> np.ndarray | None:
+        """Write the refined labels into the pseudo-label layer as one undoable step.
+
+        Returns
+        -------
+        (Z, Y, X) ndarray of bool or None
+            Voxels changed (``None`` if nothing was written).
+        """
+        from napari_ssseg.core.refine import refine_labels
+
+        setup, layer = self.setup, self._target
+        if setup is None or layer is None:
+            notify_error(InputError("Nothing to accept: compute superpixels first."))
+            return None
+        if layer not in self.viewer.layers:
+            notify_error(InputError("The pseudo-label layer was removed; choose another one."))
+            return None
+        try:
+            self._current_inputs()
+            sim0, n_c = self._slider_values()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                out = refine_labels(
+                    setup.case.images,
+                    setup.case.modalities,
+                    self._pseudo,
+                    None,
+                    None,
+                    setup.brain,
+                    spacing=tuple(float(s) for s in setup.case.scale),
+                    sim0=sim0,
+                    n_c=n_c,
+                    regions=setup.regions,
+                    sessions=setup.sessions,
+                )
+        except Exception as exc:  # noqa: BLE001
+            notify_error(exc)
+            return None
+        current = np.asarray(layer.data)
+        new = out.labels.astype(current.dtype, copy=False)
+        changed = current != new
+        n_changed = int(np.count_nonzero(changed))
+        if n_changed == 0:
+            self.status.value = f"nothing changed at sim0={sim0:.2f}, n_c={n_c}"
+            return changed
+        indices = np.nonzero(changed)
+        self._writing = True
+        try:
+            with layer.block_history():
+                layer.data_setitem(indices, new[indices])
+        finally:
+            self._writing = False
+        layer.metadata[PROVENANCE_KEY] = update_provenance(
+            layer.metadata.get(PROVENANCE_KEY), changed | (out.provenance & (new > 0)), SUPERPIXEL
+        )
+        self.status.value = (
+            f"accepted sim0={sim0:.2f}, n_c={n_c}: {n_changed} voxels changed in "
+            f"{layer.name!r} (undo with Ctrl+Z)"
+        )
+        return changed

@@ -1,0 +1,389 @@
+"""Annotation workspace: create, inspect, rank, evaluate, export and import.
+
+A workspace is a folder with a human-readable manifest (workspace.json) that references the
+case images (in place, or copied with --copy) and keeps every saved label version, the
+scribbles, per-voxel provenance, registered models and training runs (see
+docs/workspace.md). Subcommands:
+
+  init      create a workspace from a folder of cases (or an nnU-Net / MSD dataset)
+  status    list the cases with their status, versions and scores (read-only)
+  suggest   rank unlabelled / proposed cases to label next (uncertainty, random)
+  evaluate  metrics of the latest labels against ground truth -> CSV, JSON, PNG box plot
+  export    write nnU-Net v2, MSD or BraTS folders (never overwrites files)
+  import    create a workspace from an nnU-Net v2 or MSD dataset
+  snapshot  frozen copy of the current labels (what a training run reads)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the workspace subcommands to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = parser.add_subparsers(dest="ws_command", metavar="SUBCOMMAND")
+
+    p = sub.add_parser("init", help="create a workspace from a folder of cases")
+    p.add_argument("workspace", metavar="WS", help="new workspace folder")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="folder of case folders (BraTS/MSD naming) or an nnU-Net/MSD dataset",
+    )
+    p.add_argument("--copy", action="store_true", help="copy the images into the workspace")
+
+    p = sub.add_parser("status", help="show the cases, their status and scores")
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--verify", action="store_true", help="check every version file's checksum")
+
+    p = sub.add_parser("suggest", help="rank cases to label next")
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("--n", type=int, default=5, metavar="K", help="cases to suggest (default 5)")
+    p.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="checkpoint: predict each candidate and score its uncertainty (needs torch); "
+        "without it, scores stored in the workspace are used",
+    )
+    p.add_argument(
+        "--strategy",
+        default="entropy",
+        help="entropy (default), disagreement (stored CPS scores) or random",
+    )
+    p.add_argument(
+        "--diversity",
+        nargs="?",
+        const=0.5,
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="favour cases unlike those already chosen (weight W in [0, 1], default 0.5)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("evaluate", help="metrics against ground truth -> CSV/JSON/PNG")
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.csv/json, dice_boxplot.png")
+    p.add_argument("--tolerance", type=float, default=1.0, metavar="MM", help="NSD tolerance")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("export", help="write nnU-Net / MSD / BraTS folders")
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("out", metavar="OUT", help="target folder (existing files are never replaced)")
+    p.add_argument("--format", required=True, help="nnunet, msd or brats")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--cases", nargs="+", metavar="CASE", help="case ids to export")
+    group.add_argument(
+        "--verified", action="store_true", help="export the verified cases (the default)"
+    )
+    group.add_argument("--all", action="store_true", help="export every case with labels")
+    p.add_argument(
+        "--region-based",
+        action="store_true",
+        help="nnU-Net: region labels WT/TC/ET with regions_class_order",
+    )
+
+    p = sub.add_parser("import", help="create a workspace from an nnU-Net or MSD dataset")
+    p.add_argument("source", metavar="DIR", help="dataset folder with dataset.json")
+    p.add_argument("workspace", metavar="WS", help="new workspace folder")
+    p.add_argument("--copy", action="store_true", help="copy the images into the workspace")
+    p.add_argument(
+        "--labels-as",
+        default="version",
+        help="version (labels become version 1, cases verified; default) or ground_truth",
+    )
+    p.add_argument("--convention", help="label convention of the files (brats2023, msd, ...)")
+
+    p = sub.add_parser("snapshot", help="frozen copy of the current labels for training")
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("dest", metavar="DEST", help="new or empty folder")
+    p.add_argument("--status", nargs="+", metavar="STATUS", help="only cases with these statuses")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen subcommand."""
+    from napari_ssseg.errors import InputError
+
+    cmd = getattr(args, "ws_command", None)
+    if cmd is None:
+        raise InputError(
+            "ssseg workspace needs a subcommand: init, status, suggest, evaluate, export, "
+            "import or snapshot (see `ssseg workspace --help`)."
+        )
+    return {
+        "init": _init,
+        "status": _status,
+        "suggest": _suggest,
+        "evaluate": _evaluate,
+        "export": _export,
+        "import": _import,
+        "snapshot": _snapshot,
+    }[cmd](args)
+
+
+# ----------------------------------------------------------------------------- subcommands
+def _init(args: argparse.Namespace) -> int:
+    from napari_ssseg.io.workspace import Workspace
+
+    with Workspace.create(args.workspace, from_dir=args.source, copy_images=args.copy) as ws:
+        s = ws.summary()
+        print(f"created workspace {ws.root} with {s['n_cases']} case(s)")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_ssseg.io.workspace import Workspace
+
+    with Workspace.open(args.workspace, readonly=True) as ws:
+        s = ws.summary()
+        rows = []
+        for rec in ws.cases:
+            versions = ws.versions(rec.case_id)
+            last = versions[-1] if versions else None
+            rows.append(
+                {
+                    "case": rec.case_id,
+                    "status": rec.status,
+                    "versions": rec.n_versions,
+                    "last_source": last.source if last else None,
+                    "last_time": last.time if last else None,
+                    "ground_truth": rec.ground_truth is not None,
+                    "missing": list(rec.missing),
+                    "scores": rec.scores,
+                }
+            )
+        problems = ws.verify() if args.verify else None
+    if args.json:
+        out = {**s, "cases": rows}
+        if problems is not None:
+            out["problems"] = problems
+        print(json.dumps(out, indent=1))
+        return 0 if not problems else 1
+    counts = ", ".join(f"{k} {v}" for k, v in s["status_counts"].items())
+    print(f"workspace {s['workspace']}: {s['n_cases']} case(s) ({counts})")
+    print(
+        f"{s['n_versions']} label version(s), {s['n_models']} model(s), "
+        f"{s['n_runs']} training run(s)"
+    )
+    print()
+    print(f"{'case':<28}{'status':<11}{'vers':>5}  {'last save':<32}{'entropy':>8}  notes")
+    for r in rows:
+        last = f"{r['last_source']} {r['last_time'][:19]}" if r["versions"] else "-"
+        ent = r["scores"].get("entropy")
+        ent_s = f"{ent:.4f}" if ent is not None else "-"
+        notes = "MISSING IMAGES" if r["missing"] else ("gt" if r["ground_truth"] else "")
+        print(f"{r['case']:<28}{r['status']:<11}{r['versions']:>5}  {last:<32}{ent_s:>8}  {notes}")
+    if problems is not None:
+        print()
+        print(
+            "integrity: OK" if not problems else "integrity problems:\n  " + "\n  ".join(problems)
+        )
+        return 0 if not problems else 1
+    return 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from napari_ssseg.core.suggest import STRATEGIES, histogram_features, rank_cases
+    from napari_ssseg.errors import InputError, check_choice
+    from napari_ssseg.io.workspace import Workspace
+
+    strategy = check_choice("--strategy", args.strategy, STRATEGIES)
+    if args.n < 1:
+        raise InputError(f"--n {args.n} must be at least 1.")
+    if not 0.0 <= args.diversity <= 1.0:
+        raise InputError(f"--diversity {args.diversity} must be within [0, 1].")
+    readonly = args.model is None
+    notes: list[str] = []
+    with Workspace.open(args.workspace, readonly=readonly) as ws:
+        cand = [r for r in ws.cases if r.status in ("new", "proposed") and not r.missing]
+        n_missing = sum(1 for r in ws.cases if r.status in ("new", "proposed") and r.missing)
+        if n_missing:
+            notes.append(f"{n_missing} candidate case(s) skipped: image files missing")
+        if not cand:
+            raise InputError(
+                f"Workspace {args.workspace!r} has no case with status 'new' or 'proposed' (and "
+                "images present): nothing to suggest."
+            )
+        ids = [r.case_id for r in cand]
+        if strategy == "random":
+            ranked = rank_cases(ids, n=args.n, strategy="random", seed=args.seed)
+        else:
+            if args.model is not None:
+                if strategy != "entropy":
+                    raise InputError(
+                        "--model computes entropy scores; --strategy disagreement uses the CPS "
+                        "disagreement scores stored in the workspace (omit --model)."
+                    )
+                _score_with_model(ws, ids, args.model, notes)
+            else:
+                notes.append(
+                    f"no --model given: using the {strategy} scores stored in the workspace "
+                    "(saved when proposals were made)"
+                )
+            scores = {r.case_id: ws.case(r.case_id).scores.get(strategy) for r in cand}
+            n_none = sum(v is None for v in scores.values())
+            if n_none == len(scores):
+                notes.append(
+                    f"no case has a stored {strategy} score: fell back to the random baseline "
+                    f"(seed {args.seed}); give --model CKPT to compute uncertainty"
+                )
+                ranked = rank_cases(ids, n=args.n, strategy="random", seed=args.seed)
+            else:
+                if n_none:
+                    notes.append(f"{n_none} case(s) without a score are ranked last")
+                feats = None
+                if args.diversity > 0:
+                    feats = {}
+                    for cid, v in scores.items():
+                        if v is None:
+                            continue
+                        f = ws.features(cid)
+                        if f is None:
+                            case = ws.load_case(cid, labels="none")
+                            f = histogram_features(case.images)
+                            if not ws.readonly:
+                                ws.set_features(cid, f)
+                        feats[cid] = f
+                ranked = rank_cases(
+                    scores, n=args.n, strategy=strategy, features=feats, diversity=args.diversity
+                )
+        status = {r.case_id: r.status for r in cand}
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "strategy": strategy,
+                    "diversity": args.diversity,
+                    "notes": notes,
+                    "suggestions": [
+                        {
+                            "rank": s.rank,
+                            "case": s.case_id,
+                            "status": status[s.case_id],
+                            "score": s.score,
+                            "reason": s.reason,
+                        }
+                        for s in ranked
+                    ],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(f"{'rank':>4}  {'case':<28}{'status':<10}{'score':>8}  reason")
+    for s in ranked:
+        sc = f"{s.score:.4f}" if s.score is not None else "-"
+        print(f"{s.rank:>4}  {s.case_id:<28}{status[s.case_id]:<10}{sc:>8}  {s.reason}")
+    return 0
+
+
+def _score_with_model(ws, ids: list[str], model: str, notes: list[str]) -> None:
+    """Predict each candidate with ``model`` and store its entropy map and score."""
+    import sys
+
+    try:
+        from napari_ssseg.ml.inference import predict_case
+    except ImportError as exc:
+        notes.append(
+            f"--model ignored: the ML stack could not be imported ({exc}); using the scores "
+            "stored in the workspace (saved when proposals were made). Install "
+            "napari-ssseg[ml] to score with a model."
+        )
+        return
+    for i, cid in enumerate(ids):
+        print(f"[{i + 1}/{len(ids)}] predicting {cid}", file=sys.stderr)
+        case = ws.load_case(cid, labels="none")
+        res = predict_case(case, model)
+        ws.save_uncertainty(cid, res["uncertainty"], labels=res["labels"], kind="entropy")
+    notes.append(f"entropy computed with {model} for {len(ids)} case(s) and stored")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from napari_ssseg.errors import InputError
+    from napari_ssseg.io.workspace import Workspace
+    from napari_ssseg.io.workspace_export import evaluate_workspace
+
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise InputError(f"--tolerance {args.tolerance!r} must be a distance >= 0 in mm.")
+    with Workspace.open(args.workspace, readonly=True) as ws:
+        rep = evaluate_workspace(ws, args.out, tolerance_mm=args.tolerance)
+    if args.json:
+        print(json.dumps(rep, indent=1, allow_nan=False))
+        return 0
+    if not rep["cases"]:
+        print("no case has both a label version and ground truth; nothing to evaluate")
+    else:
+        print(f"{len(rep['cases'])} case(s) evaluated (latest label version vs ground truth)")
+        print(f"{'region':<8}{'Dice mean':>10}{'sd':>8}{'median':>8}{'HD95 mean':>11}")
+        for region, m in rep["summary"].items():
+            d, h = m["dice"], m["hd95"]
+            print(
+                f"{region:<8}{_f(d['mean'], 4):>10}{_f(d['std'], 4):>8}{_f(d['median'], 4):>8}"
+                f"{_f(h['mean'], 2):>11}"
+            )
+    for cid, why in rep["skipped"].items():
+        print(f"skipped {cid}: {why}")
+    for f in rep["files"]:
+        print(f"wrote {f}")
+    return 0
+
+
+def _f(v, digits: int) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _export(args: argparse.Namespace) -> int:
+    from napari_ssseg.io.workspace import Workspace
+    from napari_ssseg.io.workspace_export import export_workspace
+
+    with Workspace.open(args.workspace, readonly=True) as ws:
+        written = export_workspace(
+            ws,
+            args.out,
+            args.format,
+            cases=args.cases,
+            verified=not args.all,
+            region_based=args.region_based,
+        )
+    print(f"exported {len(written)} file(s) to {args.out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from napari_ssseg.io.workspace_export import import_dataset
+
+    ws = import_dataset(
+        args.source,
+        args.workspace,
+        copy_images=args.copy,
+        labels_as=args.labels_as,
+        convention=args.convention,
+    )
+    with ws:
+        print(f"imported {len(ws.case_ids)} case(s) into workspace {ws.root}")
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from napari_ssseg.io.workspace import Workspace
+
+    # read-only: works while another program annotates (the manifest is read once; version
+    # files are immutable), and is not recorded in the manifest.
+    with Workspace.open(args.workspace, readonly=True) as ws:
+        dest = ws.snapshot(args.dest, statuses=args.status)
+    print(f"snapshot written to {dest}")
+    return 0

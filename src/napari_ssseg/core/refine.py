@@ -1,0 +1,1303 @@
+"""Pseudo-label seeded superpixel region refinement (Thompson et al. 2022, Algorithm 1).
+
+The algorithm **[paper]** grows an initial pseudo-label ``p0`` (one region, e.g. the whole
+tumour) superpixel by superpixel::
+
+    pr <- { s : |s & p0| / |s| >= 0.5 }                   # fit p0 to the superpixels [ours]
+    repeat
+        Np <- neighbours(pr) minus pr ; merged <- false ; count <- 0
+        while Np not empty and not merged and count <= n_c:
+            count <- count + 1
+            c <- argmax_{n in Np} Sim(pr, n)
+            q <- argmax over the neighbours of c (pr collapsed into one node) of Sim(c, .)
+            if q = pr and Sim(pr, c) > sim0: pr <- pr + {c}; merged <- true
+            Np <- Np minus {c}
+    until not merged
+
+so at most ``n_c + 1`` candidates are examined per merge. The similarity is the project's
+own definition **[ours]** (the authors' formula is not public), see :class:`SimilarityModel`.
+
+Tie rules **[ours]** (both implementations use them, so they agree exactly): similarities are
+rounded to 10 decimals; candidates are visited by decreasing similarity, then increasing
+label; ``q = pr`` when ``Sim(c, pr)`` is at least as high as the similarity of ``c`` to every
+other neighbour (ties go to ``pr``). Candidates at or below ``sim0`` cannot merge, so the
+scan stops at the first one (this does not change the result).
+
+Two implementations:
+
+* :func:`grow_fast` keeps the region's additive statistics, its face counts / border sums
+  towards every superpixel, and, per superpixel, its neighbours sorted by similarity with a
+  lazily advanced pointer (the "best non-member neighbour" priority structure). A merge costs
+  O(features + degree).
+* :func:`grow_literal` recomputes, after every merge, the region's statistics from its voxels
+  (and its centroid from the member list), its neighbours and border statistics from the
+  voxel faces, and every candidate's neighbours from its voxel faces: the test oracle and
+  the speed baseline.
+
+The GUI-facing API is :class:`RefinementSession`: it computes features, adjacency and the
+pairwise similarities once per (image, superpixels) and then answers
+``session.refine(p0, sim0, n_c)`` in milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from napari_ssseg.core.adjacency import (
+    Adjacency,
+    adjacency_from_pairs,
+    boundary_faces,
+    build_adjacency,
+)
+from napari_ssseg.core.features import (
+    FEATURES_VERSION,
+    PreparedChannels,
+    SuperpixelStats,
+    compute_stats,
+    feature_blocks,
+    features_from_sums,
+    prepare_channels,
+    region_sums_from_voxels,
+)
+from napari_ssseg.core.progress import ProgressCallback, StopCallback, check_cancel, report
+from napari_ssseg.errors import GeometryError, InputError, check_choice
+
+__all__ = [
+    "DEFAULT_SIM0",
+    "DEFAULT_NC",
+    "DEFAULT_OUTPUT",
+    "DEFAULT_WEIGHTS",
+    "DEFAULT_FILL",
+    "DEFAULT_FILL_EDGE",
+    "REGION_CHANNELS",
+    "SimilarityWeights",
+    "SimilarityModel",
+    "FittedSeed",
+    "RefineResult",
+    "RefinementSession",
+    "RefinedLabels",
+    "region_channels",
+    "check_sim0",
+    "check_nc",
+    "grow_fast",
+    "grow_literal",
+    "refine_region",
+    "refine_region_literal",
+    "refine_labels",
+]
+
+#: Stopping similarity tuned on phantoms (seeds 1000-1009), see docs/refinement.md.
+DEFAULT_SIM0: float = 0.1
+#: Candidates checked per merge minus one (the paper's value).
+DEFAULT_NC: int = 30
+#: How the refined mask is assembled, per region (tuned, see docs/refinement.md); used when
+#: ``output=None``. Sessions without a region use ``"union"``.
+DEFAULT_OUTPUT: dict[str, str] = {"wt": "union", "tc": "added"}
+#: With ``output="union"``: seed superpixels covered by at least this fraction of ``p0`` are
+#: filled completely (0.5 fills every seed superpixel) **[ours]**, tuned.
+DEFAULT_FILL: float = 0.5
+#: With ``output="union"``: a seed superpixel is filled only where ``p0``'s boundary inside it
+#: is weak — mean border map on that cut <= ``fill_edge * sigma_b`` **[ours]**, tuned.
+DEFAULT_FILL_EDGE: float = 2.0
+#: Channels each region is refined on **[paper]** (WT: FLAIR; TC: T2 + T1Gd).
+REGION_CHANNELS: dict[str, tuple[str, ...]] = {"wt": ("flair",), "tc": ("t2", "t1ce")}
+_FALLBACK: dict[str, tuple[str, ...]] = {
+    "wt": ("flair", "t2", "t1ce", "t1"),
+    "tc": ("t2", "t1ce", "flair", "t1"),
+}
+_OUTPUTS = ("added", "union", "superpixels")
+_REGION_FEATURES = ("centroid", "union")
+_DECIMALS = 10
+_FIT_FRACTION = 0.5
+
+
+def _q(s: np.ndarray | float) -> np.ndarray:
+    return np.round(s, _DECIMALS)
+
+
+# --------------------------------------------------------------------------- validation
+def check_sim0(sim0: float) -> float:
+    """Return ``sim0`` as float if it lies in [0, 1], else raise :class:`InputError`."""
+    try:
+        v = float(sim0)
+    except (TypeError, ValueError):
+        raise InputError(f"sim0={sim0!r} is not a number; expected a value in [0, 1].") from None
+    if not np.isfinite(v) or v < 0.0 or v > 1.0:
+        raise InputError(
+            f"sim0={sim0!r} is out of range; the stopping similarity must lie in [0, 1] "
+            f"(0 grows as far as the mutual-best rule allows, 1 never grows). "
+            f"Default: {DEFAULT_SIM0}."
+        )
+    return v
+
+
+def check_nc(n_c: int) -> int:
+    """Return ``n_c`` as int if it is an integer >= 1, else raise :class:`InputError`."""
+    if isinstance(n_c, bool) or not isinstance(n_c, (int, np.integer)):
+        if isinstance(n_c, float) and float(n_c).is_integer():
+            n_c = int(n_c)
+        else:
+            raise InputError(f"n_c={n_c!r} must be an integer >= 1 (default {DEFAULT_NC}).")
+    if int(n_c) < 1:
+        raise InputError(
+            f"n_c={n_c!r} is out of range; the number of candidates checked per merge must "
+            f"be an integer >= 1 (default {DEFAULT_NC})."
+        )
+    return int(n_c)
+
+
+def region_channels(modalities: Sequence[str], region: str) -> tuple[list[int], list[str]]:
+    """Channel indices used to refine ``region``, falling back when a modality is missing.
+
+    WT uses FLAIR, TC uses T2 and T1Gd **[paper]**. When none of the preferred modalities is
+    present the first available one of the fallback order (WT: FLAIR, T2, T1Gd, T1; TC: T2,
+    T1Gd, FLAIR, T1) is used and a :class:`UserWarning` is issued.
+
+    Returns
+    -------
+    indices : list of int
+    names : list of str
+    """
+    region = check_choice("region", region, ("wt", "tc"))
+    mods = [str(m).lower() for m in modalities]
+    want = REGION_CHANNELS[region]
+    idx = [mods.index(m) for m in want if m in mods]
+    if idx and len(idx) < len(want):
+        missing = [m for m in want if m not in mods]
+        warnings.warn(
+            f"region {region.upper()} is refined on {', '.join(want)} but the case lacks "
+            f"{', '.join(missing)}; using {', '.join(mods[i] for i in idx)} only.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not idx:
+        for m in _FALLBACK[region]:
+            if m in mods:
+                idx = [mods.index(m)]
+                break
+        if not idx:
+            if not mods:
+                raise InputError("the case has no image channels to refine on.")
+            idx = [0]
+        warnings.warn(
+            f"region {region.upper()} is best refined on {', '.join(want)}, which the case "
+            f"lacks (it has {', '.join(mods)}); falling back to {mods[idx[0]]}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return idx, [mods[i] for i in idx]
+
+
+# --------------------------------------------------------------------------- similarity
+@dataclass(frozen=True)
+class SimilarityWeights:
+    """Exponents of the similarity ``S = S_c ** content * S_b ** border`` **[ours]**.
+
+    The default ``content = border = 0.5`` is ``S = sqrt(S_c * S_b)`` (algorithms.md §3).
+    ``ward=True`` replaces the content distance by Ward's criterion.
+    """
+
+    content: float = 0.5
+    border: float = 0.5
+    ward: bool = False
+    region_features: str = "centroid"
+    clip: float = 3.0
+
+    def __post_init__(self) -> None:
+        check_choice("region_features", self.region_features, _REGION_FEATURES)
+        if not np.isfinite(self.clip) or self.clip < 0:
+            raise InputError(f"clip={self.clip!r} must be >= 0 (0 disables clipping).")
+        for name in ("content", "border"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise InputError(f"similarity weight {name}={v!r} must be a number >= 0.")
+        if self.content == 0 and self.border == 0:
+            raise InputError("similarity weights content and border cannot both be 0.")
+
+
+#: Similarity options per region (tuned on phantoms, see docs/refinement.md).
+DEFAULT_WEIGHTS: dict[str, SimilarityWeights] = {
+    "wt": SimilarityWeights(),
+    "tc": SimilarityWeights(content=0.75, border=0.25),
+}
+
+
+class SimilarityModel:
+    """Normalised features and the content + border similarity **[ours]**.
+
+    * Features are z-normalised over all superpixels: ``z = (f - median) / scale`` with
+      ``scale`` the inter-quartile range (the standard deviation where the IQR is 0, 1 where
+      both are 0 — a sparse histogram bin would otherwise blow up to 1e6), then each feature
+      block (e.g. the 10 bins of a histogram) is weighted by ``1 / sqrt(block size)``.
+    * Content: ``d = ||z(A) - z(B)||``, ``S_c = exp(-d**2 / (2 sigma_c**2))``, ``sigma_c`` the
+      median ``d`` over adjacent superpixel pairs. Ward variant: ``d**2`` is replaced by
+      ``|A||B| / (|A| + |B|) * d**2`` (voxel counts) divided by its median over adjacent pairs,
+      with ``S_c = exp(-w / 2)``.
+    * Border: ``b`` = mean border map on the shared faces, ``S_b = exp(-b / sigma_b)``,
+      ``sigma_b`` the median ``b`` over adjacent pairs.
+    * ``S = S_c ** w_c * S_b ** w_b`` (default ``sqrt(S_c * S_b)``), in [0, 1].
+
+    The normalisation constants are computed once from the superpixels and then held fixed
+    while a region grows.
+
+    Parameters
+    ----------
+    stats : SuperpixelStats
+    adjacency : Adjacency
+    weights : SimilarityWeights, optional
+    """
+
+    def __init__(
+        self,
+        stats: SuperpixelStats,
+        adjacency: Adjacency,
+        weights: SimilarityWeights | None = None,
+    ) -> None:
+        self.weights = weights or SimilarityWeights()
+        self.n_channels = stats.n_channels
+        feats = stats.features()
+        present = stats.counts > 0
+        present[0] = False
+        f = feats[present] if present.any() else feats[1:]
+        med = np.median(f, axis=0)
+        q75, q25 = np.percentile(f, [75, 25], axis=0)
+        scale = q75 - q25
+        std = f.std(axis=0)
+        scale = np.where(scale > 1e-9, scale, np.where(std > 1e-9, std, 1.0))
+        blocks = feature_blocks(stats.n_channels)
+        bw = 1.0 / np.sqrt(np.bincount(blocks)[blocks].astype(np.float64))
+        self.median = med
+        self.scale = scale + 1e-6
+        self.block_weight = bw
+        self.clip = float(self.weights.clip)
+        self.z = self._normalise(feats)
+        self.z[~present] = 0.0
+        self.counts = stats.counts.copy()
+        a, b = adjacency.pairs[:, 0], adjacency.pairs[:, 1]
+        d2 = ((self.z[a] - self.z[b]) ** 2).sum(axis=1)
+        if self.weights.ward:
+            w = self._ward(d2, self.counts[a], self.counts[b])
+            med_w = float(np.median(w)) if w.size else 1.0
+            self.content_norm = med_w if med_w > 0 else 1.0
+        else:
+            sig = float(np.median(np.sqrt(d2))) if d2.size else 1.0
+            self.content_norm = sig * sig if sig > 0 else 1.0
+        bmean = adjacency.mean_border
+        sb = float(np.median(bmean)) if bmean.size else 1.0
+        self.sigma_b = sb if sb > 0 else 1.0
+        #: similarity of every adjacent superpixel pair, rounded (aligned with adjacency.pairs)
+        self.edge_sim = self.similarity(d2, bmean, self.counts[a], self.counts[b])
+
+    @staticmethod
+    def _ward(d2, na, nb):
+        return na * nb / np.maximum(na + nb, 1.0) * d2
+
+    def region_z(self, sums: np.ndarray, zsum: np.ndarray | None = None) -> np.ndarray:
+        """Normalised feature vector of a region.
+
+        Parameters
+        ----------
+        sums : (K,) or (M, K) ndarray
+            Summed statistics of the region (:class:`SuperpixelStats` rows).
+        zsum : (F,) or (M, F) ndarray
+            Sum of ``count * z`` over the member superpixels (needed for ``"centroid"``).
+
+        With ``region_features="union"`` the features of the union of voxels are used
+        (variance, skewness and GLCM then include the differences *between* members); with
+        ``"centroid"`` (default) the voxel-weighted mean of the members' normalised feature
+        vectors, the cluster centroid of Ward-style agglomerative clustering.
+        """
+        if self.weights.region_features == "centroid":
+            n = np.asarray(sums)[..., 0]
+            return np.asarray(zsum) / np.expand_dims(np.maximum(n, 1.0), -1)
+        return self._normalise(features_from_sums(sums, self.n_channels))
+
+    def _normalise(self, feats: np.ndarray) -> np.ndarray:
+        z = (feats - self.median) / self.scale
+        if self.clip > 0:
+            z = np.clip(z, -self.clip, self.clip)
+        return z * self.block_weight
+
+    def similarity(self, d2, b, na=None, nb=None) -> np.ndarray:
+        """Similarity from squared feature distance ``d2`` and mean border ``b`` (rounded).
+
+        ``na``, ``nb`` (voxel counts) are needed by the Ward variant only.
+        """
+        d2 = np.asarray(d2, np.float64)
+        if self.weights.ward:
+            w = self._ward(d2, np.asarray(na, np.float64), np.asarray(nb, np.float64))
+            log_c = -0.5 * w / self.content_norm
+        else:
+            log_c = -0.5 * d2 / self.content_norm
+        log_b = -np.asarray(b, np.float64) / self.sigma_b
+        return _q(np.exp(self.weights.content * log_c + self.weights.border * log_b))
+
+    def region_similarity(
+        self, zr: np.ndarray, nr: float, cand: np.ndarray, border: np.ndarray
+    ) -> np.ndarray:
+        """Similarity of a region (normalised features ``zr``, ``nr`` voxels) to superpixels."""
+        d2 = ((self.z[cand] - zr) ** 2).sum(axis=1)
+        return self.similarity(d2, border, nr, self.counts[cand])
+
+
+# --------------------------------------------------------------------------- growth
+class _BestOther:
+    """Per superpixel, its neighbours sorted by similarity with a lazily advanced pointer.
+
+    ``best(c, members)`` is the highest similarity of ``c`` to a neighbour that is not a
+    member; membership only grows during a refinement, so pointers only move forward
+    (amortised O(E) per refinement).
+    """
+
+    def __init__(self, adjacency: Adjacency, edge_sim: np.ndarray) -> None:
+        n1 = adjacency.n_labels + 1
+        src = np.repeat(np.arange(n1), np.diff(adjacency.indptr))
+        sim = edge_sim[adjacency.edge]
+        order = np.lexsort((adjacency.nbr, -sim, src))
+        self.nbr = adjacency.nbr[order]
+        self.sim = sim[order]
+        self.start = adjacency.indptr[:-1].copy()
+        self.end = adjacency.indptr[1:].copy()
+
+    def reset(self) -> np.ndarray:
+        return self.start.copy()
+
+    def best(self, c: int, members: np.ndarray, ptr: np.ndarray) -> float:
+        p = int(ptr[c])
+        e = int(self.end[c])
+        nbr = self.nbr
+        while p < e and members[nbr[p]]:
+            p += 1
+        ptr[c] = p
+        return float(self.sim[p]) if p < e else -np.inf
+
+
+def grow_fast(
+    stats: SuperpixelStats,
+    adjacency: Adjacency,
+    model: SimilarityModel,
+    seed: np.ndarray,
+    sim0: float,
+    n_c: int,
+    *,
+    best_other: _BestOther | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Algorithm 1 with incremental statistics (the production implementation).
+
+    Parameters
+    ----------
+    stats, adjacency, model
+        From a :class:`RefinementSession` (or built by hand).
+    seed : (N + 1,) ndarray of bool
+        Fitted seed superpixels (index = label; index 0 ignored).
+    sim0 : float
+        Stopping similarity in [0, 1].
+    n_c : int
+        ``n_c + 1`` candidates are examined per merge (paper's loop).
+
+    Returns
+    -------
+    members : (N + 1,) ndarray of bool
+        Final region.
+    merged : list of int
+        Labels in merge order.
+    """
+    sim0 = check_sim0(sim0)
+    n_c = check_nc(n_c)
+    members = np.asarray(seed, bool).copy()
+    members[0] = False
+    if not members.any():
+        return members, []
+    bo = best_other or _BestOther(adjacency, model.edge_sim)
+    ptr = bo.reset()
+    rsum = stats.sums[members].sum(axis=0)
+    wz = model.z * model.counts[:, None]
+    zsum = wz[members].sum(axis=0)
+    n1 = adjacency.n_labels + 1
+    rcnt = np.zeros(n1)
+    rg = np.zeros(n1)
+    a, b = adjacency.pairs[:, 0], adjacency.pairs[:, 1]
+    ma, mb = members[a], members[b]
+    sel = ma & ~mb
+    np.add.at(rcnt, b[sel], adjacency.face_count[sel])
+    np.add.at(rg, b[sel], adjacency.face_gsum[sel])
+    sel = mb & ~ma
+    np.add.at(rcnt, a[sel], adjacency.face_count[sel])
+    np.add.at(rg, a[sel], adjacency.face_gsum[sel])
+    is_nbr = (rcnt > 0) & ~members
+    is_nbr[0] = False
+    merged_order: list[int] = []
+    k_max = n_c + 1
+    while True:
+        cand = np.flatnonzero(is_nbr)
+        if cand.size == 0:
+            break
+        zr = model.region_z(rsum, zsum)
+        s = model.region_similarity(zr, rsum[0], cand, rg[cand] / rcnt[cand])
+        if cand.size > 4 * k_max:
+            # only the top k_max by (-s, label) matter; partition first, then sort exactly
+            thr = np.partition(-s, k_max - 1)[k_max - 1]
+            keep = -s <= thr
+            cand, s = cand[keep], s[keep]
+        order = np.lexsort((cand, -s))[:k_max]
+        chosen = -1
+        for i in order:
+            si = float(s[i])
+            if si <= sim0:
+                break
+            c = int(cand[i])
+            if si >= bo.best(c, members, ptr):
+                chosen = c
+                break
+        if chosen < 0:
+            break
+        c = chosen
+        members[c] = True
+        is_nbr[c] = False
+        merged_order.append(c)
+        rsum += stats.sums[c]
+        zsum += wz[c]
+        lo, hi = adjacency.indptr[c], adjacency.indptr[c + 1]
+        nb = adjacency.nbr[lo:hi]
+        ed = adjacency.edge[lo:hi]
+        rcnt[nb] += adjacency.face_count[ed]
+        rg[nb] += adjacency.face_gsum[ed]
+        is_nbr[nb[~members[nb]]] = True
+    return members, merged_order
+
+
+def grow_literal(
+    prepared: PreparedChannels,
+    model: SimilarityModel,
+    seed: np.ndarray,
+    sim0: float,
+    n_c: int,
+) -> tuple[np.ndarray, list[int]]:
+    """Algorithm 1, recomputing everything from the voxels after each merge (test oracle).
+
+    After every merge the region's statistics are recomputed from its voxels
+    (:func:`~napari_ssseg.core.features.region_sums_from_voxels`; with the default
+    ``region_features="centroid"`` the centroid is recomputed from the member list and the
+    voxel statistics give its voxel count), its neighbours and border
+    statistics from the voxel faces between the region and the rest, and each candidate's
+    neighbours from the voxel faces of that candidate. Only the normalisation constants of
+    ``model`` and the normalised features of single superpixels are shared with
+    :func:`grow_fast`.
+
+    Parameters and returns as :func:`grow_fast`.
+    """
+    sim0 = check_sim0(sim0)
+    n_c = check_nc(n_c)
+    labels = prepared.labels
+    n1 = prepared.n_labels + 1
+    members = np.asarray(seed, bool).copy()
+    members[0] = False
+    merged_order: list[int] = []
+    if not members.any():
+        return members, []
+    region_label = n1  # a label no superpixel uses
+    while True:
+        region = members[labels]
+        rsum = region_sums_from_voxels(prepared, region)
+        zsum = (model.z[members] * model.counts[members][:, None]).sum(axis=0)
+        zr = model.region_z(rsum, zsum)
+        lab2 = np.where(region, region_label, labels)
+        lo, hi, val = boundary_faces(lab2, prepared.edge)
+        at = hi == region_label
+        cnt = np.bincount(lo[at], minlength=n1)[:n1].astype(np.float64)
+        gs = np.bincount(lo[at], weights=val[at], minlength=n1)[:n1]
+        cand = np.flatnonzero(cnt > 0)
+        if cand.size == 0:
+            break
+        s = model.region_similarity(zr, rsum[0], cand, gs[cand] / cnt[cand])
+        order = np.lexsort((cand, -s))
+        chosen = -1
+        for count, i in enumerate(order):
+            if count > n_c:
+                break
+            si = float(s[i])
+            c = int(cand[i])
+            # neighbours of c from its voxel faces, members excluded (pr is one node)
+            cmask = labels == c
+            l2 = np.where(cmask, region_label, lab2)
+            l2[region] = region_label + 1
+            flo, fhi, fval = boundary_faces(l2, prepared.edge)
+            touch = (fhi == region_label) & (flo > 0)
+            others = np.unique(flo[touch])
+            best = -np.inf
+            for o in others:
+                d2 = float(((model.z[c] - model.z[o]) ** 2).sum())
+                sel = touch & (flo == o)
+                bval = float(fval[sel].mean())
+                so = float(model.similarity(d2, bval, model.counts[c], model.counts[o]))
+                best = max(best, so)
+            if si >= best and si > sim0:
+                chosen = c
+                break
+        if chosen < 0:
+            break
+        members[chosen] = True
+        merged_order.append(chosen)
+    return members, merged_order
+
+
+def _shrink(
+    stats: SuperpixelStats,
+    adjacency: Adjacency,
+    model: SimilarityModel,
+    members: np.ndarray,
+    sim0: float,
+) -> np.ndarray:
+    """Drop boundary superpixels whose similarity to the rest of the region is < sim0 [ours].
+
+    One vectorised pass: every member adjacent to a non-member (or to no member at all) is
+    compared with the region minus itself (content) and with the faces it shares with the
+    other members (border; ``b = 1``, the strongest edge, when it shares none). All that fall
+    below ``sim0`` are removed at once; the region is never emptied.
+    """
+    m = members.copy()
+    a, b = adjacency.pairs[:, 0], adjacency.pairs[:, 1]
+    n1 = m.size
+    out_nb = np.zeros(n1, bool)
+    sel = m[a] & ~m[b]
+    out_nb[a[sel]] = True
+    sel = m[b] & ~m[a]
+    out_nb[b[sel]] = True
+    in_cnt = np.zeros(n1)
+    in_g = np.zeros(n1)
+    both = m[a] & m[b]
+    np.add.at(in_cnt, a[both], adjacency.face_count[both])
+    np.add.at(in_cnt, b[both], adjacency.face_count[both])
+    np.add.at(in_g, a[both], adjacency.face_gsum[both])
+    np.add.at(in_g, b[both], adjacency.face_gsum[both])
+    cand = np.flatnonzero(m & (out_nb | (in_cnt == 0)))
+    if cand.size == 0 or m.sum() <= 1:
+        return m
+    total = stats.sums[m].sum(axis=0)
+    rest = total[None, :] - stats.sums[cand]
+    wz = model.z * model.counts[:, None]
+    zrest = wz[m].sum(axis=0)[None, :] - wz[cand]
+    zr = model.region_z(rest, zrest)
+    d2 = ((model.z[cand] - zr) ** 2).sum(axis=1)
+    border = np.where(in_cnt[cand] > 0, in_g[cand] / np.maximum(in_cnt[cand], 1), 1.0)
+    s = model.similarity(d2, border, model.counts[cand], rest[:, 0])
+    drop = cand[s < sim0]
+    if drop.size >= m.sum():
+        return m
+    m[drop] = False
+    return m
+
+
+# --------------------------------------------------------------------------- session
+@dataclass
+class FittedSeed:
+    """A pseudo-label fitted to the superpixels of a :class:`RefinementSession`.
+
+    Attributes
+    ----------
+    members : (N + 1,) ndarray of bool
+        Superpixels covered by at least half by ``p0`` **[ours: majority]**.
+    p0 : (z, y, x) ndarray of bool
+        The pseudo-label on the session's crop, inside the superpixel domain.
+    outside : int
+        Voxels of ``p0`` outside the superpixel domain (dropped).
+    """
+
+    members: np.ndarray
+    p0: np.ndarray
+    outside: int = 0
+    messages: list[str] = field(default_factory=list)
+    coverage: np.ndarray | None = None
+    cut_border: np.ndarray | None = None
+
+
+@dataclass
+class RefineResult:
+    """Output of :meth:`RefinementSession.refine`.
+
+    Attributes
+    ----------
+    mask : (Z, Y, X) ndarray of bool
+        Refined region on the full grid, inside the brain.
+    provenance : (Z, Y, X) ndarray of bool
+        Voxels of ``mask`` that were not in ``p0``: they came from superpixels.
+    members : (N + 1,) ndarray of bool
+        Final superpixels.
+    seed : (N + 1,) ndarray of bool
+        Fitted seed superpixels.
+    merged : list of int
+        Labels added, in merge order.
+    removed : list of int
+        Seed superpixels dropped by the shrink pass.
+    seconds : float
+        Wall time of the refinement (growth + mask assembly).
+    """
+
+    mask: np.ndarray
+    provenance: np.ndarray
+    members: np.ndarray
+    seed: np.ndarray
+    merged: list[int]
+    removed: list[int]
+    seconds: float
+
+
+class RefinementSession:
+    """Precomputed features, graph and similarities for interactive refinement.
+
+    Build it once per (images, superpixels) — this is the slow part (seconds on a full
+    case) — then call :meth:`refine` as often as the sliders move (milliseconds).
+
+    Parameters
+    ----------
+    images : (C, Z, Y, X) ndarray
+        Image channels.
+    modalities : sequence of str or None
+        Channel names (``"t1", "t1ce", "t2", "flair"``). With ``region`` given, only that
+        region's channels are used (WT: FLAIR, TC: T2 + T1Gd; fallback with a warning).
+        ``None`` uses all channels.
+    superpixels : (Z, Y, X) ndarray of int
+        Superpixel labels ``1..N``, 0 outside the brain.
+    brain : (Z, Y, X) ndarray of bool, optional
+        Brain mask (default ``superpixels > 0``). Results never leave it.
+    spacing : 3 floats
+        Voxel spacing ``(z, y, x)`` in mm.
+    region : {"wt", "tc"}, optional
+        Selects the channels (see above) and the tuned defaults (:data:`DEFAULT_WEIGHTS`,
+        :data:`DEFAULT_OUTPUT`).
+    weights : SimilarityWeights, optional
+        Default: the region's tuned weights.
+    progress : callable, optional
+        ``progress(fraction, message)`` between set-up stages.
+    should_stop : callable, optional
+        Checked between set-up stages; raises
+        :class:`~napari_ssseg.core.progress.Cancelled`.
+    cache : Cache, True or None
+        Cache the superpixel statistics and graph (memory + disk,
+        :class:`~napari_ssseg.core.cache.Cache`, namespace ``"features"`` for ``True``),
+        keyed by the channels, superpixels, brain mask, spacing and
+        :data:`~napari_ssseg.core.features.FEATURES_VERSION`. A hit skips the feature
+        extraction (``session.cache_hit``). Default: no caching.
+
+    Examples
+    --------
+    >>> session = RefinementSession(images, modalities, sp_wt, brain, spacing, region="wt")
+    >>> seed = session.fit(labels > 0)          # once per pseudo-label
+    >>> res = session.refine(seed, sim0=0.3, n_c=30)
+    >>> res.mask, res.provenance                # full-size bool arrays
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        modalities: Sequence[str] | None,
+        superpixels: np.ndarray,
+        brain: np.ndarray | None = None,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        *,
+        region: str | None = None,
+        weights: SimilarityWeights | None = None,
+        progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+        cache=None,
+    ) -> None:
+        t0 = time.perf_counter()
+        check_cancel(should_stop, "refinement set-up")
+        report(progress, 0.0, "preparing channels")
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise InputError(f"images must be (C, Z, Y, X); got shape {images.shape}.")
+        if modalities is not None and len(modalities) != images.shape[0]:
+            raise InputError(
+                f"{len(modalities)} modality names for {images.shape[0]} image channels."
+            )
+        self.region = None if region is None else check_choice("region", region, ("wt", "tc"))
+        if self.region is not None and modalities is not None:
+            idx, names = region_channels(modalities, self.region)
+        else:
+            idx = list(range(images.shape[0]))
+            names = list(modalities) if modalities is not None else [f"c{i}" for i in idx]
+        self.channel_names = names
+        self.shape = tuple(images.shape[1:])
+        superpixels = np.asarray(superpixels)
+        if superpixels.shape != self.shape:
+            raise GeometryError(
+                f"superpixels have shape {superpixels.shape}, the images {self.shape}: they "
+                f"must be computed on the case's grid."
+            )
+        if brain is not None:
+            brain = np.asarray(brain, bool)
+            if brain.shape != self.shape:
+                raise GeometryError(f"brain mask has shape {brain.shape}, the images {self.shape}.")
+            superpixels = np.where(brain, superpixels, 0)
+        self.brain = brain
+        self.spacing = tuple(float(s) for s in spacing)
+        self._source = (images, idx, superpixels, brain)
+        self._prepared: PreparedChannels | None = None
+        self.cache_hit = False
+        key = None
+        if cache:
+            from napari_ssseg.core.cache import default_cache
+
+            if cache is True:
+                cache = default_cache("features")
+            key = {
+                "kind": "refinement_features",
+                "version": FEATURES_VERSION,
+                "images": np.ascontiguousarray(images[idx]),
+                "superpixels": superpixels,
+                "brain": brain,
+                "spacing": list(self.spacing),
+                "channels": [str(n) for n in names],
+            }
+        computed: dict = {}
+
+        def compute() -> dict[str, np.ndarray]:
+            prep = prepare_channels(images[idx], superpixels, brain, self.spacing)
+            computed["t1"] = time.perf_counter()
+            check_cancel(should_stop, "refinement set-up")
+            report(progress, 0.4, "superpixel statistics")
+            st = compute_stats(prep)
+            computed["t2"] = time.perf_counter()
+            check_cancel(should_stop, "refinement set-up")
+            report(progress, 0.8, "superpixel graph")
+            adj = build_adjacency(prep.labels, prep.edge)
+            self._prepared = prep
+            return {
+                "sums": st.sums,
+                "n_channels": np.asarray(st.n_channels),
+                "pairs": adj.pairs,
+                "face_count": adj.face_count,
+                "face_gsum": adj.face_gsum,
+                "crop": np.asarray([[c.start, c.stop] for c in prep.crop], np.int64),
+                "edge": prep.edge,
+            }
+
+        data = cache.get_or_compute(key, compute) if key is not None else compute()
+        self.cache_hit = not computed
+        t1 = computed.get("t1", time.perf_counter())
+        t2 = computed.get("t2", t1)
+        self._crop = tuple(slice(int(a), int(b)) for a, b in data["crop"])
+        self.stats = SuperpixelStats(
+            sums=np.array(data["sums"], np.float64), n_channels=int(data["n_channels"])
+        )
+        n_labels = self.stats.n_labels
+        if self._prepared is not None:
+            self._labels = self._prepared.labels
+        else:
+            self._labels = np.ascontiguousarray(superpixels[self._crop], dtype=np.int32)
+        self._domain = self._labels > 0
+        self._edge = data["edge"]
+        self.adjacency = adjacency_from_pairs(
+            n_labels, data["pairs"], data["face_count"], data["face_gsum"]
+        )
+        t3 = time.perf_counter()
+        if weights is None:
+            weights = DEFAULT_WEIGHTS.get(self.region or "", SimilarityWeights())
+        self.weights = weights
+        self.model = SimilarityModel(self.stats, self.adjacency, self.weights)
+        self._best_other = _BestOther(self.adjacency, self.model.edge_sim)
+        t4 = time.perf_counter()
+        report(progress, 1.0, f"{self.n_superpixels} superpixels ready")
+        #: wall-clock seconds of the set-up stages
+        self.timings = {
+            "prepare": t1 - t0,
+            "stats": t2 - t1,
+            "adjacency": t3 - t2,
+            "similarity": t4 - t3,
+            "total": t4 - t0,
+        }
+
+    # -- properties
+    @property
+    def n_superpixels(self) -> int:
+        """Number of superpixels (largest label)."""
+        return self.stats.n_labels
+
+    @property
+    def crop(self) -> tuple[slice, slice, slice]:
+        """Bounding box of the superpixel domain in the full grid."""
+        return self._crop
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Superpixel labels on the crop (``(z, y, x)`` int32, 0 outside the brain)."""
+        return self._labels
+
+    @property
+    def prepared(self) -> PreparedChannels:
+        """Per-voxel channel data (recomputed on demand after a cache hit; literal only)."""
+        if self._prepared is None:
+            images, idx, superpixels, brain = self._source
+            self._prepared = prepare_channels(images[idx], superpixels, brain, self.spacing)
+        return self._prepared
+
+    def set_weights(self, weights: SimilarityWeights) -> None:
+        """Change the similarity weights (recomputes only the similarity model, fast)."""
+        self.weights = weights
+        self.model = SimilarityModel(self.stats, self.adjacency, weights)
+        self._best_other = _BestOther(self.adjacency, self.model.edge_sim)
+
+    # -- fitting
+    def fit(self, p0: np.ndarray) -> FittedSeed:
+        """Fit a pseudo-label to the superpixels (majority rule).
+
+        Parameters
+        ----------
+        p0 : (Z, Y, X) array-like of bool
+            Initial pseudo-label of one region on the full grid.
+
+        Returns
+        -------
+        FittedSeed
+
+        Raises
+        ------
+        GeometryError
+            ``p0`` is not on the session's grid.
+        InputError
+            ``p0`` is empty inside the brain (nothing to grow from).
+        """
+        p0 = np.asarray(p0)
+        if p0.shape != self.shape:
+            raise GeometryError(
+                f"the pseudo-label has shape {p0.shape} but the case has shape {self.shape}; "
+                f"it must be on the same grid (resample it to the case first)."
+            )
+        p0 = p0.astype(bool, copy=False)
+        total = int(np.count_nonzero(p0))
+        pc = p0[self.crop] & self._domain
+        inside = int(np.count_nonzero(pc))
+        if inside == 0:
+            raise InputError(
+                "the pseudo-label is empty inside the brain: nothing to grow from. Give a "
+                "pseudo-label with at least a few voxels of the region to refine."
+            )
+        msgs = []
+        n_dom = int(np.count_nonzero(self._domain))
+        if inside >= 0.5 * n_dom:
+            msg = (
+                f"the pseudo-label covers {100 * inside / n_dom:.0f}% of the brain; that looks "
+                f"like a brain mask rather than a tumour region, so refinement can add little "
+                f"(growth only adds superpixels)."
+            )
+            msgs.append(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
+        n1 = self.n_superpixels + 1
+        overlap = np.bincount(self._labels[pc], minlength=n1)[:n1]
+        counts = self.stats.counts
+        frac = overlap / np.maximum(counts, 1)
+        members = frac >= _FIT_FRACTION
+        members[0] = False
+        if not members.any():
+            best = int(np.argmax(frac))
+            members[best] = True
+            msg = (
+                f"no superpixel is covered by at least half by the pseudo-label; seeding from "
+                f"the best-covered one (label {best}, {100 * frac[best]:.0f}% covered)."
+            )
+            msgs.append(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
+        return FittedSeed(
+            members=members,
+            p0=pc,
+            outside=total - inside,
+            messages=msgs,
+            coverage=frac,
+            cut_border=self._cut_border(pc),
+        )
+
+    # -- refinement
+    def refine(
+        self,
+        p0: np.ndarray | FittedSeed,
+        sim0: float = DEFAULT_SIM0,
+        n_c: int = DEFAULT_NC,
+        *,
+        shrink: bool = False,
+        output: str | None = None,
+        literal: bool = False,
+        fill: float | None = None,
+        fill_edge: float | None = None,
+    ) -> RefineResult:
+        """Refine a pseudo-label with Algorithm 1.
+
+        Parameters
+        ----------
+        p0 : (Z, Y, X) ndarray of bool or FittedSeed
+            Pseudo-label (full grid) or the result of :meth:`fit` (faster when only the
+            parameters change).
+        sim0 : float in [0, 1]
+            Stopping similarity.
+        n_c : int >= 1
+            Candidates examined per merge, minus one.
+        shrink : bool
+            Run the shrink pass after growing **[ours]**, off by default.
+        output : {"union", "added", "superpixels"} or None
+            How the refined mask is assembled **[ours]**. ``"union"``: ``p0`` plus every
+            voxel of the final superpixels (the fitted seed superpixels are filled, added ones
+            included). ``"added"``: ``p0`` plus only the superpixels added by growing.
+            ``"superpixels"``: the final superpixels alone (the paper's ``pr``; also drops the
+            voxels of ``p0`` outside them). Seed superpixels removed by ``shrink`` are removed
+            in every mode. ``None``: the region's tuned default (:data:`DEFAULT_OUTPUT`).
+        literal : bool
+            Use :func:`grow_literal` (slow; for testing).
+        fill : float in [0.5, 1], optional
+            With ``output="union"``, seed superpixels covered by at least ``fill`` of their
+            voxels are filled completely; the others keep ``p0``'s voxels. 0.5 fills every
+            seed superpixel, 1.0 behaves like ``"added"``. Default :data:`DEFAULT_FILL`.
+        fill_edge : float >= 0, optional
+            With ``output="union"``, a seed superpixel is filled only if the mean border map
+            on the faces where ``p0`` cuts through it is at most ``fill_edge * sigma_b``: a
+            pseudo-label boundary that follows an image edge is kept, one that runs through
+            homogeneous tissue is snapped to the superpixel. ``inf`` fills regardless, 0
+            only fills superpixels ``p0`` does not cut. Default :data:`DEFAULT_FILL_EDGE`.
+
+        Returns
+        -------
+        RefineResult
+        """
+        sim0 = check_sim0(sim0)
+        n_c = check_nc(n_c)
+        if output is None:
+            output = DEFAULT_OUTPUT.get(self.region or "", "union")
+        output = check_choice("output", output, _OUTPUTS)
+        fill_edge = DEFAULT_FILL_EDGE if fill_edge is None else float(fill_edge)
+        if np.isnan(fill_edge) or fill_edge < 0:
+            raise InputError(
+                f"fill_edge={fill_edge!r} is out of range; it must be >= 0 (inf: fill "
+                f"regardless of edges; default {DEFAULT_FILL_EDGE})."
+            )
+        fill = DEFAULT_FILL if fill is None else float(fill)
+        if not np.isfinite(fill) or not _FIT_FRACTION <= fill <= 1.0:
+            raise InputError(
+                f"fill={fill!r} is out of range; it must lie in [{_FIT_FRACTION}, 1] "
+                f"(default {DEFAULT_FILL})."
+            )
+        seed = p0 if isinstance(p0, FittedSeed) else self.fit(p0)
+        t0 = time.perf_counter()
+        if literal:
+            members, merged = grow_literal(self.prepared, self.model, seed.members, sim0, n_c)
+        else:
+            members, merged = grow_fast(
+                self.stats,
+                self.adjacency,
+                self.model,
+                seed.members,
+                sim0,
+                n_c,
+                best_other=self._best_other,
+            )
+        removed: list[int] = []
+        if shrink:
+            shrunk = _shrink(self.stats, self.adjacency, self.model, members, sim0)
+            removed = [int(i) for i in np.flatnonzero(members & ~shrunk & seed.members)]
+            members = shrunk
+        mask, prov = self._assemble(seed, members, output, fill, fill_edge)
+        return RefineResult(
+            mask=mask,
+            provenance=prov,
+            members=members,
+            seed=seed.members.copy(),
+            merged=[int(m) for m in merged if members[m]],
+            removed=removed,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def superpixel_mask(self, members: np.ndarray) -> np.ndarray:
+        """Full-grid bool mask of the superpixels ``members`` ((N + 1,) bool)."""
+        out = np.zeros(self.shape, bool)
+        out[self.crop] = np.asarray(members, bool)[self._labels]
+        return out
+
+    def _cut_border(self, pc: np.ndarray) -> np.ndarray:
+        """Mean border map on the faces where ``p0`` cuts through a superpixel, per label.
+
+        0 for superpixels that ``p0`` does not cut.
+        """
+        lab = self._labels
+        n1 = self.n_superpixels + 1
+        cnt = np.zeros(n1)
+        gs = np.zeros(n1)
+        for ax in range(3):
+            n = lab.shape[ax]
+            if n < 2:
+                continue
+            a = [slice(None)] * 3
+            b = [slice(None)] * 3
+            a[ax] = slice(0, n - 1)
+            b[ax] = slice(1, n)
+            a, b = tuple(a), tuple(b)
+            la = lab[a]
+            m = (pc[a] != pc[b]) & (la == lab[b]) & (la > 0)
+            lv = la[m]
+            val = 0.5 * (self._edge[a][m].astype(np.float64) + self._edge[b][m])
+            cnt += np.bincount(lv, minlength=n1)[:n1]
+            gs += np.bincount(lv, weights=val, minlength=n1)[:n1]
+        return np.where(cnt > 0, gs / np.maximum(cnt, 1.0), 0.0)
+
+    def _assemble(
+        self,
+        seed: FittedSeed,
+        members: np.ndarray,
+        output: str,
+        fill: float,
+        fill_edge: float = np.inf,
+    ):
+        lab = self._labels
+        if output == "superpixels":
+            crop_mask = members[lab]
+        elif output == "union":
+            filled = members.copy()
+            if seed.coverage is not None and fill > _FIT_FRACTION:
+                filled &= ~(seed.members & (seed.coverage < fill))
+            if seed.cut_border is not None and np.isfinite(fill_edge):
+                strong = seed.cut_border > fill_edge * self.model.sigma_b
+                filled &= ~(seed.members & strong)
+            crop_mask = (seed.p0 & ~(seed.members & ~members)[lab]) | filled[lab]
+        else:  # "added"
+            added = members & ~seed.members
+            removed = seed.members & ~members
+            crop_mask = (seed.p0 & ~removed[lab]) | added[lab]
+        mask = np.zeros(self.shape, bool)
+        mask[self.crop] = crop_mask
+        prov = np.zeros(self.shape, bool)
+        prov[self.crop] = crop_mask & ~seed.p0
+        return mask, prov
+
+
+# --------------------------------------------------------------------------- one-shot API
+def refine_region(
+    images: np.ndarray,
+    superpixels: np.ndarray,
+    p0: np.ndarray,
+    *,
+    brain: np.ndarray | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    sim0: float = DEFAULT_SIM0,
+    n_c: int = DEFAULT_NC,
+    weights: SimilarityWeights | None = None,
+    shrink: bool = False,
+    output: str | None = None,
+) -> np.ndarray:
+    """Refine one region with the fast implementation (builds a throw-away session).
+
+    Parameters
+    ----------
+    images : (C, Z, Y, X) or (Z, Y, X) ndarray
+        The region's channels.
+    superpixels : (Z, Y, X) ndarray of int
+    p0 : (Z, Y, X) ndarray of bool
+    brain, spacing, sim0, n_c, weights, shrink, output
+        See :class:`RefinementSession` and :meth:`RefinementSession.refine`.
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of bool
+    """
+    sim0 = check_sim0(sim0)
+    n_c = check_nc(n_c)
+    session = RefinementSession(images, None, superpixels, brain, spacing, weights=weights)
+    return session.refine(p0, sim0, n_c, shrink=shrink, output=output).mask
+
+
+def refine_region_literal(
+    images: np.ndarray,
+    superpixels: np.ndarray,
+    p0: np.ndarray,
+    *,
+    brain: np.ndarray | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    sim0: float = DEFAULT_SIM0,
+    n_c: int = DEFAULT_NC,
+    weights: SimilarityWeights | None = None,
+    shrink: bool = False,
+    output: str | None = None,
+) -> np.ndarray:
+    """As :func:`refine_region`, with the literal (recompute-everything) implementation."""
+    sim0 = check_sim0(sim0)
+    n_c = check_nc(n_c)
+    session = RefinementSession(images, None, superpixels, brain, spacing, weights=weights)
+    return session.refine(p0, sim0, n_c, shrink=shrink, output=output, literal=True).mask
+
+
+class RefinedLabels(NamedTuple):
+    """Result of :func:`refine_labels` (unpacks as ``labels, provenance, info``)."""
+
+    labels: np.ndarray
+    provenance: np.ndarray
+    info: dict
+
+
+def _per_region(value, region: str, name: str):
+    if isinstance(value, Mapping):
+        low = {str(k).lower(): v for k, v in value.items()}
+        if region not in low:
+            raise InputError(f"{name} has no entry for region {region!r}: {dict(value)!r}.")
+        return low[region]
+    return value
+
+
+def refine_labels(
+    images: np.ndarray,
+    modalities: Sequence[str],
+    labels: np.ndarray,
+    superpixels_wt: np.ndarray | None,
+    superpixels_tc: np.ndarray | None,
+    brain: np.ndarray | None = None,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    sim0: float | Mapping[str, float] = DEFAULT_SIM0,
+    n_c: int = DEFAULT_NC,
+    weights: SimilarityWeights | Mapping[str, SimilarityWeights] | None = None,
+    regions: Sequence[str] = ("wt", "tc"),
+    shrink: bool = False,
+    output: str | None = None,
+    fill: float | None = None,
+    fill_edge: float | None = None,
+    sessions: Mapping[str, RefinementSession] | None = None,
+) -> RefinedLabels:
+    """Refine a multi-class internal label map: WT and TC separately, TC clipped to WT.
+
+    Class assignment **[ours]**:
+
+    * refined WT voxels outside the refined TC are ED (2) — including voxels that were NCR or
+      ET before, when the TC region lost them (shrink / ``output="superpixels"``);
+    * refined TC voxels keep their class when they were NCR or ET; voxels newly added to TC
+      take the class (NCR or ET) of the nearest voxel of the input TC (Euclidean distance in
+      mm); NCR when the input has no TC;
+    * everything outside the refined WT, and outside the brain, is background.
+
+    Parameters
+    ----------
+    images : (C, Z, Y, X) ndarray
+    modalities : sequence of str
+        Names of the ``C`` channels.
+    labels : (Z, Y, X) ndarray of int
+        Internal labels (0 bg, 1 NCR, 2 ED, 3 ET).
+    superpixels_wt, superpixels_tc : (Z, Y, X) ndarray of int or None
+        Superpixels for each region (WT from FLAIR, TC from T2 + T1Gd); may be ``None`` for a
+        region that is not refined or whose session is given in ``sessions``.
+    brain : (Z, Y, X) ndarray of bool, optional
+    spacing : 3 floats
+    sim0, n_c, weights
+        Parameters; ``sim0`` and ``weights`` may be ``{"wt": ..., "tc": ...}``.
+    regions : sequence of {"wt", "tc"}
+    shrink : bool
+    output : {"union", "added", "superpixels"} or None
+        ``None``: each region's tuned default (:data:`DEFAULT_OUTPUT`).
+    fill, fill_edge : float, optional
+        Fill rules of ``output="union"`` (see :meth:`RefinementSession.refine`).
+    sessions : mapping, optional
+        Prebuilt :class:`RefinementSession` per region (reused, e.g. by the GUI).
+
+    Returns
+    -------
+    RefinedLabels
+        ``labels`` (uint8 internal), ``provenance`` (bool: voxels that came from
+        superpixels) and ``info`` (per-region seed / merged counts, timings, messages).
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise InputError(f"images must be (C, Z, Y, X); got shape {images.shape}.")
+    if labels.shape != images.shape[1:]:
+        raise GeometryError(
+            f"the pseudo-label has shape {labels.shape} but the case has shape "
+            f"{images.shape[1:]}; it must be on the case's grid."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 3):
+        raise InputError(
+            f"labels must use the internal convention 0-3 (0 bg, 1 NCR, 2 ED, 3 ET); found "
+            f"values in [{labels.min()}, {labels.max()}]. Decode them with the case's label "
+            f"convention first."
+        )
+    regions = [check_choice("region", r, ("wt", "tc")) for r in regions]
+    check_nc(n_c)
+    if brain is None:
+        brain = np.ones(labels.shape, bool)
+    brain = np.asarray(brain, bool)
+    if brain.shape != labels.shape:
+        raise GeometryError(f"brain mask has shape {brain.shape}, labels {labels.shape}.")
+    wt0 = labels > 0
+    tc0 = (labels == 1) | (labels == 3)
+    if not np.any(wt0 & brain):
+        raise InputError(
+            "the pseudo-label has no tumour voxel inside the brain: nothing to grow from."
+        )
+    sessions = dict(sessions or {})
+    sp = {"wt": superpixels_wt, "tc": superpixels_tc}
+    info: dict = {"regions": {}}
+    wt = wt0 & brain
+    tc = tc0 & brain
+    prov = np.zeros(labels.shape, bool)
+    for region in regions:
+        s0 = check_sim0(_per_region(sim0, region, "sim0"))
+        p0 = wt0 if region == "wt" else tc0
+        if region == "tc" and not np.any(p0 & brain):
+            msg = "the pseudo-label has no tumour core (NCR/ET): TC refinement skipped."
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            info["regions"][region] = {"skipped": msg}
+            continue
+        sess = sessions.get(region)
+        if sess is None:
+            if sp[region] is None:
+                raise InputError(
+                    f"no superpixels given for region {region.upper()}; pass "
+                    f"superpixels_{region} or leave {region!r} out of regions."
+                )
+            w = _per_region(weights, region, "weights") if weights is not None else None
+            sess = RefinementSession(
+                images, modalities, sp[region], brain, spacing, region=region, weights=w
+            )
+            sessions[region] = sess
+        res = sess.refine(p0, s0, n_c, shrink=shrink, output=output, fill=fill, fill_edge=fill_edge)
+        info["regions"][region] = {
+            "seed_superpixels": int(res.seed.sum()),
+            "merged": len(res.merged),
+            "removed": len(res.removed),
+            "seconds": res.seconds,
+            "setup_seconds": sess.timings["total"],
+        }
+        if region == "wt":
+            wt = res.mask & brain
+        else:
+            tc = res.mask & brain
+        prov |= res.provenance
+    tc &= wt
+    out = np.zeros(labels.shape, np.uint8)
+    out[wt] = 2
+    keep = tc & tc0
+    out[keep] = labels[keep]
+    new_tc = tc & ~tc0
+    if new_tc.any():
+        if np.any(tc0):
+            # nearest input-TC voxel's class, searched in the bounding box of both
+            box = _bbox_of(tc0 | new_tc)
+            sub = ~tc0[box]
+            _, ind = ndimage.distance_transform_edt(
+                sub, sampling=tuple(float(s) for s in spacing), return_indices=True
+            )
+            src = labels[box][tuple(ind)]
+            out[box][new_tc[box]] = src[new_tc[box]]
+        else:
+            out[new_tc] = 1
+    out[~brain] = 0
+    prov &= out > 0
+    info["sessions"] = sessions
+    return RefinedLabels(labels=out, provenance=prov, info=info)
+
+
+def _bbox_of(mask: np.ndarray) -> tuple[slice, ...]:
+    idx = np.nonzero(mask)
+    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)

@@ -1,0 +1,255 @@
+"""The demo: every stage of the pipeline on the embedded sample data, end to end.
+
+Stages (each writes its outputs into the output folder and a line of the summary):
+
+1. **sample** - generate a deterministic phantom case (BraTS grid by default) and write it as a
+   BraTS-2021-named case folder, as a user's data would be.
+2. **load** - read the folder back through the io layer (naming, geometry, convention) and
+   preprocess it (brain mask, crop, clip, z-score).
+3. **propose** - run the shipped default model (MONAI sliding-window inference, CPU here) and
+   write labels, probabilities-derived uncertainty and the proposal's metrics. Skipped with a
+   message when torch/MONAI are not installed.
+4. **refine** - refine the proposal (or, without a model, a degraded copy of the ground truth)
+   by superpixel region growing (Thompson et al. Algorithm 1) and report Dice before/after.
+5. **evaluate** - Dice, HD95, IoU, NSD, ASD, RAVD per region for every label map produced.
+6. **screenshot** - render the case and its label layers in napari under a virtual X display
+   (Xvfb) and save real screenshots.
+
+The summary is written as ``summary.json`` and ``summary.md``. Nothing here imports napari or
+torch at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DemoConfig", "run_demo"]
+
+
+@dataclass
+class DemoConfig:
+    """Settings of a demo run.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder (created).
+    shape : tuple of 3 int
+        Phantom grid ``(Z, Y, X)``; the default is the BraTS grid 155 x 240 x 240 at 1 mm.
+    seed : int
+        Phantom seed.
+    screenshot : bool
+        Render napari screenshots (needs napari and Xvfb or a display).
+    propose : bool
+        Run the default model.
+    """
+
+    out_dir: Path
+    shape: tuple[int, int, int] = (155, 240, 240)
+    seed: int = 0
+    screenshot: bool = True
+    propose: bool = True
+    name: str = "SSSEG_Phantom_00000"
+    stages: dict[str, Any] = field(default_factory=dict)
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+class _Stage:
+    """Times a stage and records its outcome in the summary."""
+
+    def __init__(
+        self, summary: dict, name: str, log: Callable[[str], None], critical: bool = False
+    ):
+        self.summary, self.name, self.log, self.critical = summary, name, log, critical
+
+    def __enter__(self) -> dict:
+        self.t0 = time.perf_counter()
+        self.record: dict[str, Any] = {"status": "ok"}
+        self.log(f"{self.name}: started")
+        return self.record
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.record["seconds"] = round(time.perf_counter() - self.t0, 2)
+        if exc is not None:
+            self.record["status"] = "failed"
+            self.record["error"] = f"{type(exc).__name__}: {exc}"
+            self.log(f"{self.name}: FAILED - {exc}")
+            self.summary["stages"][self.name] = self.record
+            # a failed optional stage is recorded and the demo goes on; a failed critical
+            # stage (the later ones need its output) stops the demo
+            return not self.critical
+        if self.record.get("status") == "skipped":
+            self.log(f"{self.name}: skipped - {self.record.get('reason', '')}")
+        else:
+            self.log(f"{self.name}: done in {self.record['seconds']:.1f} s")
+        self.summary["stages"][self.name] = self.record
+        return False
+
+
+def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
+    """Run every stage on the sample case and write outputs and a summary.
+
+    Parameters
+    ----------
+    config : DemoConfig
+        What to run and where to write.
+    log : callable
+        Receives one progress line per event.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``.
+    """
+    from napari_ssseg.core.metrics import region_metrics
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.atomic import atomic_write_text, check_writable_dir
+    from napari_ssseg.io.readers import load_case
+    from napari_ssseg.io.writers import save_image, save_labels, write_case
+
+    out = check_writable_dir(config.out_dir)
+    summary: dict[str, Any] = {
+        "case": config.name,
+        "shape": list(config.shape),
+        "seed": config.seed,
+        "stages": {},
+        "metrics": {},
+    }
+    label_maps: dict[str, np.ndarray] = {}
+
+    with _Stage(summary, "sample", log, critical=True) as rec:
+        phantom = make_phantom(shape=config.shape, seed=config.seed)
+        case_dir = write_case(phantom.to_case(name=config.name), out / "sample-case", "brats2021")
+        rec["case_dir"] = str(case_dir)
+
+    with _Stage(summary, "load", log, critical=True) as rec:
+        from napari_ssseg.core.preprocess import preprocess_case
+
+        case = load_case(case_dir)
+        pre = preprocess_case(case)
+        rec.update(
+            naming=case.naming,
+            modalities=list(case.modalities),
+            shape=list(case.shape),
+            spacing_zyx=list(case.scale),
+            orientation=case.geometry.orientation_code(),
+            convention=case.convention.name,
+            brain_bbox=[[s.start, s.stop] for s in pre.bbox],
+        )
+        gt = case.labels
+        save_image(pre.uncrop(pre.mask.astype(np.uint8)), case, out / "brain_mask.nii.gz")
+
+    uncertainty = None
+    if config.propose:
+        with _Stage(summary, "propose", log) as rec:
+            try:
+                import torch  # noqa: F401
+
+                from napari_ssseg.ml.checkpoint import default_checkpoint_path
+                from napari_ssseg.ml.inference import predict_case
+            except ImportError as exc:
+                rec.update(status="skipped", reason=f"ML stack not available ({exc})")
+            else:
+                ckpt = default_checkpoint_path()
+                result = predict_case(case, ckpt, device="cpu")
+                label_maps["proposal"] = result["labels"]
+                uncertainty = result["uncertainty"]
+                save_labels(result["labels"], case, out / "proposal.nii.gz")
+                save_image(uncertainty, case, out / "uncertainty.nii.gz")
+                rec.update(model=str(ckpt), **{k: v for k, v in result.get("info", {}).items()})
+
+    with _Stage(summary, "refine", log) as rec:
+        from napari_ssseg.core.refine import refine_case
+
+        if "proposal" in label_maps:
+            pseudo, source = label_maps["proposal"], "model proposal"
+        else:
+            from napari_ssseg.core.degrade import degrade_labels
+
+            pseudo = degrade_labels(gt, kind="under_oedema", seed=config.seed)
+            source = "degraded ground truth (under-segmented oedema)"
+            label_maps["degraded"] = pseudo
+            save_labels(pseudo, case, out / "degraded.nii.gz")
+        refined = refine_case(case, pseudo, preprocessed=pre)
+        label_maps["refined"] = refined.labels
+        save_labels(refined.labels, case, out / "refined.nii.gz")
+        rec.update(source=source, **refined.info)
+
+    with _Stage(summary, "evaluate", log) as rec:
+        for key, labels in label_maps.items():
+            summary["metrics"][key] = region_metrics(labels, gt, spacing=case.scale)
+        rec["maps"] = list(label_maps)
+
+    if config.screenshot:
+        with _Stage(summary, "screenshot", log) as rec:
+            import importlib.util
+
+            if importlib.util.find_spec("napari") is None:
+                rec.update(status="skipped", reason="napari is not installed")
+            else:
+                from napari_ssseg._napari.screenshot import render_screenshots_in_subprocess
+
+                shots = render_screenshots_in_subprocess(
+                    case_dir,
+                    {key: out / f"{key}.nii.gz" for key in label_maps},
+                    out / "uncertainty.nii.gz" if uncertainty is not None else None,
+                    out,
+                )
+                rec["files"] = [str(p) for p in shots]
+
+    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=2))
+    atomic_write_text(out / "summary.md", _markdown(summary))
+    log(f"summary written to {out / 'summary.md'}")
+    return summary
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return None if not np.isfinite(f) else round(f, 4)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _markdown(summary: dict) -> str:
+    lines = [
+        f"# napari-ssseg demo: {summary['case']}",
+        "",
+        f"Phantom grid {tuple(summary['shape'])}, seed {summary['seed']}.",
+        "",
+        "| stage | status | seconds | notes |",
+        "|---|---|---|---|",
+    ]
+    for name, rec in summary["stages"].items():
+        notes = rec.get("error") or rec.get("reason") or rec.get("source") or ""
+        lines.append(f"| {name} | {rec['status']} | {rec.get('seconds', '')} | {notes} |")
+    if summary["metrics"]:
+        lines += ["", "## Metrics against the phantom's ground truth", ""]
+        lines += ["| labels | region | Dice | HD95 (mm) | IoU | NSD |", "|---|---|---|---|---|---|"]
+        for key, per_region in summary["metrics"].items():
+            for region, m in per_region.items():
+                vals = [m.get(k) for k in ("dice", "hd95", "iou", "nsd")]
+                cells = ["n/a" if v is None or not np.isfinite(v) else f"{v:.3f}" for v in vals]
+                lines.append(f"| {key} | {region} | " + " | ".join(cells) + " |")
+    shots = summary["stages"].get("screenshot", {}).get("files", [])
+    if shots:
+        lines += ["", "## Screenshots", ""]
+        lines += [f"![{Path(p).stem}]({Path(p).name})" for p in shots]
+    return "\n".join(lines) + "\n"

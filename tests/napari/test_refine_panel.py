@@ -1,0 +1,305 @@
+"""Refine panel driven as a user would: pick a degraded pseudo-label, compute superpixels,
+move the sliders, accept, undo."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_ssseg._napari.layers import CASE_KEY, case_to_layer_data, handle_of_layer
+from napari_ssseg._napari.widgets.refine import REGION_CHOICES, RefineWidget, preview_masks
+from napari_ssseg.core.degrade import degrade
+from napari_ssseg.core.provenance import PROVENANCE_KEY, SUPERPIXEL, UNTOUCHED
+
+pytestmark = pytest.mark.gui
+
+BOTH, WT, TC = list(REGION_CHOICES)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages shown through notify_error (SsegErrors) and notify_info."""
+    shown: dict[str, list[str]] = {"error": [], "info": []}
+    monkeypatch.setattr(
+        "napari_ssseg._napari.widgets._common.show_error", lambda m: shown["error"].append(m)
+    )
+    monkeypatch.setattr(
+        "napari_ssseg._napari.widgets.refine.notify_info", lambda m: shown["info"].append(m)
+    )
+    return shown
+
+
+@pytest.fixture
+def refine_panel(make_napari_viewer, tiny_case):
+    """Viewer with the tiny phantom whose labels were under-segmented, and the panel."""
+    viewer = make_napari_viewer()
+    brain = np.any(tiny_case.images != 0, axis=0)
+    degraded = degrade(
+        tiny_case.labels, "undersegmented_oedema", brain=brain, spacing=tiny_case.scale, seed=3
+    )
+    from napari.layers import Layer
+
+    for data, kwargs, layer_type in case_to_layer_data(tiny_case, labels=degraded):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+    widget = RefineWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Refine")
+    return viewer, widget
+
+
+def _click(qtbot, button):
+    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+
+
+def _compute(qtbot, widget, timeout=60_000):
+    _click(qtbot, widget.compute_button)
+    assert widget.task is not None
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=timeout)
+
+
+def test_choices_list_case_labels_only(refine_panel):
+    viewer, widget = refine_panel
+    viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="foreign")
+    names = [name for name, _ in widget._labels_choices()]
+    assert names == ["tiny labels"]
+    assert widget.labels_layer.value is viewer.layers["tiny labels"]
+
+
+def test_compute_preview_accept_undo(refine_panel, qtbot, errors):
+    viewer, widget = refine_panel
+    labels = viewer.layers["tiny labels"]
+    before = labels.data.copy()
+    widget.sim0.value = 1.0  # no growth at first
+    _compute(qtbot, widget)
+    assert errors["error"] == []
+    assert widget.setup is not None and widget.setup.regions == ("wt", "tc")
+    assert widget.status.value.startswith("ready")
+    # superpixel boundaries shown as outlines
+    sp_layer = viewer.layers["tiny superpixels WT"]
+    assert sp_layer.contour == 1 and sp_layer.visible and sp_layer.data.max() > 10
+    widget.show_boundaries.value = False
+    assert not sp_layer.visible
+    widget.show_boundaries.value = True
+    assert sp_layer.visible
+    # at sim0 = 1 nothing grows: the pseudo-label plus the superpixels it covers by half
+    preview = viewer.layers["tiny refine preview"]
+    assert np.all(preview.data[(before > 0) & widget.setup.brain] > 0)
+    grown_before = int(np.count_nonzero(preview.data))
+    # move the slider: the region grows, live
+    widget.sim0.value = 0.0
+    qtbot.waitUntil(lambda: np.count_nonzero(preview.data) > grown_before, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.status.value.startswith("preview sim0=0.00"), timeout=10_000)
+    preview_wt = preview.data > 0
+    assert np.all(preview_wt[before > 0])  # growth never removes pseudo-label voxels
+    gt_wt = widget.setup.case.labels > 0
+    dice = lambda a, b: 2 * np.sum(a & b) / (a.sum() + b.sum())  # noqa: E731
+    assert dice(preview_wt, gt_wt) > dice(before > 0, gt_wt)
+    # accept: one undoable step, provenance recorded
+    n_undo = len(labels._undo_history)
+    changed = widget.accept()
+    assert changed is not None and changed.any()
+    after = labels.data.copy()
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after != before, changed)
+    np.testing.assert_array_equal(after > 0, preview_wt)
+    assert len(labels._undo_history) == n_undo + 1
+    prov = labels.metadata[PROVENANCE_KEY]
+    assert prov.shape == before.shape and prov.dtype == np.uint8
+    assert np.all(prov[changed] == SUPERPIXEL)
+    assert np.all(prov[~changed & (after == 0)] == UNTOUCHED)
+    assert "accepted" in widget.status.value
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+    labels.redo()
+    np.testing.assert_array_equal(labels.data, after)
+
+
+def test_preview_follows_the_sliders(refine_panel, qtbot):
+    viewer, widget = refine_panel
+    _compute(qtbot, widget)
+    preview = viewer.layers["tiny refine preview"]
+    widget.preview_times.clear()
+    for value in (0.5, 0.3, 0.2, 0.1, 0.05, 0.0, 0.1):
+        widget.sim0.value = value
+    widget.n_c.value = 5
+    qtbot.waitUntil(
+        lambda: widget.status.value.startswith("preview sim0=0.10, n_c=5"), timeout=10_000
+    )
+    expected, _ = preview_masks(widget.setup, widget._seeds, widget._pseudo, 0.1, 5)
+    np.testing.assert_array_equal(preview.data, expected)
+    assert widget.preview_times and max(widget.preview_times) < 1.0
+    # masks are cached by final superpixel set: fewer entries than slider positions visited
+    assert 0 < len(widget._masks) <= 8
+
+
+def test_async_preview_drops_stale_results(refine_panel, qtbot):
+    viewer, widget = refine_panel
+    _compute(qtbot, widget)
+    preview = viewer.layers["tiny refine preview"]
+    widget.last_preview_seconds = 1.0  # pretend previews are slow: debounce + worker
+    shown_before = widget.status.value
+    for value in (0.9, 0.6, 0.3, 0.0):
+        widget.sim0.value = value
+    assert widget.status.value == "previewing..." != shown_before
+    qtbot.waitUntil(lambda: widget.status.value.startswith("preview sim0=0.00"), timeout=10_000)
+    qtbot.wait(300)
+    assert widget.status.value.startswith("preview sim0=0.00")
+    expected, _ = preview_masks(widget.setup, widget._seeds, widget._pseudo, 0.0, widget.n_c.value)
+    np.testing.assert_array_equal(preview.data, expected)
+
+
+def test_sessions_reused_when_parameters_come_back(refine_panel, qtbot):
+    viewer, widget = refine_panel
+    _compute(qtbot, widget)
+    first = widget.setup.sessions["wt"]
+    widget.n_segments.value = 200
+    assert widget.setup is None and not widget.sim0.enabled
+    _compute(qtbot, widget)
+    assert widget.setup.sessions["wt"] is not first
+    widget.n_segments.value = 350
+    assert widget.setup is not None and widget.setup.sessions["wt"] is first
+    assert widget.sim0.enabled
+
+
+def test_cancel_leaves_no_setup(refine_panel, qtbot, monkeypatch):
+    viewer, widget = refine_panel
+    import napari_ssseg.core.superpixels as sp
+    from napari_ssseg.core.progress import Cancelled
+
+    real = sp.slic_superpixels
+
+    def slow(*args, progress=None, should_stop=None, **kw):
+        for i in range(200):
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped")
+            if progress is not None:
+                progress(i / 200, "slow")
+            time.sleep(0.02)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sp, "slic_superpixels", slow)
+    widget.n_segments.value = 123  # not cached on disk by another test
+    _click(qtbot, widget.compute_button)
+    qtbot.waitUntil(lambda: "superpixels" in widget.status.value, timeout=5_000)
+    _click(qtbot, widget.cancel_button)
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=10_000)
+    assert widget.setup is None
+    assert widget.status.value == "cancelled"
+    assert "tiny refine preview" not in [layer.name for layer in viewer.layers]
+    assert widget.compute_button.enabled and not widget.cancel_button.enabled
+
+
+@pytest.mark.parametrize(
+    ("make", "region", "expected"),
+    [
+        (lambda d: np.zeros_like(d), BOTH, "nothing to grow from"),
+        (lambda d: np.where(d == 2, 2, 0).astype(np.uint8), TC, "no tumour core"),
+        (lambda d: np.where(d > 0, 7, 0).astype(np.uint8), BOTH, "internal labels 0-3"),
+    ],
+    ids=["empty", "tc-without-core", "foreign-values"],
+)
+def test_bad_pseudo_label_notifies(refine_panel, qtbot, errors, make, region, expected):
+    viewer, widget = refine_panel
+    labels = viewer.layers["tiny labels"]
+    labels.data = make(labels.data)
+    widget.region.value = region
+    _click(qtbot, widget.compute_button)
+    if widget.task is not None:
+        qtbot.waitUntil(lambda: not widget.task.running, timeout=60_000)
+    assert errors["error"], "no notification"
+    assert expected in errors["error"][-1]
+    assert widget.setup is None and not widget.accept_button.enabled
+
+
+def test_tc_skipped_with_message_when_refining_both(refine_panel, qtbot, errors):
+    viewer, widget = refine_panel
+    labels = viewer.layers["tiny labels"]
+    labels.data = np.where(labels.data > 0, 2, 0).astype(np.uint8)  # oedema only
+    _compute(qtbot, widget)
+    assert widget.setup.regions == ("wt",)
+    assert any("TC refinement skipped" in m for m in errors["info"])
+
+
+def test_layer_on_another_grid_notifies(refine_panel, qtbot, errors):
+    viewer, widget = refine_panel
+    handle = handle_of_layer(viewer.layers["tiny labels"])
+    viewer.add_labels(
+        np.ones((10, 12, 12), np.uint8),
+        name="other grid",
+        metadata={CASE_KEY: handle, "ssseg_role": "labels"},
+    )
+    widget.labels_layer.value = viewer.layers["other grid"]
+    _click(qtbot, widget.compute_button)
+    assert widget.task is None
+    assert errors["error"] and "another grid" in errors["error"][-1]
+
+
+def test_accept_without_setup_notifies(refine_panel, errors):
+    viewer, widget = refine_panel
+    assert widget.accept() is None
+    assert "compute superpixels first" in errors["error"][-1]
+
+
+def test_painting_after_compute_is_used_by_next_preview(refine_panel, qtbot):
+    viewer, widget = refine_panel
+    widget.sim0.value = 1.0
+    _compute(qtbot, widget)
+    labels = viewer.layers["tiny labels"]
+    preview = viewer.layers["tiny refine preview"]
+    assert not preview.data[0, 0, 0]
+    # the user paints an extra blob with the paint tool's history (emits a paint event)
+    z, y, x = np.nonzero(widget.setup.brain & (labels.data == 0))
+    idx = (z[:200], y[:200], x[:200])
+    labels.data_setitem(idx, 2)
+    widget.sim0.value = 0.99
+    qtbot.waitUntil(lambda: widget.status.value.startswith("preview sim0=0.99"), timeout=10_000)
+    assert np.all(preview.data[idx] > 0)
+
+
+@pytest.mark.slow
+def test_preview_latency_full_size(make_napari_viewer, qtbot):
+    """Benchmark: slider-move-to-preview latency on a 155 x 240 x 240 phantom (printed).
+
+    Latency = from setting the slider value to the preview of that value being on display
+    (including the debounce when previews run in the worker).
+    """
+    from napari.layers import Layer
+
+    from napari_ssseg.core.phantom import make_phantom
+
+    case = make_phantom(shape=(155, 240, 240), spacing=(1.0, 1.0, 1.0), seed=5).to_case(name="big")
+    brain = np.any(case.images != 0, axis=0)
+    degraded = degrade(case.labels, "undersegmented_oedema", brain=brain, spacing=case.scale)
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in case_to_layer_data(case, labels=degraded):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+    widget = RefineWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Refine")
+    t0 = time.perf_counter()
+    _compute(qtbot, widget, timeout=600_000)
+    setup_s = time.perf_counter() - t0
+    latencies, sync = [], 0
+    for value in np.round(np.linspace(0.40, 0.0, 21), 2):
+        value = float(value)
+        if value == widget.sim0.value:
+            continue
+        start = time.perf_counter()
+        was_sync = widget.last_preview_seconds <= 0.05
+        widget.sim0.value = value
+        qtbot.waitUntil(
+            lambda v=value: widget.status.value.startswith(f"preview sim0={v:.2f}"),
+            timeout=10_000,
+        )
+        latencies.append(time.perf_counter() - start)
+        sync += was_sync
+        qtbot.wait(30)
+    ms = np.array(latencies) * 1000
+    print(
+        f"superpixels + sessions {setup_s:.1f} s; slider-to-preview latency over "
+        f"{ms.size} moves ({sync} on the GUI thread): median {np.median(ms):.0f} ms, "
+        f"p90 {np.percentile(ms, 90):.0f} ms, max {ms.max():.0f} ms; mask cache "
+        f"{len(widget._masks)} entries"
+    )
+    assert ms.size >= 15 and np.median(ms) < 500

@@ -24,10 +24,12 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default")
     p.add_argument("--seed", type=int, default=50001)
     p.add_argument("--strength", type=float, default=1.5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dice-seeds", default="50010:50013")
     p.add_argument("--skip-cli", action="store_true")
     args = p.parse_args(argv)
@@ -128,21 +130,36 @@ def main(argv: list[str] | None = None) -> int:
     prep = prepare_input(case, ckpt)
     (net,) = ckpt.build("cpu")[:1]
     roi = ckpt.patch_size
-    ours, bare, totals = [], [], []
-    with torch.inference_mode():  # warm-up (first-call allocations, oneDNN kernels)
-        sliding_window_inference(prep.x, roi, 2, net, overlap=0.25)
-    predict_case(case, ckpt, device="cpu", sw_batch_size=2, overlap=0.25)
-    for _ in range(args.repeats):
+    ours, bare, bare_thread, totals = [], [], [], []
+
+    def bare_call() -> float:
         with torch.inference_mode():
             t0 = time.perf_counter()
             sliding_window_inference(prep.x, roi, 2, net, overlap=0.25)
-            bare.append(time.perf_counter() - t0)
+            return time.perf_counter() - t0
+
+    def bare_call_in_thread() -> float:
+        # predict_case_iter runs the network in a helper thread: same conditions
+        box: dict[str, float] = {}
+        th = threading.Thread(target=lambda: box.setdefault("t", bare_call()))
+        th.start()
+        th.join()
+        return box["t"]
+
+    bare_call()  # warm-up (first-call allocations, oneDNN kernels)
+    bare_call_in_thread()
+    predict_case(case, ckpt, device="cpu", sw_batch_size=2, overlap=0.25)
+    for _ in range(args.repeats):
+        bare.append(bare_call())
+        bare_thread.append(bare_call_in_thread())
         t0 = time.perf_counter()
         res = predict_case(case, ckpt, device="cpu", sw_batch_size=2, overlap=0.25)
         totals.append(time.perf_counter() - t0)
         ours.append(res["info"]["timings"]["inference"])
     med_ours, med_bare = statistics.median(ours), statistics.median(bare)
+    med_bare_thread = statistics.median(bare_thread)
     overhead = med_ours / med_bare - 1
+    overhead_thread = med_ours / med_bare_thread - 1
     timings = res["info"]["timings"]
 
     # ---- held-out Dice
@@ -192,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| | seconds |",
         "|---|---:|",
-        f"| bare `sliding_window_inference` | {med_bare:.3f} |",
-        f"| `predict_case_iter` inference step | {med_ours:.3f} |",
-        f"| overhead | {100 * overhead:+.1f} % (target <= 10 %) |",
+        f"| bare `sliding_window_inference` (main thread) | {med_bare:.3f} |",
+        f"| bare `sliding_window_inference` (in a helper thread) | {med_bare_thread:.3f} |",
+        f"| `predict_case_iter` inference step (helper thread) | {med_ours:.3f} |",
+        f"| overhead vs bare, main thread | {100 * overhead:+.1f} % (target <= 10 %) |",
+        f"| overhead vs bare, helper thread | {100 * overhead_thread:+.1f} % |",
         "",
         "All samples (s): bare "
         + ", ".join(f"{v:.3f}" for v in bare)
+        + "; bare in thread "
+        + ", ".join(f"{v:.3f}" for v in bare_thread)
         + "; ours "
         + ", ".join(f"{v:.3f}" for v in ours)
         + ".",
@@ -205,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         "Breakdown of one in-process `predict_case` call (s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
         + f"; whole call median {statistics.median(totals):.2f} s.",
+        "",
+        "Note: on this shared, oversubscribed 2-core machine a 2-thread bare call in the main "
+        "thread was erratic (0.8-4.5 s in an earlier run with `--threads 2`, against 0.17-0.55 s "
+        "for the same call in a helper thread), so the default is `--threads 1`, where all "
+        "three agree. The network step is small because the default model runs at 2 mm on "
+        "the brain crop; end to end, the time goes to Python/torch start-up, reading and "
+        "writing NIfTI, and preprocessing at 1 mm.",
         "",
         "## Dice on held-out phantoms",
         "",
@@ -223,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "\n".join(lines))
+    shutil.rmtree(tmp, ignore_errors=True)
     print("\n".join(lines))
     return 0
 

@@ -28,6 +28,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("preprocess", "preprocess", "brain mask, crop, clip and z-score a case; write the result"),
     ("refine", "refine", "refine a pseudo-label by superpixel region growing (Algorithm 1)"),
     ("predict", "predict", "propose labels and uncertainty with a MONAI network"),
+    ("propagate", "propagate", "spread scribbles through superpixels into dense pseudo-labels"),
+    ("train", "train", "train or retrain a network (supervised / semi-supervised), resumable"),
     ("workspace", "workspace", "annotation workspace: init, status, suggest, export, import"),
     ("demo", "demo", "run the whole pipeline on the sample data (opens napari if possible)"),
 ]

@@ -42,21 +42,29 @@ class DemoConfig:
     out_dir : Path
         Output folder (created).
     shape : tuple of 3 int
-        Phantom grid ``(Z, Y, X)``; the default is the BraTS grid 155 x 240 x 240 at 1 mm.
+        Phantom grid ``(Z, Y, X)``; the default is the BraTS grid 155 x 240 x 240.
+    spacing : tuple of 3 float
+        Voxel size ``(z, y, x)`` in mm (default 1 mm). The phantom's brain is scaled to the
+        grid, so a small grid at 1 mm gives an unrealistically small brain.
     seed : int
         Phantom seed.
     screenshot : bool
         Render napari screenshots (needs napari and Xvfb or a display).
     propose : bool
         Run the default model.
+    workspace_cases : int
+        Number of extra small phantom cases (64 x 80 x 80 at 2 mm) put with the sample case
+        into a sample annotation workspace; 0 skips the workspace stage.
     """
 
     out_dir: Path
     shape: tuple[int, int, int] = (155, 240, 240)
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
     screenshot: bool = True
     propose: bool = True
     name: str = "SSSEG_Phantom_00000"
+    workspace_cases: int = 3
     stages: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,6 +129,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
     summary: dict[str, Any] = {
         "case": config.name,
         "shape": list(config.shape),
+        "spacing": list(config.spacing),
         "seed": config.seed,
         "stages": {},
         "metrics": {},
@@ -128,8 +137,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
     label_maps: dict[str, np.ndarray] = {}
 
     with _Stage(summary, "sample", log, critical=True) as rec:
-        phantom = make_phantom(shape=config.shape, seed=config.seed)
-        case_dir = write_case(phantom.to_case(name=config.name), out / "sample-case", "brats2021")
+        phantom = make_phantom(shape=config.shape, spacing=config.spacing, seed=config.seed)
+        case_dir = write_case(phantom.to_case(name=config.name), out / "cases", "brats2021")
         rec["case_dir"] = str(case_dir)
 
     with _Stage(summary, "load", log, critical=True) as rec:
@@ -150,6 +159,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
         save_image(pre.uncrop(pre.mask.astype(np.uint8)), case, out / "brain_mask.nii.gz")
 
     uncertainty = None
+    refined_provenance = None
     if config.propose:
         with _Stage(summary, "propose", log) as rec:
             try:
@@ -166,7 +176,13 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
                 uncertainty = result["uncertainty"]
                 save_labels(result["labels"], case, out / "proposal.nii.gz")
                 save_image(uncertainty, case, out / "uncertainty.nii.gz")
-                rec.update(model=str(ckpt), **{k: v for k, v in result.get("info", {}).items()})
+                info = result.get("info", {})
+                rec.update(
+                    model=info.get("model", str(ckpt)),
+                    device=str(info.get("device", "cpu")),
+                    uncertainty_kind=info.get("uncertainty"),
+                    inference_seconds=info.get("timings", {}).get("inference"),
+                )
 
     with _Stage(summary, "refine", log) as rec:
         from napari_ssseg.core.refine import refine_case
@@ -176,11 +192,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
         else:
             from napari_ssseg.core.degrade import degrade_labels
 
-            pseudo = degrade_labels(gt, kind="under_oedema", seed=config.seed)
+            pseudo = degrade_labels(gt, kind="undersegmented_oedema", seed=config.seed)
             source = "degraded ground truth (under-segmented oedema)"
             label_maps["degraded"] = pseudo
             save_labels(pseudo, case, out / "degraded.nii.gz")
         refined = refine_case(case, pseudo, preprocessed=pre)
+        refined_provenance = refined.provenance
         label_maps["refined"] = refined.labels
         save_labels(refined.labels, case, out / "refined.nii.gz")
         rec.update(source=source, **refined.info)
@@ -189,6 +206,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
         for key, labels in label_maps.items():
             summary["metrics"][key] = region_metrics(labels, gt, spacing=case.scale)
         rec["maps"] = list(label_maps)
+
+    if config.workspace_cases > 0:
+        with _Stage(summary, "workspace", log) as rec:
+            rec.update(
+                _workspace_stage(config, out, case_dir, label_maps, uncertainty, refined_provenance)
+            )
 
     if config.screenshot:
         with _Stage(summary, "screenshot", log) as rec:
@@ -213,6 +236,92 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
     return summary
 
 
+def _workspace_stage(
+    config: DemoConfig,
+    out: Path,
+    case_dir: Path,
+    label_maps: dict[str, np.ndarray],
+    uncertainty: np.ndarray | None,
+    refined_provenance: np.ndarray | None,
+) -> dict[str, Any]:
+    """A sample annotation workspace: the sample case plus a few small phantom cases.
+
+    Every case gets the model's proposal as label version 1 (with its uncertainty score) when
+    the ML stack is there; the sample case also gets the refined labels as version 2 (source
+    "superpixel", with provenance). Then the next case is suggested by uncertainty, the
+    workspace is evaluated against the phantoms' ground truth and exported in nnU-Net layout.
+    """
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.core.provenance import MODEL, SUPERPIXEL
+    from napari_ssseg.core.suggest import rank_cases
+    from napari_ssseg.io.workspace import Workspace
+    from napari_ssseg.io.workspace_export import evaluate_workspace, export_workspace
+    from napari_ssseg.io.writers import write_case
+
+    for i in range(config.workspace_cases):
+        seed = config.seed + 100 + i
+        small = make_phantom(shape=(64, 80, 80), spacing=(2.0, 2.0, 2.0), seed=seed)
+        write_case(small.to_case(name=f"SSSEG_Small_{seed:05d}"), case_dir.parent, "brats2021")
+    ws_dir = out / "workspace"
+    if ws_dir.exists():
+        import shutil
+
+        shutil.rmtree(ws_dir)
+    record: dict[str, Any] = {}
+    with Workspace.create(ws_dir, from_dir=case_dir.parent) as ws:
+        main_id = next(r.case_id for r in ws.cases if config.name in r.case_id)
+        try:
+            from napari_ssseg.ml.inference import predict_case
+        except ImportError:
+            predict_case = None
+        for rec in ws.cases:
+            if rec.case_id == main_id and "proposal" in label_maps:
+                labels, unc = label_maps["proposal"], uncertainty
+            elif predict_case is not None:
+                result = predict_case(ws.load_case(rec.case_id, labels="none"), None, device="cpu")
+                labels, unc = result["labels"], result["uncertainty"]
+            else:
+                continue
+            prov = np.where(labels > 0, MODEL, 0).astype(np.uint8)
+            ws.save_labels(
+                rec.case_id, labels, source="model", note="demo proposal", provenance=prov
+            )
+            ws.save_uncertainty(rec.case_id, unc, labels=labels)
+            ws.set_status(rec.case_id, "proposed")
+        if "refined" in label_maps:
+            refined = label_maps["refined"]
+            prov = np.where(refined > 0, MODEL, 0).astype(np.uint8)
+            if refined_provenance is not None:
+                prov[np.asarray(refined_provenance, bool)] = SUPERPIXEL
+            ws.save_labels(
+                main_id,
+                refined,
+                source="superpixel",
+                note="demo: superpixel refinement of the proposal",
+                provenance=prov,
+            )
+            ws.set_status(main_id, "refined")
+        scores = {r.case_id: r.scores.get("entropy") for r in ws.cases}
+        ranking = rank_cases(scores, strategy="entropy")
+        record["suggested_order"] = [f"{s.case_id} ({s.reason})" for s in ranking]
+        evaluation = evaluate_workspace(ws, out / "workspace-evaluation")
+        record["evaluation_files"] = [str(p) for p in evaluation.get("files", [])]
+        record["mean_dice"] = {
+            region: stats.get("dice", {}).get("mean")
+            for region, stats in evaluation.get("summary", {}).items()
+        }
+        export_dir = out / "export-nnunet"
+        if export_dir.exists():
+            import shutil
+
+            shutil.rmtree(export_dir)
+        files = export_workspace(ws, export_dir, "nnunet", verified=False)
+        record["exported_files"] = len(files)
+        record["cases"] = {r.case_id: r.status for r in ws.cases}
+    record["workspace"] = str(ws_dir)
+    return record
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -232,7 +341,8 @@ def _markdown(summary: dict) -> str:
     lines = [
         f"# napari-ssseg demo: {summary['case']}",
         "",
-        f"Phantom grid {tuple(summary['shape'])}, seed {summary['seed']}.",
+        f"Phantom grid {tuple(summary['shape'])} at {tuple(summary['spacing'])} mm, "
+        f"seed {summary['seed']}.",
         "",
         "| stage | status | seconds | notes |",
         "|---|---|---|---|",
@@ -248,6 +358,15 @@ def _markdown(summary: dict) -> str:
                 vals = [m.get(k) for k in ("dice", "hd95", "iou", "nsd")]
                 cells = ["n/a" if v is None or not np.isfinite(v) else f"{v:.3f}" for v in vals]
                 lines.append(f"| {key} | {region} | " + " | ".join(cells) + " |")
+    ws = summary["stages"].get("workspace", {})
+    if ws.get("status") == "ok":
+        lines += ["", "## Sample workspace", "", f"Folder: `{ws['workspace']}`", ""]
+        lines += [f"- {case}: {status}" for case, status in ws["cases"].items()]
+        lines += ["", "Suggested labelling order (model uncertainty inside the predicted tumour):"]
+        lines += [f"{i}. {item}" for i, item in enumerate(ws["suggested_order"], 1)]
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in ws["mean_dice"].items() if v is not None)
+        lines += ["", f"Mean Dice of the latest label versions: {dice}."]
+        lines += [f"Exported {ws['exported_files']} files in nnU-Net v2 layout."]
     shots = summary["stages"].get("screenshot", {}).get("files", [])
     if shots:
         lines += ["", "## Screenshots", ""]

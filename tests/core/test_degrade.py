@@ -101,3 +101,13 @@ def test_bad_input(labels, kind, kw, match):
         labels, _ = _labels()
     with pytest.raises(InputError, match=match):
         degrade(labels, kind, **kw)
+
+
+def test_degrade_labels_aliases():
+    from napari_ssseg.core.degrade import degrade_labels
+
+    lab, brain = _labels()
+    a = degrade_labels(lab, kind="under_oedema", brain=brain, seed=4)
+    b = degrade(lab, "undersegmented_oedema", brain=brain, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert degrade_labels(lab, kind="fp_blob", seed=1).sum() > lab.sum()

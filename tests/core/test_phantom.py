@@ -297,3 +297,30 @@ def test_tumour_kinds() -> None:
     core = nonenh.labels == NCR
     assert _median(nonenh, FLAIR, core) > _median(nonenh, FLAIR, wm)
     assert _median(nonenh, T1CE, core) < _median(nonenh, T1CE, wm)  # no enhancement
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7])
+def test_mass_effect_pushes_deep_structures_away(seed: int) -> None:
+    """With mass effect the ventricles' centroid moves away from the tumour centre."""
+    from dataclasses import replace
+
+    from scipy import ndimage as ndi
+
+    from napari_ssseg.core import phantom as ph
+
+    shape, sp = (64, 96, 96), (1.0, 1.0, 1.0)
+    scale = 0.45
+    semi = tuple(a * scale for a in ph._BRAIN_SEMI_AXES)
+    tum = ph._draw_tumour(np.random.default_rng(seed), scale, semi, 1.0)
+    centroids = []
+    for me in (0.0, 0.6):
+        t = replace(tum, mass_effect=me)
+        tissues, brain, _ = ph._synthetic_anatomy(shape, sp, np.random.default_rng(seed), scale, t)
+        # the ventricles: CSF deep inside, below the corpus callosum (no fissure there)
+        zyx = np.argwhere(ndi.binary_erosion(brain, iterations=8) & (tissues == CSF))
+        zyx = zyx - (np.asarray(shape) - 1) / 2.0
+        zyx = zyx[(zyx[:, 0] < 18 * scale) & (np.abs(zyx[:, 1]) < 35 * scale)]
+        centroids.append(zyx.mean(0))
+    shift = centroids[1] - centroids[0]
+    away = centroids[0] - tum.centre
+    assert float(shift @ away) > 0

@@ -299,3 +299,13 @@ def test_cli_preprocess_missing_case(tmp_path, capsys) -> None:
 def test_preprocess_case_bad_parameters(tiny_case, kwargs: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
         pp.preprocess_case(tiny_case, **kwargs)
+
+
+def test_progress_callback(tiny_case) -> None:
+    calls: list[tuple[float, str]] = []
+    pp.preprocess_case(tiny_case, progress=lambda f, m: calls.append((f, m)))
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    calls.clear()
+    pp.preprocess_case(tiny_case, progress=lambda f, m: calls.append((f, m)))  # cache hit
+    assert calls == [(1.0, "preprocessing: cached result")]

@@ -66,7 +66,7 @@ def test_degenerate_masks_are_fully_labelled(backend):
     islands[7:9, 15:18, 15:18] = True
     sp = slic_superpixels(img, mask=islands, n_segments=2, backend=backend)
     assert np.all(sp[islands] > 0) and np.all(sp[~islands] == 0)
-    assert sp.max() >= 2  # two disconnected islands cannot share a superpixel (fast)
+    assert sp.max() >= 2  # two disconnected islands cannot share a superpixel
     assert set(np.unique(sp[2:4, 2:5, 2:5])).isdisjoint(np.unique(sp[7:9, 15:18, 15:18]))
 
 

@@ -334,3 +334,36 @@ def test_count_windows_matches_monai(size, roi, overlap, expected):
 
 def test_module_exports_cancelled():
     assert inference.Cancelled is Cancelled
+
+
+def test_heartbeat_during_slow_preprocessing(tiny_case, tiny_ckpt, monkeypatch):
+    import time
+
+    import napari_ssseg.core.preprocess as pp
+
+    original = pp.preprocess
+
+    def slow_preprocess(*args, **kwargs):
+        time.sleep(1.6)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pp, "preprocess", slow_preprocess)
+    stamps = []
+    for ev in predict_case_iter(tiny_case, tiny_ckpt, device="cpu"):
+        stamps.append((time.perf_counter(), ev.get("stage")))
+    pre = [t for t, stage in stamps if stage == "preprocess"]
+    assert len(pre) >= 3  # the first event plus heartbeats while preprocessing sleeps
+    gaps = np.diff([t for t, _ in stamps])
+    assert gaps.max() < 1.2
+
+
+def test_uncertainty_is_zero_outside_the_brain(tiny_case, tiny_ckpt):
+    from napari_ssseg.core.preprocess import brain_mask
+    from napari_ssseg.ml.inference import predict_case
+
+    case = tiny_case
+    result = predict_case(case, tiny_ckpt, device="cpu")
+    outside = ~brain_mask(case.images)
+    assert outside.any()
+    assert float(np.abs(result["uncertainty"][outside]).max()) == 0.0
+    assert float(result["uncertainty"][~outside].max()) > 0.0

@@ -128,3 +128,18 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_four_modality_model_on_two_modality_case(tmp_path, tiny_phantom, tiny_ckpt, capsys):
+    from napari_ssseg.io.writers import case_from_arrays, write_case
+
+    case = case_from_arrays(tiny_phantom.images[[0, 3]], ["t1", "flair"], name="two")
+    folder = write_case(case, tmp_path / "cases", naming="brats2021")
+    out = tmp_path / "p.nii.gz"
+    code = main(
+        ["predict", str(folder), "--out", str(out), "--model", str(tiny_ckpt), "--device", "cpu"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "missing t1ce, t2" in err
+    assert not out.exists()

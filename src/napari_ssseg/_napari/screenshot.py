@@ -145,7 +145,7 @@ def render_screenshots(
         try:
             viewer.window._qt_window.resize(1600, 1000)
             if dock_panels:
-                dock_plugin_panels(viewer)
+                dock_plugin_panels(viewer, raise_panel="Refine")
             add_case_layers(viewer, case, label_maps, uncertainty)
             shown = list(label_maps)[-1] if label_maps else None
             if shown is not None:
@@ -158,11 +158,16 @@ def render_screenshots(
             viewer.screenshot(str(path), canvas_only=False, flash=False)
             written.append(path)
             if uncertainty is not None:
+                shown_layer = viewer.layers[f"{case.name} {shown}"] if shown else None
+                if shown_layer is not None:
+                    shown_layer.visible = False
                 viewer.layers[f"{case.name} uncertainty"].visible = True
                 path = out_dir / "screenshot_uncertainty.png"
                 viewer.screenshot(str(path), canvas_only=False, flash=False)
                 written.append(path)
                 viewer.layers[f"{case.name} uncertainty"].visible = False
+                if shown_layer is not None:
+                    shown_layer.visible = True
             viewer.dims.ndisplay = 3
             viewer.scene.camera.angles = (0, 30, 60)
             viewer.reset_view()
@@ -174,14 +179,32 @@ def render_screenshots(
     return written
 
 
-def dock_plugin_panels(viewer: Any) -> list[Any]:
-    """Dock every panel the plugin contributes (those that exist in this version)."""
+def dock_plugin_panels(viewer: Any, raise_panel: str | None = None) -> list[Any]:
+    """Dock every panel the plugin contributes, as tabs of the right dock area.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    raise_panel : str, optional
+        Title of the tab to bring to the front (default: the first).
+    """
+    from qtpy.QtWidgets import QApplication
+
     from napari_ssseg._napari.widgets import PANELS
 
     docked = []
-    for title, factory in PANELS:
+    for index, (title, factory) in enumerate(PANELS):
         widget = factory(viewer)
-        docked.append(viewer.window.add_dock_widget(widget, name=title, area="right"))
+        docked.append(
+            viewer.window.add_dock_widget(widget, name=title, area="right", tabify=index > 0)
+        )
+    front = next((d for d, (t, _) in zip(docked, PANELS) if t == raise_panel), None)
+    if front is None and docked:
+        front = docked[0]
+    QApplication.processEvents()  # dock widgets become visible only after the event loop runs
+    if front is not None:
+        front.raise_()
+        QApplication.processEvents()
     return docked
 
 

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(155, 240, 240),
         help="phantom grid (default: the BraTS grid 155 240 240)",
     )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=1.0,
+        help="isotropic voxel size of the phantom in mm (default: 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
     parser.add_argument("--no-screenshot", action="store_true", help="skip the napari screenshots")
     parser.add_argument("--no-propose", action="store_true", help="skip the model proposal")
@@ -44,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     shape = tuple(int(s) for s in args.shape)
     if min(shape) < 16:
         raise InputError(f"--shape {shape}: every axis needs at least 16 voxels.")
+    if not 0.2 <= args.spacing <= 5:
+        raise InputError(f"--spacing {args.spacing}: expected a voxel size between 0.2 and 5 mm.")
     interactive = not args.headless and bool(os.environ.get("DISPLAY"))
     if interactive:
         from napari_ssseg._napari.launch import launch_demo_viewer
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         DemoConfig(
             out_dir=Path(args.out),
             shape=shape,
+            spacing=(args.spacing,) * 3,
             seed=args.seed,
             screenshot=not args.no_screenshot,
             propose=not args.no_propose,

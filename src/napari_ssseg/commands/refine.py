@@ -91,6 +91,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also drop boundary superpixels dissimilar to the region (project extension)",
     )
     parser.add_argument(
+        "--keep-components",
+        action="store_true",
+        help="keep every connected component of the pseudo-label (default: small components "
+        "that look unlike the largest one and like their surroundings are dropped; "
+        "project extension)",
+    )
+    parser.add_argument(
+        "--mutual",
+        default=None,
+        metavar="{region,member}",
+        help="mutual-best rule: 'region' (the paper's, default) or 'member' (a candidate may "
+        "also prefer one of the region's superpixels; project extension)",
+    )
+    parser.add_argument(
+        "--mutual-tolerance",
+        type=float,
+        default=None,
+        metavar="T",
+        help="relax the mutual-best test by this fraction, in [0, 1) (default 0, the paper's "
+        "rule; project extension; grows further but can leak: raise --sim0, e.g. 0.2 with "
+        "--sim0 0.45)",
+    )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's Algorithm 1 only: no component pre-step, strict mutual-best rule",
+    )
+    parser.add_argument(
         "--gt", metavar="GT", help="ground-truth label file: print Dice before and after"
     )
     parser.add_argument(
@@ -99,7 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label convention of --pseudo/--gt (default: the case's, checked on the values)",
     )
     parser.add_argument(
-        "--no-cache", action="store_true", help="do not read or write the superpixel cache"
+        "--no-cache",
+        action="store_true",
+        help="do not read or write the superpixel and feature caches",
     )
 
 
@@ -135,6 +165,15 @@ def run(args: argparse.Namespace) -> int:
     regions = ("wt", "tc") if region == "all" else (region,)
     sim0 = R.check_sim0(R.DEFAULT_SIM0 if args.sim0 is None else args.sim0)
     n_c = R.check_nc(R.DEFAULT_NC if args.nc is None else args.nc)
+    if args.mutual is not None:
+        check_choice("--mutual", args.mutual, ("region", "member"))
+    if args.mutual_tolerance is not None:
+        t = float(args.mutual_tolerance)
+        if not (0.0 <= t < 1.0):
+            raise InputError(
+                f"--mutual-tolerance {args.mutual_tolerance} is out of range; it must lie in "
+                f"[0, 1) (0 = the paper's mutual-best rule, the default)."
+            )
     output = None  # the tuned per-region default
     if args.output is not None:
         output = check_choice("--output", args.output, ("added", "union", "superpixels"))
@@ -175,7 +214,13 @@ def run(args: argparse.Namespace) -> int:
     sessions = {}
     for r in regions:
         sessions[r] = R.RefinementSession(
-            case.images, case.modalities, sp[r], brain, spacing, region=r
+            case.images,
+            case.modalities,
+            sp[r],
+            brain,
+            spacing,
+            region=r,
+            cache=not args.no_cache,
         )
         t = lap(f"features+graph {r.upper()}", t)
     with warnings.catch_warnings():
@@ -196,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
             fill=args.fill,
             fill_edge=args.fill_edge,
             sessions=sessions,
+            components=False if (args.keep_components or args.paper) else None,
+            mutual="region" if args.paper else args.mutual,
+            mutual_tolerance=0.0 if args.paper else args.mutual_tolerance,
         )
     t = lap("refine", t)
     out = save_labels(result.labels, case, args.out)
@@ -224,8 +272,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}     {b:7.4f}  {a:7.4f}  {a - b:+8.4f}")
     print(f"wrote {out}")
     total = time.perf_counter() - t_start
+    hits = [r.upper() for r, ss in sessions.items() if ss.cache_hit]
     print(
-        "timing (cold start): "
+        "timing (cold start of the process"
+        + (f"; feature cache hit for {', '.join(hits)}" if hits else "")
+        + "): "
         + ", ".join(f"{n} {s:.2f} s" for n, s in times)
         + f"; total {total:.2f} s",
         file=sys.stderr,

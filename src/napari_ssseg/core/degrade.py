@@ -31,7 +31,7 @@ import numpy as np
 
 from napari_ssseg.errors import InputError, check_choice
 
-__all__ = ["DEGRADATIONS", "degrade", "degrade_all"]
+__all__ = ["DEGRADATIONS", "ALIASES", "degrade", "degrade_all", "degrade_labels"]
 
 DEGRADATIONS: tuple[str, ...] = (
     "undersegmented_oedema",
@@ -39,6 +39,18 @@ DEGRADATIONS: tuple[str, ...] = (
     "missed_lobe",
     "false_positive_blob",
 )
+
+
+#: Short names accepted by :func:`degrade` / :func:`degrade_labels`.
+ALIASES: dict[str, str] = {
+    "under_oedema": "undersegmented_oedema",
+    "under_edema": "undersegmented_oedema",
+    "undersegmented": "undersegmented_oedema",
+    "noisy": "noisy_boundary",
+    "lobe": "missed_lobe",
+    "fp_blob": "false_positive_blob",
+    "false_positive": "false_positive_blob",
+}
 
 
 def _check(labels: np.ndarray, brain: np.ndarray | None, spacing: Sequence[float]):
@@ -85,7 +97,7 @@ def degrade(
     labels : (Z, Y, X) ndarray of int
         Ground truth, internal convention.
     kind : str
-        One of :data:`DEGRADATIONS`.
+        One of :data:`DEGRADATIONS` (or a short name from :data:`ALIASES`).
     brain : (Z, Y, X) ndarray of bool, optional
         Brain mask (the false-positive blob is placed inside it; results stay inside it).
     spacing : 3 floats
@@ -101,7 +113,7 @@ def degrade(
     """
     from scipy import ndimage
 
-    kind = check_choice("kind", kind, DEGRADATIONS)
+    kind = check_choice("kind", ALIASES.get(str(kind).lower(), kind), DEGRADATIONS)
     labels, brain, sp = _check(labels, brain, spacing)
     if not (np.isfinite(strength) and strength > 0):
         raise InputError(f"strength={strength!r} must be a positive number.")
@@ -165,3 +177,16 @@ def degrade_all(
         k: degrade(labels, k, brain=brain, spacing=spacing, seed=seed + i)
         for i, k in enumerate(kinds)
     }
+
+
+def degrade_labels(
+    labels: np.ndarray,
+    kind: str = "undersegmented_oedema",
+    *,
+    brain: np.ndarray | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    seed: int = 0,
+    strength: float = 1.0,
+) -> np.ndarray:
+    """:func:`degrade` with ``kind`` as a keyword (short names of :data:`ALIASES` accepted)."""
+    return degrade(labels, kind, brain=brain, spacing=spacing, seed=seed, strength=strength)

@@ -4,19 +4,20 @@ A phantom is a skull-stripped brain (zero background, like BraTS) imaged with fo
 co-registered sequences - T1, T1Gd (``t1ce``), T2 and FLAIR - holding one glioma-like tumour
 with three ground-truth classes: necrotic core (NCR, 1), peritumoural oedema (ED, 2) and an
 enhancing rim (ET, 3). Everything is drawn from a seed, so ``make_phantom(seed=s)`` returns
-the same arrays on every machine.
+the same arrays every time (bit-identical for the same numpy/scipy versions).
 
 What is modelled
 ----------------
 * **Anatomy** (``anatomy="synthetic"``): a deformed ellipsoidal brain with a folded cortex
   (grey-matter ribbon whose depth follows a random gyral pattern, sulcal CSF sheets), white
-  matter, lateral and third ventricles, deep grey nuclei, the interhemispheric fissure; or
-  (``anatomy="mni"``, optional extra) the real MNI152 2009 template tissue maps shipped by
-  nilearn.
+  matter, lateral and third ventricles, deep grey nuclei, the interhemispheric fissure, a
+  foliated cerebellum under a tentorium; or (``anatomy="mni"``, optional extra) the real
+  MNI152 2009 template tissue maps shipped by nilearn.
 * **Tumour**: one to three randomly deformed, possibly overlapping lobes; the core is a
   necrotic centre surrounded by an enhancing rim of irregular thickness; oedema spreads further
   in white matter than in grey matter, stops at CSF, and is kept connected to the core.
-  Synthetic anatomy is pushed away from the tumour (mass effect, including midline shift).
+  The anatomy is pushed away from the tumour (mass effect, including midline shift). Most
+  tumours are "classic" (necrosis + rim); some are solid-enhancing or non-enhancing.
 * **Appearance** (:class:`PhantomStyle`): per-modality tissue intensities with the usual
   relative contrasts, intra-tissue texture, partial volume (Gaussian blur before sampling),
   a smooth multiplicative bias field per sequence, Rician noise, per-sequence gain.
@@ -722,7 +723,8 @@ def _tumour_labels(shape, spacing, rng, tumour: _Tumour, tissues, brain):
     core = (rho < 1.0) & inb
     if not core.any():  # degenerate tiny grids: at least the centre voxel
         c = tuple(int(round(v)) - s.start for v, s in zip(centre_vox, box))
-        core[c] = True
+        if all(0 <= i < n for i, n in zip(c, bshape)) and inb[c]:
+            core[c] = True
     if tumour.kind == "solid":  # enhancing throughout, no necrosis
         necrotic = np.zeros_like(core)
     elif tumour.kind == "non-enhancing":  # the whole core is non-enhancing tumour (label 1)
@@ -826,7 +828,8 @@ def make_phantom(
     else:
         tissues, brain, depth, s_mni = _mni_anatomy(shape_t, sp)
         tumour = _place_in_wm(tumour, tissues, depth, sp, rng_tum, s_mni)
-    labels, ed_frac, tbox = _tumour_labels(shape_t, sp, rng_tum, tumour, tissues, brain)
+        tissues = _mass_effect(tissues, brain, depth, sp, tumour)
+    labels, ed_frac, _ = _tumour_labels(shape_t, sp, rng_tum, tumour, tissues, brain)
     net_mix = 0.5 if tumour.kind == "non-enhancing" else 0.0
     images, bias, bias_bbox = _render(
         shape_t, sp, style, tissues, labels, ed_frac, brain, rng_img, rng_noise, net_mix
@@ -844,6 +847,36 @@ def make_phantom(
         anatomy=anatomy,
         tumour_kind=tumour.kind,
     )
+
+
+def _mass_effect(tissues, brain, depth, spacing, tumour: _Tumour) -> np.ndarray:
+    """Push a tissue map away from the tumour centre (used for the MNI anatomy).
+
+    Each voxel takes the tissue found closer to the tumour centre, displaced by
+    ``mass_effect * radius * exp(-(d / 2.2 radius)^2)`` and fading to 0 at the brain surface
+    (the skull does not move); the brain mask is unchanged.
+    """
+    sp = np.asarray(spacing, np.float32)
+    ln = 2.2 * tumour.radius
+    centre_vox = tumour.centre / sp + (np.asarray(tissues.shape) - 1) / 2.0
+    box = _box_around(centre_vox, 2.5 * ln / sp + 1, tissues.shape)
+    z, y, x = _axes_mm(tissues.shape, spacing, box)
+    dz, dy, dx = z - tumour.centre[0], y - tumour.centre[1], x - tumour.centre[2]
+    dist = np.sqrt(dz * dz + dy * dy + dx * dx, dtype=np.float32) + 1e-3
+    push = tumour.mass_effect * tumour.radius * np.exp(-((dist / ln) ** 2)) / dist
+    push *= np.clip(depth[box] / (0.5 * ln), 0, 1)
+    half = (np.asarray(tissues.shape, np.float32) - 1) / 2.0
+    # nearest-neighbour pull (fancy indexing; much faster than map_coordinates)
+    idx = [
+        np.clip(np.rint((c - push * d) / sp[a] + half[a]), 0, tissues.shape[a] - 1).astype(np.intp)
+        for a, (c, d) in enumerate(((z, dz), (y, dy), (x, dx)))
+    ]
+    moved = tissues[idx[0], idx[1], idx[2]]
+    out = tissues.copy()
+    inb = brain[box]
+    sub = np.where(inb, np.where(moved == 0, 1, moved), 0).astype(np.uint8)
+    out[box] = sub
+    return out
 
 
 def _place_in_wm(tumour: _Tumour, tissues, depth, spacing, rng, s_mni: float) -> _Tumour:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -429,6 +430,11 @@ class Preprocessed:
         )
 
 
+def _report(progress: Callable[[float, str], None] | None, fraction: float, msg: str) -> None:
+    if progress is not None:
+        progress(float(fraction), msg)
+
+
 def _check_margin(margin: Any) -> int:
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
         raise InputError(f"margin={margin!r}; expected a whole number of voxels >= 0.")
@@ -471,6 +477,7 @@ def preprocess(
     n4: bool = False,
     mask: np.ndarray | None = None,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: Callable[[float, str], None] | None = None,
 ) -> Preprocessed:
     """Brain mask, crop, optional N4, percentile clip and z-score.
 
@@ -488,6 +495,8 @@ def preprocess(
         Brain mask to use instead of :func:`brain_mask`.
     spacing : tuple of 3 float
         Voxel size ``(z, y, x)`` in mm, used by N4 only.
+    progress : callable, optional
+        ``progress(fraction, message)`` called between steps (and per channel for N4).
 
     Returns
     -------
@@ -501,11 +510,19 @@ def preprocess(
     bbox = bounding_box(m_full, int(margin))
     work = crop(arr, bbox).astype(np.float32, copy=False)
     m = crop(m_full, bbox)
+    n_ch = work.shape[0]
+    _report(progress, 0.1, "brain mask and crop done")
     if n4:
-        work = np.stack([n4_correct(work[c], m, spacing=spacing) for c in range(work.shape[0])])
+        corrected = []
+        for c in range(n_ch):
+            _report(progress, 0.1 + 0.8 * c / n_ch, f"N4 bias correction, channel {c + 1}/{n_ch}")
+            corrected.append(n4_correct(work[c], m, spacing=spacing))
+        work = np.stack(corrected)
+    _report(progress, 0.9, "clip and z-score")
     if clip_t is not None:
         work = clip_percentiles(work, m, *clip_t)
     out = zscore(work, m)
+    _report(progress, 1.0, "preprocessing done")
     params = {
         "margin": int(margin),
         "clip": list(clip_t) if clip_t is not None else None,
@@ -550,8 +567,9 @@ def preprocess_case(case: Any, **kw: Any) -> Preprocessed:
     ----------
     case : Case
     **kw
-        Keyword arguments of :func:`preprocess` (``margin``, ``clip``, ``n4``, ``mask``).
-        ``spacing`` defaults to the case's canonical spacing.
+        Keyword arguments of :func:`preprocess` (``margin``, ``clip``, ``n4``, ``mask``,
+        ``progress``). ``spacing`` defaults to the case's canonical spacing. ``progress`` is
+        not part of the cache key.
 
     Returns
     -------
@@ -561,12 +579,13 @@ def preprocess_case(case: Any, **kw: Any) -> Preprocessed:
     images = getattr(case, "images", None)
     if images is None:
         raise InputError(f"preprocess_case needs a Case; got {type(case).__name__}.")
-    unknown = set(kw) - {"margin", "clip", "n4", "mask", "spacing"}
+    unknown = set(kw) - {"margin", "clip", "n4", "mask", "spacing", "progress"}
     if unknown:
         raise InputError(
             f"preprocess_case got unknown parameter(s) {sorted(unknown)}; valid: margin, clip, "
-            "n4, mask, spacing."
+            "n4, mask, spacing, progress."
         )
+    progress = kw.get("progress")
     geom = case.canonical_geometry
     margin = _check_margin(kw.get("margin", 2))
     clip_t = _check_clip(kw.get("clip", (0.5, 99.5)))
@@ -579,8 +598,11 @@ def preprocess_case(case: Any, **kw: Any) -> Preprocessed:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
+            _report(progress, 1.0, "preprocessing: cached result")
             return hit.copy()
-    result = preprocess(images, margin=margin, clip=clip_t, n4=n4, mask=mask, spacing=spacing)
+    result = preprocess(
+        images, margin=margin, clip=clip_t, n4=n4, mask=mask, spacing=spacing, progress=progress
+    )
     result.geometry = geom.cropped(result.start)
     with _LOCK:
         _CACHE[key] = result.copy()

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_ssseg.core.case import CONVENTIONS, MODALITIES, REGIONS, get_convention
+from napari_ssseg.core.case import MODALITIES, REGIONS, get_convention
 from napari_ssseg.errors import InputError, check_choice
 from napari_ssseg.ml.networks import OUTPUT_TYPES, build_network, validate_config
 
@@ -505,7 +505,3 @@ def match_modalities(
                     stacklevel=2,
                 )
     return idx
-
-
-# keep CONVENTIONS referenced for documentation tools
-_ = CONVENTIONS

@@ -677,7 +677,12 @@ def _finish(out: dict, prep: PreparedInput, ckpt: Checkpoint, kind: str) -> dict
     full_p = np.empty((probs.shape[0], *pre.full_shape), dtype=np.float32)
     for c in range(probs.shape[0]):
         full_p[c] = pre.uncrop(probs[c].astype(np.float32), fill=fill[c])
-    full_maps = {k: pre.uncrop(v.numpy().astype(np.float32), fill=0.0) for k, v in maps.items()}
+    # outside the brain the labels are forced to background, so there is nothing to be unsure
+    # about: zero the maps there (otherwise the brain's bounding box shows as a faint box)
+    full_maps = {
+        k: pre.uncrop(np.where(mask, v.numpy(), 0.0).astype(np.float32), fill=0.0)
+        for k, v in maps.items()
+    }
     return {
         "labels": pre.uncrop(labels, fill=0),
         "probabilities": full_p,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -264,7 +263,3 @@ def activate(logits: torch.Tensor, output: str) -> torch.Tensor:
     if output == "classes":
         return torch.softmax(logits.float(), dim=1)
     return torch.sigmoid(logits.float())
-
-
-def _nice_roi(size: int, divisor: int) -> int:
-    return int(math.ceil(size / divisor) * divisor)

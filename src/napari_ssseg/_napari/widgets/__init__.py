@@ -18,6 +18,18 @@ def _loader(viewer: Any) -> Any:
     return LoaderWidget(viewer)
 
 
+def _propose(viewer: Any) -> Any:
+    from napari_ssseg._napari.widgets.propose import ProposeWidget
+
+    return ProposeWidget(viewer)
+
+
+def _refine(viewer: Any) -> Any:
+    from napari_ssseg._napari.widgets.refine import RefineWidget
+
+    return RefineWidget(viewer)
+
+
 def _workspace(viewer: Any) -> Any:
     from napari_ssseg._napari.widgets.workspace import WorkspaceWidget
 
@@ -27,5 +39,7 @@ def _workspace(viewer: Any) -> Any:
 #: ``(dock title, factory(viewer) -> widget)`` of every panel, in docking order.
 PANELS: list[tuple[str, Callable[[Any], Any]]] = [
     ("Loader", _loader),
+    ("Propose", _propose),
+    ("Refine", _refine),
     ("Workspace", _workspace),
 ]

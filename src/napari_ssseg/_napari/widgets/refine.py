@@ -25,9 +25,11 @@ Workflow (one user action per row of the panel):
 The superpixel boundaries can be shown as label outlines (``"<case> superpixels WT"`` /
 ``"... TC"``, toggled by **Show superpixel boundaries**).
 
-The pseudo-label is read when superpixels are computed (a snapshot); painting in the layer
-afterwards (or an Accept) is picked up at the next preview. Undo restores the labels but not
-the provenance array (napari's undo history only covers ``layer.data``).
+The pseudo-label is read when superpixels are computed (a snapshot). Edits of that layer by
+the user afterwards (painting, undo, new data) are detected at the next preview and become
+the pseudo-label; the panel's own Accept is not an edit, so the sliders keep previewing the
+refinement of the pseudo-label. Undo restores the labels but not the provenance array
+(napari's undo history only covers ``layer.data``).
 """
 
 from __future__ import annotations
@@ -76,15 +78,18 @@ REGION_CHOICES: dict[str, tuple[str, ...]] = {
     "WT (whole tumour)": ("wt",),
     "TC (tumour core)": ("tc",),
 }
-#: Preview values and colours: 1 refined WT, 2 refined TC.
+#: Preview values and colours (outlines): 1 refined WT (magenta), 2 refined TC (cyan); chosen
+#: to stand out from the BraTS class colours of the labels underneath.
 PREVIEW_COLORS: dict[int, tuple[float, float, float, float]] = {
-    1: (1.0, 0.85, 0.0, 1.0),
+    1: (1.0, 0.3, 1.0, 1.0),
     2: (0.0, 0.9, 1.0, 1.0),
 }
+#: Colour of the superpixel outlines.
+BOUNDARY_COLOR = (1.0, 1.0, 1.0, 1.0)
 #: A preview that took longer than this (seconds) makes the next ones asynchronous.
 SYNC_PREVIEW_SECONDS = 0.05
 #: Debounce delay (ms) of asynchronous previews.
-DEBOUNCE_MS = 60
+DEBOUNCE_MS = 30
 _ROLE_PREVIEW = "refine_preview"
 _ROLE_SUPERPIXELS = "superpixels"
 _SKIP_ROLES = (_ROLE_PREVIEW, _ROLE_SUPERPIXELS)
@@ -283,8 +288,11 @@ class MaskCache:
     """Refined region masks by (region, final superpixel set), bit-packed, LRU.
 
     Many slider positions give the same set of superpixels; for those the (slow, full-grid)
-    mask assembly is skipped. Shared by the GUI thread and the preview worker (plain dict
-    operations only).
+    mask assembly of :meth:`RefinementSession.refine` is skipped: the set is found with
+    :meth:`RefinementSession.grow` (growth only, milliseconds). A mask is stored only when the
+    full refinement ended on the same set as the growth alone, so a cached preview always
+    equals the full refinement. Shared by the GUI thread and the preview worker (plain dict
+    operations only). Clear it when the pseudo-label changes.
     """
 
     def __init__(self, max_items: int = _MAX_PREVIEWS) -> None:
@@ -351,24 +359,25 @@ def preview_box(
     state : tuple
         Identifies the result (same state = same preview).
     """
-    from napari_ssseg.core.refine import grow_fast
-
     box = _union_box([setup.sessions[r].crop for r in setup.regions])
     added: dict[str, int] = {}
     masks: dict[str, np.ndarray] = {}
-    state = []
+    state: list[Any] = []
     for region in setup.regions:
         session, seed = setup.sessions[region], seeds[region]
-        members, _ = grow_fast(
-            session.stats, session.adjacency, session.model, seed.members, sim0, n_c
-        )
-        key = (region, members.tobytes())
-        hit = cache.get(key) if cache is not None else None
+        grow = getattr(session, "grow", None)  # growth only, no mask assembly (milliseconds)
+        key = None
+        if cache is not None and grow is not None:
+            members, _ = grow(seed, sim0, n_c)
+            key = (region, members.tobytes())
+        hit = cache.get(key) if key is not None else None
         if hit is None:
             res = session.refine(seed, sim0, n_c)
             hit = (np.ascontiguousarray(res.mask[box]), int(np.count_nonzero(res.provenance)))
-            if cache is not None:
-                cache.put(key, *hit)
+            if key is not None and key[1] == np.asarray(res.members, bool).tobytes():
+                cache.put(key, *hit)  # only when growth alone agrees with the full refinement
+            else:
+                key = (region, "uncached", sim0, n_c, cache is None)
         masks[region], added[region] = hit
         state.append(key)
     if "wt" in masks:
@@ -490,6 +499,8 @@ class RefineWidget(Container):
         self.preview_times: list[float] = []
         self._target: Any = None  # the labels layer the setup belongs to
         self._pseudo: np.ndarray | None = None
+        self._known: np.ndarray | None = None
+        self._maybe_edited = False
         self._seeds: dict[str, Any] = {}
         self._sessions: OrderedDict[tuple, tuple[Any, np.ndarray, Any]] = OrderedDict()
         self._brains: dict[int, tuple[Any, np.ndarray]] = {}
@@ -579,7 +590,7 @@ class RefineWidget(Container):
         handle = handle_of_layer(layer)
         params = self._params()
         reuse = self._reusable(handle.case, self._regions(), params)
-        if reuse is not None and len(reuse) == len(self._regions()):
+        if reuse and len(reuse) == len(self._regions()):
             try:
                 self._install_setup(layer, self._setup_from(handle.case, reuse, params))
             except Exception as exc:  # noqa: BLE001 - bad pseudo-label: tell the user
@@ -588,8 +599,11 @@ class RefineWidget(Container):
             return
         self._drop_setup("parameters changed: compute superpixels")
 
-    def _reusable(self, case: Any, regions: tuple[str, ...], params: dict) -> dict | None:
-        found = {}
+    def _reusable(self, case: Any, regions: tuple[str, ...], params: dict) -> dict:
+        found: dict[str, tuple[np.ndarray, Any]] = {}
+        entry = self._brains.get(id(case))
+        if entry is None or entry[0] is not case:
+            return found
         for region in regions:
             entry = self._sessions.get(self._session_key(case, region, params))
             if entry is not None and entry[0] is case:
@@ -703,13 +717,15 @@ class RefineWidget(Container):
 
     def _on_computed(self, setup: RefineSetup) -> None:
         case = setup.case
-        self._brains = {id(case): (case, setup.brain)}
+        self._brains[id(case)] = (case, setup.brain)
         for region in setup.regions:
             key = self._session_key(case, region, setup.params)
             self._sessions[key] = (case, setup.superpixels[region], setup.sessions[region])
             self._sessions.move_to_end(key)
         while len(self._sessions) > _MAX_SESSIONS:
             self._sessions.popitem(last=False)
+        alive = {key[0] for key in self._sessions}
+        self._brains = {k: v for k, v in self._brains.items() if k in alive}
         for msg in setup.messages:
             notify_info(msg)
         try:
@@ -723,6 +739,7 @@ class RefineWidget(Container):
                 + " — move sim0 / n_c"
             )
         except Exception as exc:  # noqa: BLE001
+            self._drop_setup("")
             self._done_message = "failed: " + str(exc)[:80]
             notify_error(exc)
 
@@ -751,12 +768,14 @@ class RefineWidget(Container):
         self._disconnect_target()
         self._target = layer
         self._pseudo = data
+        self._known = data  # what the layer holds if nobody edits it
+        self._maybe_edited = False
         self.setup = setup
         self._masks.clear()
         self._shown = None
         self._fit_seeds()
-        layer.events.paint.connect(self._on_target_edited)
-        layer.events.data.connect(self._on_target_edited)
+        for ev in (layer.events.paint, layer.events.data, layer.events.set_data):
+            ev.connect(self._on_target_edited)
         self._show_boundary_layers(setup)
         for w in (self.sim0, self.n_c):
             w.enabled = True
@@ -767,14 +786,23 @@ class RefineWidget(Container):
         self.last_preview_seconds = 0.0
 
     def _fit_seeds(self) -> None:
+        """Fit the pseudo-label to each region's superpixels; show the fit's warnings (e.g. a
+        pseudo-label covering most of the brain) as notifications."""
         seeds = self._region_seeds(self._pseudo)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
             self._seeds = {r: self.setup.sessions[r].fit(seeds[r]) for r in self.setup.regions}
+        shown: set[str] = set()
+        for w in caught:
+            text = str(w.message)
+            if issubclass(w.category, UserWarning) and text not in shown:
+                shown.add(text)
+                notify_info(text)
 
     def _disconnect_target(self) -> None:
         if self._target is not None:
-            for ev in (self._target.events.paint, self._target.events.data):
+            events = self._target.events
+            for ev in (events.paint, events.data, events.set_data):
                 try:
                     ev.disconnect(self._on_target_edited)
                 except (TypeError, ValueError, RuntimeError):
@@ -796,10 +824,9 @@ class RefineWidget(Container):
             self.status.value = message
 
     def _on_target_edited(self, *_: Any) -> None:
-        """The user painted in the pseudo-label: re-read it at the next preview."""
-        if self._writing:
-            return
-        self._pseudo = None
+        """The pseudo-label may have changed (paint, undo, new data): check at the next preview."""
+        if not self._writing:
+            self._maybe_edited = True
 
     def _layer_kwargs(self, case: Any, handle: Any) -> dict[str, Any]:
         return {
@@ -809,6 +836,7 @@ class RefineWidget(Container):
 
     def _show_boundary_layers(self, setup: RefineSetup) -> None:
         from napari.layers import Labels
+        from napari.utils.colormaps import DirectLabelColormap
 
         handle = handle_of_layer(self._target)
         for region in ("wt", "tc"):
@@ -823,7 +851,10 @@ class RefineWidget(Container):
                 layer = Labels(
                     data,
                     name=name,
-                    opacity=0.5,
+                    colormap=DirectLabelColormap(
+                        color_dict={None: np.asarray(BOUNDARY_COLOR)}, background_value=0
+                    ),
+                    opacity=0.35,
                     blending="translucent",
                     metadata={CASE_KEY: handle, "ssseg_role": _ROLE_SUPERPIXELS},
                     **self._layer_kwargs(setup.case, handle),
@@ -892,10 +923,31 @@ class RefineWidget(Container):
             self._debounce.start()
 
     def _current_inputs(self) -> None:
-        if self._pseudo is None:  # edited since the last fit
-            self._pseudo = np.asarray(self._target.data).copy()
-            self._masks.clear()
-            self._fit_seeds()
+        """Re-read the pseudo-label if the user changed the layer since it was read.
+
+        The layer is expected to hold ``_known`` (the pseudo-label, or what the last Accept
+        wrote); anything else is an edit by the user (painting, undo, new data), which becomes
+        the new pseudo-label.
+        """
+        if not self._maybe_edited:
+            return
+        self._maybe_edited = False
+        data = np.asarray(self._target.data)
+        if data.shape != self._pseudo.shape:
+            raise GeometryError(
+                f"the labels layer {self._target.name!r} changed shape to {data.shape}; "
+                f"press Compute superpixels again."
+            )
+        if np.array_equal(data, self._known):
+            return
+        self._known = data.copy()
+        if np.array_equal(self._known, self._pseudo):
+            self._pseudo = self._known
+            return
+        self._pseudo = self._known
+        self._masks.clear()
+        self._shown = None
+        self._fit_seeds()
 
     def update_preview(self) -> None:
         """Compute the preview for the current slider values on the GUI thread and show it."""
@@ -1024,6 +1076,7 @@ class RefineWidget(Container):
                 layer.data_setitem(indices, new[indices])
         finally:
             self._writing = False
+        self._known = new  # our own write is not a user edit of the pseudo-label
         layer.metadata[PROVENANCE_KEY] = update_provenance(
             layer.metadata.get(PROVENANCE_KEY), changed | (out.provenance & (new > 0)), SUPERPIXEL
         )

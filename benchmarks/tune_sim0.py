@@ -51,11 +51,19 @@ def parse_seeds(text: str) -> list[int]:
 
 def load_phantom_case(seed: int, shape=HALF_SHAPE, spacing=HALF_SPACING, n_segments: int = 350):
     """Phantom + WT/TC superpixels (cached on disk under $SSSEG_BENCH_CACHE)."""
+    import hashlib
+    import inspect
+
+    from napari_ssseg.core import phantom, superpixels
     from napari_ssseg.core.phantom import make_phantom
     from napari_ssseg.core.superpixels import region_superpixels
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = f"ph{seed}_{'x'.join(map(str, shape))}_{spacing[0]:g}_{n_segments}.npz"
+    # the key carries the generator's source hash and the superpixel algorithm version, so a
+    # changed phantom or superpixel implementation never reuses stale cached inputs
+    code = hashlib.sha1(inspect.getsource(phantom).encode()).hexdigest()[:10]
+    version = f"{code}_sp{superpixels.ALGORITHM_VERSION}"
+    key = f"ph{seed}_{'x'.join(map(str, shape))}_{spacing[0]:g}_{n_segments}_{version}.npz"
     path = CACHE / key
     if path.exists():
         d = np.load(path)

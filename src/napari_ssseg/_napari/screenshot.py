@@ -151,6 +151,7 @@ def render_screenshots(
             if shown is not None:
                 viewer.layers[f"{case.name} labels"].visible = False
                 viewer.layers[f"{case.name} {shown}"].visible = True
+                viewer.layers.selection.active = viewer.layers[f"{case.name} {shown}"]
             focus_labels = label_maps[shown] if shown is not None else case.labels
             focus_on_labels(viewer, case, focus_labels)
             viewer.reset_view()

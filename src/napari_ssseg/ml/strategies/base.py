@@ -1,0 +1,187 @@
+"""Strategy interface, registry and the masked, weighted DiceCE loss shared by strategies.
+
+A strategy turns batches into losses. The engine (:mod:`napari_ssseg.ml.train`) owns the
+data, optimiser, schedule, checkpoints and events; a strategy only implements
+:meth:`Strategy.training_step` (and optionally the hooks). To add one, subclass
+:class:`Strategy`, set ``name`` and decorate it with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_ssseg.errors import InputError
+
+__all__ = [
+    "Strategy",
+    "STRATEGIES",
+    "register",
+    "get_strategy",
+    "masked_dice_ce",
+    "sigmoid_rampup",
+]
+
+IGNORE_INDEX = 255
+
+#: Modules of this package that define strategies.
+_MODULES: tuple[str, ...] = ("supervised", "pseudo_label", "mean_teacher")
+
+#: name -> Strategy subclass (filled by :func:`register`).
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator adding a strategy to :data:`STRATEGIES` under ``cls.name``."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """Return the strategy class called ``name`` (InputError listing the valid names)."""
+    import importlib
+
+    for mod in _MODULES:  # importing a module registers its strategies
+        importlib.import_module(f"napari_ssseg.ml.strategies.{mod}")
+
+    if name not in STRATEGIES:
+        raise InputError(
+            f"Unknown training strategy {name!r}. Choose one of: {', '.join(sorted(STRATEGIES))}."
+        )
+    return STRATEGIES[name]
+
+
+def sigmoid_rampup(current: float, length: float) -> float:
+    """``exp(-5 (1 - min(t/L, 1))^2)`` (Laine & Aila; SSL4MIS); 1 when ``length`` <= 0."""
+    if length <= 0:
+        return 1.0
+    t = min(max(float(current), 0.0), float(length)) / float(length)
+    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2)))
+
+
+def masked_dice_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    smooth: float = 1e-5,
+    dice_weight: float = 1.0,
+    ce_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """Soft Dice + cross-entropy over the voxels that are not ignored, with voxel weights.
+
+    Parameters
+    ----------
+    logits : (B, K, Z, Y, X) tensor
+        Network output.
+    target : (B, Z, Y, X) long tensor
+        Class index per voxel; ``ignore_index`` voxels are excluded from both terms.
+    weight : (B, Z, Y, X) tensor, optional
+        Non-negative voxel weights (default 1).
+
+    Returns
+    -------
+    dict
+        ``{"loss", "dice", "ce"}`` scalar tensors; ``loss = dice_weight * dice +
+        ce_weight * ce``. With no valid voxel every term is 0 (and still differentiable).
+    """
+    if logits.ndim != 5 or target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise InputError(
+            f"masked_dice_ce needs logits (B, K, Z, Y, X) and target (B, Z, Y, X); got "
+            f"{tuple(logits.shape)} and {tuple(target.shape)}."
+        )
+    k = logits.shape[1]
+    valid = (target != ignore_index).float()
+    w = valid if weight is None else valid * weight.float()
+    tgt = torch.where(target == ignore_index, torch.zeros_like(target), target).long()
+    ce_vox = F.cross_entropy(logits.float(), tgt, reduction="none")
+    wsum = w.sum()
+    ce = (ce_vox * w).sum() / wsum.clamp_min(1e-8)
+    p = torch.softmax(logits.float(), dim=1)
+    onehot = F.one_hot(tgt, k).permute(0, 4, 1, 2, 3).float()
+    wk = w[:, None]
+    dims = (0, 2, 3, 4)
+    inter = (p * onehot * wk).sum(dims)
+    denom = (p * wk).sum(dims) + (onehot * wk).sum(dims)
+    dice = 1.0 - ((2.0 * inter + smooth) / (denom + smooth)).mean()
+    if float(wsum) == 0.0:
+        zero = logits.sum() * 0.0
+        return {"loss": zero, "dice": zero.detach(), "ce": zero.detach()}
+    loss = dice_weight * dice + ce_weight * ce
+    return {"loss": loss, "dice": dice.detach(), "ce": ce.detach()}
+
+
+class Strategy:
+    """Base class of training strategies.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The student network (possibly wrapped in DistributedDataParallel).
+    params : mapping
+        Strategy parameters (defaults in :attr:`defaults`, unknown keys rejected).
+    schedule : mapping
+        ``{"epochs", "iterations_per_epoch", "total_steps"}`` of the run, used to scale
+        the paper schedules to the user's budget.
+    """
+
+    name: ClassVar[str] = "base"
+    #: Whether the strategy uses unlabelled batches.
+    uses_unlabelled: ClassVar[bool] = False
+    #: Whether it can run without any labelled case.
+    needs_labels: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self, model: nn.Module, params: Mapping[str, Any] | None, schedule: Mapping[str, int]
+    ) -> None:
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise InputError(
+                f"Strategy {self.name!r} has no parameter(s) {unknown}; valid: "
+                f"{sorted(self.defaults) or 'none'}."
+            )
+        self.model = model
+        self.params = {**self.defaults, **params}
+        self.schedule = dict(schedule)
+
+    # --------------------------------------------------------------- hooks
+    def on_epoch_start(self, epoch: int, engine: Any) -> None:
+        """Called before each epoch (e.g. to re-infer pseudo-labels)."""
+
+    def training_step(
+        self,
+        batch_labelled: dict[str, torch.Tensor],
+        batch_unlabelled: dict[str, torch.Tensor] | None,
+        step: int,
+    ) -> dict[str, torch.Tensor]:
+        """Return a dict of scalar losses; ``"loss"`` is back-propagated."""
+        raise NotImplementedError
+
+    def wants_unlabelled(self, step: int) -> bool:
+        """Whether step ``step`` needs an unlabelled batch (default: :attr:`uses_unlabelled`)."""
+        return self.uses_unlabelled
+
+    def unlabelled_targets(self) -> dict[str, Any] | None:
+        """Pseudo-labels by case name for the unlabelled sampler (None: images only)."""
+        return None
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step (e.g. EMA update)."""
+
+    def eval_model(self) -> nn.Module:
+        """The network to validate and save (default: the unwrapped student)."""
+        return getattr(self.model, "module", self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state to checkpoint (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""

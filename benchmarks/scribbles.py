@@ -62,11 +62,11 @@ def _model_probs(case) -> np.ndarray:
     return classes_from_region_probabilities(p) if p.shape[0] == 3 else p
 
 
-def run(n_phantoms: int, model: bool, full: bool) -> str:
+def run(n_phantoms: int, model: bool, full: bool, first_seed: int = 5000) -> str:
     rows = []
     setup_s, update_s = [], []
     for i in range(n_phantoms):
-        seed = 5000 + i
+        seed = first_seed + i
         case = make_phantom((78, 120, 120), spacing=(2.0, 2.0, 2.0), seed=seed).to_case()
         gt = case.labels
         brain = brain_mask(case.images)
@@ -93,7 +93,7 @@ def run(n_phantoms: int, model: bool, full: bool) -> str:
                 row["model_only"] = _dice(np.argmax(probs, axis=0).astype(np.uint8), gt)
             rows.append(row)
             print(row, flush=True)
-    return _report(rows, setup_s, update_s, model, _full_size() if full else None)
+    return _report(rows, setup_s, update_s, model, _full_size() if full else None, first_seed)
 
 
 def _full_size() -> dict:
@@ -121,15 +121,16 @@ def _mean(vals) -> str:
     return f"{statistics.mean(v):.3f}" if v else "n/a"
 
 
-def _report(rows, setup_s, update_s, model, full) -> str:
+def _report(rows, setup_s, update_s, model, full, first_seed=5000) -> str:
     methods = ["nearest", "grow"] + (["model", "model_only"] if model else [])
     lines = [
         "# Scribble propagation benchmark",
         "",
         f"Command: `python benchmarks/scribbles.py --out docs/benchmarks/scribbles.md"
-        f"{' --model' if model else ''}{' --full' if full else ''}`  ",
+        f"{' --model' if model else ''}{' --full' if full else ''}"
+        f"{f' --first-seed {first_seed}' if first_seed != 5000 else ''}`  ",
         f"Machine: {platform.machine()}, {platform.python_version()}; "
-        f"{len({r['seed'] for r in rows})} phantoms (seeds 5000+) at **half resolution** "
+        f"{len({r['seed'] for r in rows})} phantoms (seeds {first_seed}+) at **half resolution** "
         "(78, 120, 120) x 2 mm; default parameters (2000 superpixels, sim0 0.1).",
         "",
         "Annotated fraction = scribbled voxels / ground-truth tumour voxels (background "
@@ -202,8 +203,9 @@ def main() -> None:
     ap.add_argument("--phantoms", type=int, default=10)
     ap.add_argument("--model", action="store_true", help="also model-assisted (default model)")
     ap.add_argument("--full", action="store_true", help="also time one full-size phantom")
+    ap.add_argument("--first-seed", type=int, default=5000, help="seed of the first phantom")
     args = ap.parse_args()
-    text = run(args.phantoms, args.model, args.full)
+    text = run(args.phantoms, args.model, args.full, args.first_seed)
     if args.out:
         from napari_ssseg.io.atomic import atomic_write_text
 

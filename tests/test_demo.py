@@ -36,11 +36,20 @@ def test_every_stage_ran(demo_out):
         "load": "ok",
         "propose": "ok",
         "refine": "ok",
+        "scribble": "ok",
         "evaluate": "ok",
         "workspace": "ok",
     }
-    for name in ("proposal.nii.gz", "uncertainty.nii.gz", "refined.nii.gz", "brain_mask.nii.gz"):
+    for name in (
+        "proposal.nii.gz",
+        "uncertainty.nii.gz",
+        "refined.nii.gz",
+        "brain_mask.nii.gz",
+        "scribbles.nii.gz",
+        "scribble-propagated.nii.gz",
+    ):
         assert (out / name).is_file(), name
+    assert 0 < summary["stages"]["scribble"]["annotated_fraction"] < 0.1
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["stages"]["refine"]["source"] == "model proposal"
     assert "| refined | WT |" in (out / "summary.md").read_text()

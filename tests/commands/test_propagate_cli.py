@@ -134,3 +134,41 @@ def test_module_imports_stdlib_only():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("channels", [4, 3])
+def test_model_assisted_round_trip(case_dir, capsys, channels):
+    root, folder, case, scr = case_dir
+    scr_file = _scribble_file(root / "scr_m.nii.gz", case, scr)
+    onehot = np.stack([case.labels == k for k in range(4)]).astype(np.float32)
+    if channels == 3:  # regions WT, TC, ET
+        lab = case.labels
+        prob = np.stack([lab > 0, (lab == 1) | (lab == 3), lab == 3]).astype(np.float32)
+    else:
+        prob = onehot
+    p_file = root / f"p{channels}.nii.gz"
+    save_image(prob, case, p_file)
+    out = root / f"m{channels}.nii.gz"
+    w = root / f"mw{channels}.nii.gz"
+    argv = ["propagate", str(folder), "--scribbles", scr_file, "--out", str(out)]
+    rc = main([*argv, "--probabilities", str(p_file), "--weights-out", str(w)])
+    stdout = capsys.readouterr().out
+    assert rc == 0 and "model-assisted" in stdout
+    got = read_labels(out, case)
+    # a perfect model is followed up to superpixel-level majority labels
+    from napari_ssseg.core.metrics import dice
+
+    assert dice(got > 0, case.labels > 0) > 0.9
+    warr, _ = read_image(w)
+    assert warr.min() >= 0 and warr.max() <= 1
+
+
+def test_probabilities_with_wrong_channels_exit_2(case_dir, capsys):
+    root, folder, case, scr = case_dir
+    scr_file = _scribble_file(root / "scr_p.nii.gz", case, scr)
+    p_file = root / "p2.nii.gz"
+    save_image(np.zeros((2, *case.shape), np.float32), case, p_file)
+    argv = ["propagate", str(folder), "--scribbles", scr_file, "--out", str(root / "y.nii.gz")]
+    rc = main([*argv, "--probabilities", str(p_file)])
+    assert rc == 2
+    assert "4-channel" in capsys.readouterr().err

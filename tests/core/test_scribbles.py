@@ -306,3 +306,16 @@ def test_simulated_scribbles_are_thin_and_follow_the_truth(setup):
     assert not (case.labels[scr == BACKGROUND] > 0).any()
     assert (scr > 0).sum() < 0.2 * (case.labels > 0).sum()
     assert len(np.unique(np.nonzero(scr)[0])) <= 3
+
+
+@pytest.mark.parametrize("name", ["brats2021", "brats2023", "msd"])
+def test_encode_decode_scribbles_round_trip(name):
+    from napari_ssseg.core.case import CONVENTIONS
+    from napari_ssseg.core.scribbles import BACKGROUND, decode_scribbles, encode_scribbles
+
+    codes = np.array([0, 1, 2, 3, BACKGROUND], np.uint8).reshape(1, 1, 5)
+    values = encode_scribbles(codes, CONVENTIONS[name])
+    assert values[0, 0, 4] == 255 and values[0, 0, 0] == 0
+    np.testing.assert_array_equal(decode_scribbles(values, CONVENTIONS[name]), codes)
+    with pytest.raises(InputError, match="codes"):
+        encode_scribbles(np.array([[[7]]]), CONVENTIONS[name])

@@ -48,7 +48,6 @@ WRITER = textwrap.dedent(
 N_KILLS = 22
 
 
-@pytest.mark.slow
 def test_sigkill_during_saves_leaves_loadable_workspace(tmp_path):
     src = tmp_path / "src"
     for seed in range(2):

@@ -78,7 +78,9 @@ def _logits_for(target, k=4, scale=10.0):
 
 def test_registry():
     get_strategy("supervised")
-    assert {"supervised", "pseudo-label", "mean-teacher", "uamt"} <= set(STRATEGIES)
+    assert {"supervised", "pseudo-label", "mean-teacher", "uamt", "self-training"} <= set(
+        STRATEGIES
+    )
     with pytest.raises(InputError, match="Unknown training strategy 'cps'"):
         get_strategy("cps")
 
@@ -188,6 +190,7 @@ def test_uamt_threshold():
         ("pseudo-label", {"t1_fraction": 0.0, "t2_fraction": 0.5, "reinfer_fraction": 0.5}),
         ("mean-teacher", {}),
         ("uamt", {"passes": 2}),
+        ("self-training", {"threshold": 0.3}),
     ],
 )
 def test_strategy_runs_and_resumes_exactly(data_dir, tmp_path, strategy, params):
@@ -204,6 +207,13 @@ def test_strategy_runs_and_resumes_exactly(data_dir, tmp_path, strategy, params)
         assert losses[-1]["pseudo"] > 0  # pseudo-labelled batches were used
         state = torch.load(full / "last.pt", weights_only=True)["training_state"]
         assert set(state["strategy_state"]["labels"]) == {"c3", "c4"}
+    elif strategy == "self-training":
+        assert losses[0]["phase"] == 1 and losses[0]["pseudo"] == 0
+        assert losses[1]["phase"] == 2 and losses[1]["pseudo"] > 0
+        state = torch.load(full / "last.pt", weights_only=True)["training_state"]
+        labels = state["strategy_state"]["labels"]
+        assert set(labels) == {"c3", "c4"}
+        assert state["scheduler"]["lr_lambdas"][0]["offset"] == 2  # cosine restarted for M2
     else:
         assert losses[-1]["consistency"] >= 0 and losses[-1]["weight"] > 0
     assert load_checkpoint(full / "best.pt").provenance["strategy"] == strategy
@@ -225,3 +235,29 @@ def test_mean_teacher_saves_teacher(data_dir, tmp_path):
     for k, v in saved.items():
         torch.testing.assert_close(v, teacher["module." + k])
     assert np.isfinite(float(next(iter(saved.values())).sum()))
+
+
+def test_self_training_reinitialises_the_student(data_dir, tmp_path):
+    """M2 starts from scratch: its weights after the switch equal a fresh seeded network."""
+    from napari_ssseg.ml.networks import build_network
+    from napari_ssseg.ml.strategies.self_training import SelfTraining
+
+    seen = {}
+    orig = SelfTraining.on_epoch_start
+
+    def spy(self, epoch, engine):
+        orig(self, epoch, engine)
+        if self.phase == 2 and "w" not in seen:
+            seen["w"] = {k: v.clone() for k, v in self.eval_model().state_dict().items()}
+
+    SelfTraining.on_epoch_start = spy
+    try:
+        train(tiny_config(data_dir, tmp_path / "run", strategy="self-training", seed=5))
+    finally:
+        SelfTraining.on_epoch_start = orig
+    torch.manual_seed(5 + 1)
+    fresh = build_network(TINY).state_dict()
+    for k, v in fresh.items():
+        torch.testing.assert_close(seen["w"][k], v)
+    with pytest.raises(InputError, match="epochs >= 2"):
+        train(tiny_config(data_dir, tmp_path / "r1", strategy="self-training", epochs=1))

@@ -372,3 +372,25 @@ def test_scribbles_to_target(codes, expected):
 
     arr = np.asarray(codes, np.uint8).reshape(1, 1, -1)
     assert scribbles_to_target(arr).ravel().tolist() == expected
+
+
+def test_sigterm_during_data_preparation(data_dir, tmp_path, monkeypatch):
+    from napari_ssseg.ml import data as data_mod
+
+    real = data_mod.prepare_case
+    calls = []
+
+    def prepare_then_signal(*a, **k):
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # caught by train(): a flag, not an exit
+        return real(*a, **k)
+
+    monkeypatch.setattr(data_mod, "prepare_case", prepare_then_signal)
+    out = tmp_path / "run"
+    res = train(tiny_config(data_dir, out))
+    assert res["status"] == "cancelled" and res["reason"] == "SIGTERM" and len(calls) == 1
+    assert read_events(out / "events.jsonl")[-1]["event"] == "cancelled"
+    assert not (out / "last.pt").exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+    monkeypatch.setattr(data_mod, "prepare_case", real)
+    assert train(tiny_config(data_dir, out, epochs=1))["status"] == "done"

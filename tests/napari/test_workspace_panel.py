@@ -1,17 +1,25 @@
-"""Workspace panel driven as a user would: open, paint, autosave, next, restore, suggest."""
+"""Workspace panel driven as a user would: open, paint, autosave, next, restore, suggest,
+evaluate, export; loads, suggestions and evaluations run in workers (waited for)."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pytest
+from qtpy.QtCore import QTimer
 
-from napari_ssseg._napari.widgets.workspace import WorkspaceWidget
+from napari_ssseg._napari.widgets.workspace import WorkspaceWidget, metrics_rows
 from napari_ssseg.core.phantom import make_phantom
 from napari_ssseg.core.provenance import HUMAN, PROVENANCE_KEY
 from napari_ssseg.io.workspace import Workspace
+from napari_ssseg.io.workspace_export import evaluate_workspace
 from napari_ssseg.io.writers import write_case
 
 pytestmark = pytest.mark.gui
+
+TIMEOUT_MS = 15000
 
 
 class FakeClock:
@@ -22,30 +30,53 @@ class FakeClock:
         return self.t
 
 
-@pytest.fixture
-def ws_path(tmp_path):
+def _make_ws(tmp_path, shape, n=3):
     src = tmp_path / "src"
-    for seed in range(3):
-        write_case(make_phantom((16, 24, 24), seed=seed).to_case(name=f"p{seed}"), src)
+    for seed in range(n):
+        write_case(make_phantom(shape, seed=seed).to_case(name=f"p{seed}"), src)
     Workspace.create(tmp_path / "ws", from_dir=src).close()
     return tmp_path / "ws"
 
 
 @pytest.fixture
-def panel(make_napari_viewer, ws_path):
+def ws_path(tmp_path):
+    return _make_ws(tmp_path, (16, 24, 24))
+
+
+def _panel(make_napari_viewer, path):
     viewer = make_napari_viewer()
     w = WorkspaceWidget(viewer)
     clock = FakeClock()
     w.autosaver._clock = clock
     w.clock = clock
-    w.open_workspace(ws_path)
+    w.open_workspace(path)
+    return w
+
+
+@pytest.fixture
+def panel(make_napari_viewer, ws_path):
+    w = _panel(make_napari_viewer, ws_path)
     yield w
     w.close_workspace()
 
 
-def test_open_paint_autosave_and_switch(panel, ws_path):
+def wait(qtbot, panel):
+    qtbot.waitUntil(lambda: not panel.running, timeout=TIMEOUT_MS)
+
+
+def open_and_wait(qtbot, panel, case_id):
+    panel.open_case(case_id)
+    wait(qtbot, panel)
+    assert panel.case_id == case_id
+
+
+def test_open_paint_autosave_and_switch(panel, qtbot):
     assert panel.table.rowCount() == 3
-    panel.open_case("p0")
+    panel.table.selectRow(0)
+    panel.open_btn.click()
+    assert panel.running and not panel.next_btn.isEnabled()  # navigation off while loading
+    wait(qtbot, panel)
+    assert panel.case_id == "p0" and panel.next_btn.isEnabled()
     assert panel.labels_layer is not None and len(panel.viewer.layers) == 5
     data = panel.labels_layer.data.copy()
     data[4:6, 4:8, 4:8] = 2
@@ -60,23 +91,98 @@ def test_open_paint_autosave_and_switch(panel, ws_path):
     np.testing.assert_array_equal(panel.ws.latest_labels("p0"), data)
     prov = panel.ws.read_provenance("p0")
     assert (prov[4:6, 4:8, 4:8] == HUMAN).all() and prov.sum() == HUMAN * 2 * 4 * 4
-    # edit again and switch case: saved on switch
+    # edit again and switch case: saved before the switch starts
     data2 = data.copy()
     data2[0, 0, 0] = 1
     panel.labels_layer.data = data2
-    panel.next_case()
-    assert panel.case_id == "p1"
+    panel.next_btn.click()
     assert len(panel.ws.versions("p0")) == 2
+    assert panel.case_id == "p0"  # still showing p0 while p1 loads
+    # an edit made while p1 loads is saved at the switch, not lost
+    data3 = data2.copy()
+    data3[1, 1, 1] = 3
+    panel.labels_layer.data = data3
+    wait(qtbot, panel)
+    assert panel.case_id == "p1"
+    assert len(panel.ws.versions("p0")) == 3
+    np.testing.assert_array_equal(panel.ws.latest_labels("p0"), data3)
     assert len(panel.viewer.layers) == 5  # p0's layers replaced by p1's
     assert panel.ws.case("p0").status == "corrected"
 
 
-def test_restore_and_verify(panel):
+def test_second_open_cancels_the_first(panel, qtbot):
+    first = panel.open_case("p0")
+    panel.open_case("p2")
+    wait(qtbot, panel)
+    assert not first.running
+    assert panel.case_id == "p2" and len(panel.viewer.layers) == 5
+    assert {lyr.name for lyr in panel.viewer.layers} == {lyr.name for lyr in panel._layers}
+
+
+def test_failed_load_keeps_current_layers(panel, qtbot, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari_ssseg._napari.widgets._common.show_error", shown.append)
+    open_and_wait(qtbot, panel, "p0")
+    before = list(panel.viewer.layers)
+    labels = panel.labels_layer
+    # the images of p1 vanish from disk after the workspace was opened
+    for path in panel.ws.case("p1").images.values():
+        path.unlink()
     panel.open_case("p1")
+    wait(qtbot, panel)
+    assert panel.case_id == "p0"
+    assert list(panel.viewer.layers) == before and panel.labels_layer is labels
+    assert shown, "the failure is shown as a notification"
+    assert "failed" in panel.status_label.text()
+    assert panel.next_btn.isEnabled()
+
+
+def test_cancel_keeps_current_case(panel, qtbot):
+    open_and_wait(qtbot, panel, "p0")
+    layers = list(panel.viewer.layers)
+    panel.open_case("p1")
+    panel.cancel_btn.click()
+    wait(qtbot, panel)
+    qtbot.wait(50)
+    assert panel.case_id == "p0" and list(panel.viewer.layers) == layers
+
+
+def test_event_loop_ticks_while_a_case_loads(make_napari_viewer, tmp_path, qtbot):
+    path = _make_ws(tmp_path, (96, 120, 120), n=2)
+    panel = _panel(make_napari_viewer, path)
+    try:
+        ticks: list[float] = []
+        timer = QTimer()
+        timer.setInterval(20)
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start()
+        t0 = time.perf_counter()
+        task = panel.open_case("p1")
+        # the worker phase (reading images, labels, provenance, contrast limits) ends when the
+        # worker finishes; adding the layers afterwards is napari's own GUI-thread work
+        done: list[float] = []
+        task.worker.finished.connect(lambda *_: done.append(time.perf_counter()))
+        qtbot.waitUntil(lambda: bool(done), timeout=TIMEOUT_MS)
+        timer.stop()
+        read_s = done[0] - t0
+        gaps = np.diff([t0, *[t for t in ticks if t < done[0]], done[0]])
+        print(f"read {read_s:.2f} s, {len(gaps)} ticks, longest gap {gaps.max() * 1000:.0f} ms")
+        print("GAPS", np.round(gaps * 1000).astype(int).tolist())
+        assert panel.last_load_seconds is not None and panel.last_load_seconds > 0.1
+        assert len(gaps) >= 5
+        assert gaps.max() < 0.25
+        wait(qtbot, panel)
+        assert panel.case_id == "p1" and panel.labels_layer.data.shape == (96, 120, 120)
+    finally:
+        panel.close_workspace()
+
+
+def test_restore_and_verify(panel, qtbot):
+    open_and_wait(qtbot, panel, "p1")
     first = panel.labels_layer.data.copy()
     first[2, 2, 2] = 3
     panel.labels_layer.data = first
-    panel.save_now()
+    panel.save_btn.click()
     second = first.copy()
     second[3, 3, 3] = 1
     panel.labels_layer.data = second
@@ -86,29 +192,85 @@ def test_restore_and_verify(panel):
     np.testing.assert_array_equal(panel.labels_layer.data, first)
     assert [v.source for v in panel.ws.versions("p1")] == ["human", "human", "restore"]
     assert not panel.autosaver.dirty
-    panel.mark_verified()
+    panel.verify_btn.click()
     assert panel.ws.case("p1").status == "verified"
+    assert panel.labels_layer.metadata[PROVENANCE_KEY][2, 2, 2] == HUMAN
+    # reopening shows the restored labels and their provenance
+    open_and_wait(qtbot, panel, "p0")
+    open_and_wait(qtbot, panel, "p1")
+    np.testing.assert_array_equal(panel.labels_layer.data, first)
     assert panel.labels_layer.metadata[PROVENANCE_KEY][2, 2, 2] == HUMAN
 
 
-def test_suggest_uses_stored_scores(panel):
+def test_suggest_uses_stored_scores(panel, qtbot):
     panel.ws.set_scores("p2", entropy=0.9)
     panel.ws.set_scores("p0", entropy=0.1)
     ranked = panel.suggest(n=3)
     assert [s.case_id for s in ranked] == ["p2", "p0", "p1"]
     assert panel._selected_id() == "p2"
+    panel.diversity_box.setChecked(True)
+    panel.suggest_btn.click()
+    assert panel.running
+    wait(qtbot, panel)
+    assert panel.last_suggestion[0].case_id == "p2"
+    assert panel.ws.features("p0") is not None and panel.ws.features("p2") is not None
+    panel.diversity_box.setChecked(False)
     panel.random_box.setChecked(True)
     assert {s.case_id for s in panel.suggest(n=3)} == {"p0", "p1", "p2"}
 
 
-def test_evaluate_and_errors_as_messages(panel, monkeypatch):
+def test_evaluation_table_matches_evaluate_workspace(panel, qtbot, tmp_path):
+    gt0 = panel.ws.ground_truth("p0")
+    panel.ws.save_labels("p0", gt0, source="human")
+    wrong = panel.ws.ground_truth("p1").copy()
+    wrong[wrong == 3] = 1  # no ET, TC and WT unchanged
+    wrong[:, :, :8] = 0
+    panel.ws.save_labels("p1", wrong, source="human")
+    panel.evaluate_btn.click()
+    assert panel.running and not panel.evaluate_btn.isEnabled()
+    wait(qtbot, panel)
+    ref = evaluate_workspace(panel.ws, None)
+    assert set(panel.last_report["cases"]) == {"p0", "p1"} == set(ref["cases"])
+    header, rows = metrics_rows(ref)
+    t = panel.metrics_table
+    assert [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())] == header
+    assert t.rowCount() == len(rows) == 4
+    assert [t.item(i, 0).text() for i in range(4)] == ["p0", "p1", "mean", "median"]
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row[1:], start=1):
+            text = t.item(i, j).text()
+            if v is None:
+                assert text == "-"
+            else:
+                assert float(text) == pytest.approx(v, rel=1e-3, abs=1e-9)
+    j = header.index("WT Dice")
+    assert float(t.item(0, j).text()) == pytest.approx(1.0)
+    assert float(t.item(1, j).text()) < 0.99
+    assert panel.last_report["summary"]["WT"]["dice"]["mean"] == pytest.approx(
+        ref["summary"]["WT"]["dice"]["mean"]
+    )
+    # export to a typed folder
+    out = tmp_path / "metrics"
+    panel.export_edit.setText(str(out))
+    panel.export_btn.click()
+    wait(qtbot, panel)
+    assert {p.name for p in out.iterdir()} == {"metrics.csv", "metrics.json", "dice_boxplot.png"}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["summary"]["WT"]["dice"]["mean"] == pytest.approx(
+        ref["summary"]["WT"]["dice"]["mean"]
+    )
+    assert (out / "dice_boxplot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors_as_messages(panel, qtbot, monkeypatch):
     shown = []
     monkeypatch.setattr("napari_ssseg._napari.widgets._common.show_error", shown.append)
-    panel.open_case("p0")
-    panel.ws.save_labels("p0", panel.ws.ground_truth("p0"), source="human")
-    rep = panel.evaluate()
-    assert rep["cases"]["p0"]["WT"]["dice"] == pytest.approx(1.0)
-    assert "WT Dice 1.000" in panel.status_label.text()
     panel.table.clearSelection()
-    panel._guard(panel.open_selected)
+    panel.open_btn.click()
     assert shown and "Select a case" in shown[-1]
+    panel.export_edit.setText("")
+    panel.export_btn.click()
+    assert "export folder" in shown[-1]
+    panel.evaluate_btn.click()
+    wait(qtbot, panel)
+    assert panel.metrics_table.rowCount() == 2  # only mean and median rows, no case

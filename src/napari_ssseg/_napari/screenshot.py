@@ -121,7 +121,8 @@ def render_screenshots(
     case : Case
         The case to show (its ground truth, if any, is the main labels layer).
     label_maps : mapping of str to (Z, Y, X) ndarray
-        More label maps (e.g. ``"proposal"``, ``"refined"``); the last one is shown.
+        More label maps (e.g. ``"proposal"``, ``"refined"``); ``"refined"`` is shown if
+        present, else the last one.
     uncertainty : (Z, Y, X) ndarray or None
         Uncertainty map, shown translucent over the images in a second 2D screenshot.
     out_dir : path-like
@@ -147,7 +148,9 @@ def render_screenshots(
             if dock_panels:
                 dock_plugin_panels(viewer, raise_panel="Refine")
             add_case_layers(viewer, case, label_maps, uncertainty)
-            shown = list(label_maps)[-1] if label_maps else None
+            shown = None
+            if label_maps:
+                shown = "refined" if "refined" in label_maps else list(label_maps)[-1]
             if shown is not None:
                 viewer.layers[f"{case.name} labels"].visible = False
                 viewer.layers[f"{case.name} {shown}"].visible = True

@@ -1,8 +1,9 @@
-"""Train a segmentation model on a folder of cases (supervised or semi-supervised).
+"""Train a segmentation model on a folder of cases or a workspace (semi-supervised or not).
 
-DATA is a folder with one sub-folder per case: a case with a label file (_seg) is labelled,
-one without is unlabelled (used by the semi-supervised strategies). One case in five
-(at least one when there are two or more labelled cases) is held out for validation.
+DATA is a folder with one sub-folder per case (a case with a label file (_seg) is labelled,
+one without is unlabelled, used by the semi-supervised strategies), a workspace (label
+versions are labels, scribbles of an unlabelled case are weak labels) or a snapshot. One
+labelled case in five (at least one when there are two or more) is held out for validation.
 
 Writes RUN_DIR/events.jsonl (one JSON object per line: start, epoch, validation, checkpoint,
 then done, cancelled or error), RUN_DIR/best.pt and RUN_DIR/last.pt (use them with
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategy",
         default="supervised",
         metavar="NAME",
-        help="supervised, pseudo-label, mean-teacher, uamt (default supervised)",
+        help="supervised, pseudo-label, mean-teacher, uamt, self-training (default supervised)",
     )
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     parser.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs (10)")

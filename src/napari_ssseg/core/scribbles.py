@@ -10,17 +10,21 @@ project's own **[ours]** (``docs/scribbles.md``, design ``algorithms.md`` sectio
   and a background label (default 255) for healthy strokes (see ``ssseg propagate``).
 * **Expansion**: a superpixel whose scribbled voxels all carry one class takes that class;
   a superpixel with conflicting strokes keeps only its scribbled voxels.
-* **Cold start** (no model): region growing with Algorithm 1 (:func:`grow_with_barriers`,
-  the refinement engine's :func:`~napari_ssseg.core.refine.grow_fast` on the session's
-  similarity model) from the expanded strokes, per nested region: WT on the FLAIR
-  superpixels from all tumour strokes, TC on the T2 + T1Gd superpixels from the NCR and ET
-  strokes, ET on the same superpixels from the ET strokes. Superpixels carrying
-  background strokes, strokes of a class outside the region or conflicting strokes are
-  *barriers*: they can never be merged. ``RefinementSession.grow`` has no barrier option,
-  so the barriers are implemented here by removing the barrier superpixels' edges from the
-  candidate graph while keeping them in the mutual-best test (a candidate that looks more
-  like a background-scribbled neighbour than like the region is rejected). TC is clipped
-  to WT and ET to TC; scribbled voxels always keep their class.
+* **Cold start** (no model), per nested region: WT on the FLAIR superpixels from all
+  tumour strokes, TC on the T2 + T1Gd superpixels from the NCR and ET strokes, ET on the
+  same superpixels from the ET strokes. Superpixels with strokes of the region are seeds;
+  superpixels carrying background strokes, strokes of a class outside the region or
+  conflicting strokes are *barriers*, as are superpixels outside the *stroke box* (the
+  strokes' bounding box, extended by half the tumour strokes' largest extent). Two growth
+  methods: ``"nearest"`` (default, :func:`classify_connected`): a superpixel is positive
+  when its normalised features (the refinement session's similarity model) are nearer to
+  a seed's than to a barrier's, kept if connected to a seed; ``"grow"``: Algorithm 1
+  (:func:`grow_with_barriers`, the refinement engine's
+  :func:`~napari_ssseg.core.refine.grow_fast`). ``RefinementSession.grow`` has no barrier
+  option, so the barriers are implemented here by removing the barrier superpixels' edges
+  from the candidate graph while keeping them in the mutual-best test. From thin strokes
+  Algorithm 1 under-grows (``docs/benchmarks/scribbles.md``), hence the default. TC is
+  clipped to WT and ET to TC; scribbled voxels always keep their class.
 * **Model-assisted** (class probabilities given): per superpixel (WT superpixels) the
   confidence ``c_s`` (mean of the voxels' max probability), the class ``k_s`` (majority of
   the voxels' argmax) and its purity (share of the voxels voting for it); dynamic per-class
@@ -51,6 +55,7 @@ from napari_ssseg.errors import GeometryError, InputError
 __all__ = [
     "BACKGROUND",
     "DEFAULT_BACKGROUND_LABEL",
+    "encode_scribbles",
     "DEFAULT_LAMBDA",
     "DEFAULT_N_SEGMENTS",
     "DEFAULT_PURITY",
@@ -206,6 +211,37 @@ def decode_scribbles(
     internal = np.asarray(convention.decode(np.where(bg, 0, values), "scribble file"))
     out = internal.astype(np.uint8)
     out[bg] = BACKGROUND
+    return out
+
+
+def encode_scribbles(
+    scribbles: np.ndarray, convention: Any, background_label: int = DEFAULT_BACKGROUND_LABEL
+) -> np.ndarray:
+    """Internal scribble codes → file values (inverse of :func:`decode_scribbles`).
+
+    Parameters
+    ----------
+    scribbles : (Z, Y, X) ndarray of int
+        0 not annotated, 1 NCR, 2 ED, 3 ET, :data:`BACKGROUND` healthy tissue.
+    convention : LabelConvention
+        The case's label convention (``.encode``).
+    background_label : int
+        File value of healthy-tissue strokes (default 255).
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of uint8
+    """
+    scribbles = np.asarray(scribbles)
+    bad = np.setdiff1d(np.unique(scribbles), [0, 1, 2, 3, BACKGROUND])
+    if bad.size:
+        raise InputError(
+            f"scribbles contain codes {bad.tolist()}; expected 0 (none), 1 NCR, 2 ED, 3 ET or "
+            f"{BACKGROUND} (background)."
+        )
+    bg = scribbles == BACKGROUND
+    out = np.asarray(convention.encode(np.where(bg, 0, scribbles).astype(np.uint8)), np.uint8)
+    out[bg] = int(background_label)
     return out
 
 

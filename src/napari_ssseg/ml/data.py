@@ -90,6 +90,10 @@ class DataSplit:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+class CancelledError(Exception):
+    """Raised by :func:`prepare_dataset` when ``should_cancel()`` becomes true."""
+
+
 def discover_cases(data: str | os.PathLike) -> list[Path]:
     """List the case folders of a data folder (its sub-folders, sorted by name).
 
@@ -320,6 +324,7 @@ def prepare_dataset(
     modalities: Sequence[str],
     normalization: dict[str, Any],
     warn: Callable[[str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[list[PreparedCase], list[dict[str, str]]]:
     """Load and preprocess every case folder of ``data`` into ``cache_dir``.
 
@@ -348,6 +353,8 @@ def prepare_dataset(
     cases: list[PreparedCase] = []
     skipped: list[dict[str, str]] = []
     for name, loader in sources:
+        if should_cancel is not None and should_cancel():
+            raise CancelledError("data preparation cancelled")
         ent = index["cases"].get(name)
         ok = ent and Path(ent["image"]).exists()
         if ok and (ent["label"] is None or Path(ent["label"]).exists()):

@@ -247,12 +247,17 @@ def _step_seed(seed: int, step: int, rank: int = 0) -> int:
     return int((seed * 1_000_003 + step * 9_176 + rank * 7_919_993) % (2**31 - 1))
 
 
-def _cosine(total: int) -> Callable[[int], float]:
-    def f(s: int) -> float:
-        t = min(max(s, 0), total) / max(total, 1)
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+class _Cosine:
+    """Cosine decay to 1 % over ``total`` steps, restartable at ``offset`` (plain state)."""
 
-    return f
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
+        self.offset = 0
+
+    def __call__(self, s: int) -> float:
+        span = max(self.total - self.offset, 1)
+        t = min(max(s - self.offset, 0), span) / span
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def _save(path: Path, net: nn.Module, meta: dict[str, Any], state: dict | None = None) -> Path:
@@ -390,7 +395,8 @@ def train(
         if distributed and not torch.distributed.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
             torch.distributed.init_process_group(backend=backend)
-        return _train(config, events, should_stop, world, rank, local)
+        with _Stop() as stop:
+            return _train(config, events, should_stop, world, rank, local, stop)
     except (SsegError, ValueError) as exc:
         events.write("error", message=str(exc))
         raise
@@ -419,6 +425,7 @@ def _train(
     world: int,
     rank: int,
     local: int,
+    stop: _Stop,
 ) -> dict[str, Any]:
     from napari_ssseg.ml.checkpoint import DEFAULT_NORMALIZATION, load_checkpoint
     from napari_ssseg.ml.data import CropSampler, prepare_dataset, split_cases
@@ -490,13 +497,25 @@ def _train(
     cache = out / "cache"
     if distributed and rank != 0:
         torch.distributed.barrier()
-    cases, skipped = prepare_dataset(
-        cfg.data,
-        cache,
-        modalities=modalities,
-        normalization=normalization,
-        warn=warn_list.append,
-    )
+    from napari_ssseg.ml.data import CancelledError
+
+    try:
+        cases, skipped = prepare_dataset(
+            cfg.data,
+            cache,
+            modalities=modalities,
+            normalization=normalization,
+            warn=warn_list.append,
+            should_cancel=lambda: stop.signum is not None,
+        )
+    except CancelledError:
+        if distributed and rank == 0:
+            torch.distributed.barrier()  # release the ranks waiting for the cache
+        reason = signal.Signals(stop.signum).name if stop.signum else "requested"
+        res = {"status": "cancelled", "reason": reason, "step": 0, "epoch": 0.0}
+        res |= {"best": None, "last": None, "metrics": None}
+        events.write("cancelled", **{k: v for k, v in res.items() if k != "status"})
+        return res
     if distributed and rank == 0:
         torch.distributed.barrier()
     split = split_cases(cases, cfg.val_fraction, seed=cfg.seed)
@@ -527,7 +546,8 @@ def _train(
         )
     total = cfg.epochs * cfg.iterations_per_epoch
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
+    cosine = _Cosine(total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     schedule = {
         "epochs": cfg.epochs,
         "iterations_per_epoch": cfg.iterations_per_epoch,
@@ -544,6 +564,7 @@ def _train(
         st = resume_data[_STATE_KEY]
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        cosine.total = total  # --epochs may have been extended
         strategy.load_state_dict(st.get("strategy_state") or {})
         step = int(st["step"])
         best_metric = float(st.get("best_metric", -math.inf))
@@ -629,87 +650,105 @@ def _train(
             events.write("checkpoint", kind="best", path=str(best_path), step=step)
         return metrics
 
+    def reset_model() -> None:
+        """Re-initialise the student (seeded), clear the optimiser, restart the cosine."""
+        torch.manual_seed(cfg.seed + 1)
+        fresh = build_network(net_cfg)
+        with torch.no_grad():
+            net.load_state_dict(fresh.state_dict())
+        opt.state.clear()
+        cosine.offset = step
+        for group, base_lr in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base_lr * cosine(step)
+
     model.train()
     status, reason = "done", "finished"
     metrics = None
     iters = cfg.iterations_per_epoch
-    with _Stop() as stop:
-        while step < total:
-            epoch = step // iters
-            if step % iters == 0 or resume_data is not None:
-                strategy.on_epoch_start(epoch, _EngineView(strategy, split, patch, device))
-                resume_data = None
-            order = _epoch_order(len(split.train), cfg.seed, epoch, world, rank)
-            order_u = _epoch_order(len(split.unlabelled), cfg.seed + 1, epoch, world, rank)
-            it = step % iters
-            s_seed = _step_seed(cfg.seed, step, rank)
-            torch.manual_seed(s_seed)
-            b = cfg.batch_size
-            idx = [order[(it * b + j) % len(order)] for j in range(b)] if order else []
-            batch_l = _to(sampler.sample(split.train, idx, s_seed), device) if idx else None
-            batch_u = None
-            if order_u and strategy.wants_unlabelled(step):
-                bu = cfg.batch_size_unlabelled
-                idx_u = [order_u[(it * bu + j) % len(order_u)] for j in range(bu)]
-                batch_u = _to(
-                    sampler.sample(
-                        split.unlabelled, idx_u, s_seed + 1, labels=strategy.unlabelled_targets()
-                    ),
-                    device,
-                )
-            torch.manual_seed(s_seed)
-            losses = strategy.training_step(batch_l, batch_u, step)
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            opt.step()
-            sched.step()
-            strategy.after_step(step)
-            step += 1
-            for k, v in losses.items():
-                acc[k] = acc.get(k, 0.0) + float(v.detach())
-            acc_n += 1
+    orders: tuple[int, list[int], list[int]] = (-1, [], [])
+    while step < total:
+        epoch = step // iters
+        if step % iters == 0 or resume_data is not None:
+            view = _EngineView(strategy, split, patch, device)
+            view.reset_model = reset_model  # type: ignore[attr-defined]
+            strategy.on_epoch_start(epoch, view)
+            resume_data = None
+        if orders[0] != epoch:
+            orders = (
+                epoch,
+                _epoch_order(len(split.train), cfg.seed, epoch, world, rank),
+                _epoch_order(len(split.unlabelled), cfg.seed + 1, epoch, world, rank),
+            )
+        order, order_u = orders[1], orders[2]
+        it = step % iters
+        s_seed = _step_seed(cfg.seed, step, rank)
+        torch.manual_seed(s_seed)
+        b = cfg.batch_size
+        idx = [order[(it * b + j) % len(order)] for j in range(b)] if order else []
+        batch_l = _to(sampler.sample(split.train, idx, s_seed), device) if idx else None
+        batch_u = None
+        if order_u and strategy.wants_unlabelled(step):
+            bu = cfg.batch_size_unlabelled
+            idx_u = [order_u[(it * bu + j) % len(order_u)] for j in range(bu)]
+            batch_u = _to(
+                sampler.sample(
+                    split.unlabelled, idx_u, s_seed + 1, labels=strategy.unlabelled_targets()
+                ),
+                device,
+            )
+        torch.manual_seed(s_seed)
+        losses = strategy.training_step(batch_l, batch_u, step)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        sched.step()
+        strategy.after_step(step)
+        step += 1
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
+        acc_n += 1
 
-            flag = 0
-            if stop.signum is not None or (should_stop is not None and should_stop(step)):
-                flag = 2
-            elif cfg.budget_minutes and time.monotonic() - t_start > 60 * cfg.budget_minutes:
-                flag = 1
+        flag = 0
+        if stop.signum is not None or (should_stop is not None and should_stop(step)):
+            flag = 2
+        elif cfg.budget_minutes and time.monotonic() - t_start > 60 * cfg.budget_minutes:
+            flag = 1
+        if distributed:
+            t = torch.tensor([flag], dtype=torch.int64)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = int(t.item())
+
+        if step % iters == 0:
+            if rank == 0:
+                events.write(
+                    "epoch",
+                    epoch=epoch + 1,
+                    epochs=cfg.epochs,
+                    step=step,
+                    losses=_clean({k: v / max(acc_n, 1) for k, v in acc.items()}),
+                    lr=float(sched.get_last_lr()[0]),
+                    elapsed=round(time.monotonic() - t_start, 3),
+                )
+            acc, acc_n = {}, 0
+            if (epoch + 1) % cfg.val_every == 0 or step >= total or flag == 1:
+                metrics = run_validation(epoch + 1) or metrics
+            save_last()
             if distributed:
-                t = torch.tensor([flag], dtype=torch.int64)
-                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-                flag = int(t.item())
-
-            if step % iters == 0:
-                if rank == 0:
-                    events.write(
-                        "epoch",
-                        epoch=epoch + 1,
-                        epochs=cfg.epochs,
-                        step=step,
-                        losses=_clean({k: v / max(acc_n, 1) for k, v in acc.items()}),
-                        lr=float(sched.get_last_lr()[0]),
-                        elapsed=round(time.monotonic() - t_start, 3),
-                    )
-                acc, acc_n = {}, 0
-                if (epoch + 1) % cfg.val_every == 0 or step >= total or flag == 1:
-                    metrics = run_validation(epoch + 1) or metrics
+                torch.distributed.barrier()
+        if flag == 2:
+            status, reason = (
+                "cancelled",
+                (signal.Signals(stop.signum).name if stop.signum else "requested"),
+            )
+            if step % iters != 0:
                 save_last()
-                if distributed:
-                    torch.distributed.barrier()
-            if flag == 2:
-                status, reason = (
-                    "cancelled",
-                    (signal.Signals(stop.signum).name if stop.signum else "requested"),
-                )
-                if step % iters != 0:
-                    save_last()
-                break
-            if flag == 1:
-                reason = "budget"
-                if step % iters != 0:
-                    metrics = run_validation(step // iters + 1) or metrics
-                    save_last()
-                break
+            break
+        if flag == 1:
+            reason = "budget"
+            if step % iters != 0:
+                metrics = run_validation(step // iters + 1) or metrics
+                save_last()
+            break
     if distributed:
         torch.distributed.barrier()
     result = {
@@ -744,7 +783,12 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 class _EngineView:
-    """What a strategy's ``on_epoch_start`` may use: the data split and a predictor."""
+    """What a strategy's ``on_epoch_start`` may use.
+
+    ``split`` (train / val / unlabelled prepared cases), ``predict_probabilities(net, case)``
+    and ``reset_model()`` (re-initialise the student, clear the optimiser state and restart
+    the cosine schedule over the remaining steps).
+    """
 
     def __init__(self, strategy: Any, split: Any, patch: Sequence[int], device: torch.device):
         self.strategy = strategy

@@ -30,6 +30,12 @@ def _refine(viewer: Any) -> Any:
     return RefineWidget(viewer)
 
 
+def _scribble(viewer: Any) -> Any:
+    from napari_ssseg._napari.widgets.scribble import ScribbleWidget
+
+    return ScribbleWidget(viewer)
+
+
 def _workspace(viewer: Any) -> Any:
     from napari_ssseg._napari.widgets.workspace import WorkspaceWidget
 
@@ -41,5 +47,6 @@ PANELS: list[tuple[str, Callable[[Any], Any]]] = [
     ("Loader", _loader),
     ("Propose", _propose),
     ("Refine", _refine),
+    ("Scribble", _scribble),
     ("Workspace", _workspace),
 ]

@@ -290,6 +290,7 @@ class ScribbleWidget(Container):
 
     def save(self, *_: Any) -> None:
         """Save the strokes (case convention, background 255) with the case's geometry."""
+        from napari_ssseg.core.scribbles import encode_scribbles
         from napari_ssseg.io.writers import save_image
 
         layer = self.scribble_layer
@@ -300,10 +301,7 @@ class ScribbleWidget(Container):
         case = self.case
         data = np.asarray(layer.data)
         try:
-            tumour = np.where(data == 4, 0, data).astype(np.uint8)
-            values = case.convention.encode(tumour).astype(np.uint8)
-            values[data == 4] = 255
-            save_image(values, case, path)
+            save_image(encode_scribbles(data, case.convention), case, path)
         except Exception as exc:  # noqa: BLE001
             notify_error(exc)
             return

@@ -8,12 +8,22 @@ with the latest label version; edits to its labels layer mark it dirty, and an
 switch, and when the panel closes. Voxels changed since the last save that no other panel
 claimed in ``layer.metadata["ssseg_provenance"]`` are recorded as human-painted.
 
-Cases are loaded on the GUI thread (a few hundred ms for a BraTS case); the panel's own
-writes are small (one compressed label file, ~0.1-0.2 s).
+Long work runs off the GUI thread (:func:`napari_ssseg._napari.workers.start_task`) with a
+progress bar and a **Cancel** button: reading a case (images, latest labels, provenance),
+*Suggest* with diversity (image features of every candidate) and *Evaluate* / *Export*. The
+workers only read the workspace; layers, the tables and the manifest writes (features) are
+touched on the GUI thread. While a case loads, the current case's layers stay (and can be
+edited); the switch -- saving the current case's edits, then replacing its layers -- happens
+on the GUI thread when the load has finished, one layer per event-loop turn. A second open
+request cancels the first. The panel's own saves stay on the GUI thread (one compressed label
+file, ~0.1-0.2 s for a full-size case).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +45,197 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssseg._napari.widgets._common import notify_error, notify_info
+from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
 from napari_ssseg.errors import InputError, SsegError
 
-__all__ = ["WorkspaceWidget"]
+__all__ = [
+    "WorkspaceWidget",
+    "evaluate_job",
+    "load_case_job",
+    "metrics_rows",
+    "suggest_features_job",
+]
 
 _COLUMNS = ("case", "status", "versions", "uncertainty")
+_REGIONS = ("WT", "TC", "ET")
+#: (metric key, column title) of the evaluation table; one column per region and metric
+_TABLE_METRICS = (("dice", "Dice"), ("hd95", "HD95"), ("nsd", "NSD"))
+
+
+# ----------------------------------------------------------------------------- worker jobs
+# These generator functions run in a worker thread: they read the workspace and never touch
+# widgets or layers.
+def _step(
+    func: Callable[..., Any], *args: Any, step: int, total: int, message: str, **kwargs: Any
+) -> Generator[dict[str, Any], None, Any]:
+    """Run ``func(*args, **kwargs)`` (no progress hook) in a helper thread, reporting
+    ``message`` with the elapsed time every 0.2 s until it returns its result."""
+    t0 = time.perf_counter()
+    yield {"step": step, "total": total, "message": message}
+    gen = callback_generator(func, *args, progress_kwarg="", heartbeat=0.2, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield {
+            "step": step,
+            "total": total,
+            "message": f"{message} ({time.perf_counter() - t0:.1f} s)",
+        }
+
+
+def load_case_job(ws: Any, case_id: str, version: int | None):
+    """Read a case's images, the labels of ``version`` and its provenance (worker thread).
+
+    Parameters
+    ----------
+    ws : Workspace
+    case_id : str
+    version : int or None
+        Label version to read (chosen on the GUI thread, so a save made meanwhile does not
+        change what is read); None: no labels.
+
+    Yields
+    ------
+    dict
+        Progress reports (at least every 0.2 s).
+
+    Returns
+    -------
+    dict
+        ``{"case_id", "version", "case": Case (labels (Z, Y, X) uint8 or None),
+        "layer_data": case_to_layer_data(case) (contrast limits computed here, off the GUI
+        thread), "provenance": (Z, Y, X) uint8 or None, "seconds"}``.
+    """
+    from napari_ssseg._napari.layers import case_to_layer_data
+
+    t0 = time.perf_counter()
+    total = 4
+    case = yield from _step(
+        ws.load_case, case_id, labels="none", step=0, total=total,
+        message=f"{case_id}: reading images",
+    )  # fmt: skip
+    labels = prov = None
+    if version is not None:
+        labels = yield from _step(
+            ws.read_version, case_id, version, step=1, total=total,
+            message=f"{case_id}: reading labels v{version}",
+        )  # fmt: skip
+        prov = yield from _step(
+            ws.read_provenance, case_id, version, step=2, total=total,
+            message=f"{case_id}: reading provenance",
+        )  # fmt: skip
+    case = dataclasses.replace(case, labels=labels)
+    layer_data = yield from _step(
+        case_to_layer_data, case, step=3, total=total, message=f"{case_id}: preparing layers"
+    )
+    yield {"step": total, "total": total, "message": f"{case_id}: read"}
+    return {
+        "case_id": case_id,
+        "version": version,
+        "case": case,
+        "layer_data": layer_data,
+        "provenance": prov,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def evaluate_job(ws: Any, case_ids: list[str]):
+    """Per-case metrics with :func:`~napari_ssseg.io.workspace_export.evaluate_workspace`, one
+    case at a time (progress per case), then the dataset summary (worker thread).
+
+    Returns
+    -------
+    dict
+        Same layout as ``evaluate_workspace(ws, None)``: ``cases``, ``summary``, ``skipped``.
+    """
+    from napari_ssseg.io.workspace_export import evaluate_workspace
+
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    n = len(case_ids)
+    for i, cid in enumerate(case_ids):
+        rep = yield from _step(
+            evaluate_workspace, ws, None, cases=[cid], plot=False, step=i, total=n,
+            message=f"evaluating {cid} ({i + 1}/{n})",
+        )  # fmt: skip
+        results.update(rep["cases"])
+        skipped.update(rep["skipped"])
+    yield {"step": n, "total": n, "message": "evaluated"}
+    return {"cases": results, "summary": summarise(results), "skipped": skipped}
+
+
+def summarise(cases: dict[str, Any]) -> dict[str, Any]:
+    """Dataset summary of per-case metrics as in ``evaluate_workspace``: mean, std, median
+    and n of the finite values of every region and metric."""
+    from napari_ssseg.io.workspace_export import _METRICS
+
+    summary: dict[str, Any] = {}
+    for region in _REGIONS:
+        summary[region] = {}
+        for metric in _METRICS:
+            vals = [r[region][metric] for r in cases.values()]
+            arr = np.array([np.nan if v is None else v for v in vals], dtype=float)
+            arr = arr[np.isfinite(arr)]
+            summary[region][metric] = {
+                "mean": float(arr.mean()) if arr.size else None,
+                "std": float(arr.std()) if arr.size else None,
+                "median": float(np.median(arr)) if arr.size else None,
+                "n": int(arr.size),
+            }
+    return summary
+
+
+def metrics_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the evaluation table: one row per case, then ``mean`` and ``median``.
+
+    Returns
+    -------
+    header : list of str
+        ``["case", "WT Dice", "TC Dice", "ET Dice", "WT HD95", ...]``.
+    rows : list of list
+        ``[name, value or None, ...]``.
+    """
+    cols = [(r, m) for m, _ in _TABLE_METRICS for r in _REGIONS]
+    titles = dict(_TABLE_METRICS)
+    header = ["case"] + [f"{r} {titles[m]}" for r, m in cols]
+    rows = [[cid] + [res[r][m] for r, m in cols] for cid, res in report["cases"].items()]
+    for stat in ("mean", "median"):
+        rows.append([stat] + [report["summary"][r][m][stat] for r, m in cols])
+    return header, rows
+
+
+def suggest_features_job(ws: Any, case_ids: list[str]):
+    """Image features (:func:`~napari_ssseg.core.suggest.histogram_features`) of cases that
+    have none stored (worker thread; the caller stores them on the GUI thread).
+
+    Returns
+    -------
+    dict
+        ``{"features": {case_id: 1-D float array} of every case in case_ids, "new": ids
+        whose features were computed here}``.
+    """
+    from napari_ssseg.core.suggest import histogram_features
+
+    def features(cid: str) -> np.ndarray:
+        return np.asarray(histogram_features(ws.load_case(cid, labels="none").images))
+
+    out: dict[str, np.ndarray] = {}
+    new: list[str] = []
+    n = len(case_ids)
+    for i, cid in enumerate(case_ids):
+        f = ws.features(cid)
+        if f is None:
+            f = yield from _step(
+                features, cid, step=i, total=n, message=f"features of {cid} ({i + 1}/{n})"
+            )
+            out[cid] = f
+            new.append(cid)
+        else:
+            out[cid] = np.asarray(f)
+    yield {"step": n, "total": n, "message": "features read"}
+    return {"features": out, "new": new}
 
 
 class WorkspaceWidget(QWidget):
@@ -48,6 +244,16 @@ class WorkspaceWidget(QWidget):
     Parameters
     ----------
     napari_viewer : napari.Viewer
+
+    Attributes
+    ----------
+    task : TaskHandle or None
+        The running (or last) background task: a case load, a suggestion, an evaluation or an
+        export.
+    last_report : dict or None
+        The last evaluation report (``cases``, ``summary``, ``skipped``).
+    last_suggestion : list or None
+        The last ranking (:class:`~napari_ssseg.core.suggest.RankedCase` list).
     """
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -59,6 +265,14 @@ class WorkspaceWidget(QWidget):
         self._layers: list[Any] = []
         self._saved_labels: np.ndarray | None = None
         self._saved_prov: np.ndarray | None = None
+        self.task: TaskHandle | None = None
+        self._task_kind = ""
+        self._token = 0  # identifies the current task; results of older ones are ignored
+        self._steps: list[Callable[[], None]] = []
+        self._pending: list[Any] = []  # layers of a case being shown, not yet switched to
+        self.last_report: dict | None = None
+        self.last_suggestion: list | None = None
+        self.last_load_seconds: float | None = None
         from napari_ssseg.io.workspace import Autosaver
 
         self.autosaver = Autosaver(self._save_current, interval=60.0)
@@ -74,6 +288,7 @@ class WorkspaceWidget(QWidget):
         self.open_btn = QPushButton("Open case")
         self.prev_btn = QPushButton("Previous")
         self.next_btn = QPushButton("Next")
+        self.cancel_btn = QPushButton("Cancel")
         self.save_btn = QPushButton("Save now")
         self.verify_btn = QPushButton("Mark verified")
         self.version_combo = QComboBox()
@@ -86,6 +301,11 @@ class WorkspaceWidget(QWidget):
         self.diversity_box = QCheckBox("diversity")
         self.random_box = QCheckBox("random baseline")
         self.evaluate_btn = QPushButton("Evaluate (ground truth)")
+        self.metrics_table = QTableWidget(0, 0)
+        self.metrics_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.export_edit = QLineEdit()
+        self.export_edit.setPlaceholderText("folder for metrics.csv / .json / dice_boxplot.png")
+        self.export_btn = QPushButton("Export…")
         self.status_label = QLabel("no workspace open")
         self.status_label.setWordWrap(True)
 
@@ -96,7 +316,7 @@ class WorkspaceWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.table)
         row = QHBoxLayout()
-        for b in (self.open_btn, self.prev_btn, self.next_btn):
+        for b in (self.open_btn, self.prev_btn, self.next_btn, self.cancel_btn):
             row.addWidget(b)
         layout.addLayout(row)
         row = QHBoxLayout()
@@ -114,6 +334,11 @@ class WorkspaceWidget(QWidget):
             row.addWidget(w)
         layout.addLayout(row)
         layout.addWidget(self.evaluate_btn)
+        layout.addWidget(self.metrics_table)
+        row = QHBoxLayout()
+        row.addWidget(self.export_edit)
+        row.addWidget(self.export_btn)
+        layout.addLayout(row)
         layout.addWidget(self.status_label)
 
         self.open_ws_btn.clicked.connect(
@@ -123,11 +348,15 @@ class WorkspaceWidget(QWidget):
         self.table.doubleClicked.connect(lambda *_: self._guard(self.open_selected))
         self.prev_btn.clicked.connect(lambda: self._guard(self.previous_case))
         self.next_btn.clicked.connect(lambda: self._guard(self.next_case))
+        self.cancel_btn.clicked.connect(lambda: self._guard(self.cancel))
         self.save_btn.clicked.connect(lambda: self._guard(self.save_now))
         self.verify_btn.clicked.connect(lambda: self._guard(self.mark_verified))
         self.restore_btn.clicked.connect(lambda: self._guard(self.restore_selected_version))
         self.suggest_btn.clicked.connect(lambda: self._guard(self.suggest))
         self.evaluate_btn.clicked.connect(lambda: self._guard(self.evaluate))
+        self.export_btn.clicked.connect(
+            lambda: self._guard(self.export_evaluation, self.export_edit.text())
+        )
         self.autosave_spin.valueChanged.connect(self._set_interval)
 
         self.timer = QTimer(self)
@@ -148,13 +377,84 @@ class WorkspaceWidget(QWidget):
     def _set_interval(self, value: int) -> None:
         self.autosaver.interval = float(value)
 
+    @property
+    def running(self) -> bool:
+        """True while a background task runs or a loaded case's layers are being added."""
+        return bool(self._steps) or (self.task is not None and self.task.running)
+
     def _update_buttons(self) -> None:
         has_ws = self.ws is not None
         has_case = has_ws and self.case_id is not None
+        busy = self.running
         for b in (self.open_btn, self.prev_btn, self.next_btn, self.suggest_btn, self.evaluate_btn):
-            b.setEnabled(has_ws)
-        for b in (self.save_btn, self.verify_btn, self.restore_btn, self.version_combo):
-            b.setEnabled(bool(has_case))
+            b.setEnabled(has_ws and not busy)
+        self.export_btn.setEnabled(has_ws and not busy)
+        self.open_ws_btn.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy)
+        for b in (self.verify_btn, self.restore_btn, self.version_combo):
+            b.setEnabled(bool(has_case) and not busy)
+        # saving the current case stays possible while another case loads
+        self.save_btn.setEnabled(bool(has_case))
+
+    def _start(
+        self, kind: str, gen_func: Any, *args: Any, desc: str, on_returned: Any
+    ) -> TaskHandle:
+        """Start a background task; its results are ignored if another task replaced it."""
+        self._token += 1
+        token = self._token
+        self._task_kind = kind
+
+        def returned(result: Any) -> None:
+            if token == self._token and not (self.task and self.task.stop_event.is_set()):
+                on_returned(result)
+
+        def errored(exc: BaseException) -> None:
+            if token != self._token:
+                return
+            notify_error(exc)
+            self.status_label.setText(f"{desc} failed: " + " ".join(str(exc).split())[:250])
+
+        def aborted() -> None:
+            if token == self._token:
+                self.status_label.setText(f"{desc}: cancelled")
+
+        def yielded(report: dict[str, Any]) -> None:
+            if token == self._token and report.get("message"):
+                self.status_label.setText(str(report["message"]))
+
+        def finished() -> None:
+            if token == self._token:
+                self._update_buttons()
+
+        self.task = start_task(
+            gen_func,
+            *args,
+            desc=desc,
+            on_returned=returned,
+            on_error=errored,
+            on_yielded=yielded,
+            on_aborted=aborted,
+            on_finished=finished,
+        )
+        self._update_buttons()
+        return self.task
+
+    def cancel(self) -> None:
+        """Cancel the running task (a cancelled load keeps the current case and its layers)."""
+        if self.task is not None and self.task.running:
+            self.task.cancel()
+            self.status_label.setText("cancelling...")
+        if self._steps or self._pending:
+            self._discard_pending()
+            self.status_label.setText("cancelled")
+        self._update_buttons()
+
+    def _check_idle(self) -> None:
+        if self.running:
+            raise InputError(
+                f"The panel is busy ({self._task_kind or 'working'}): wait for it to finish or "
+                "press Cancel."
+            )
 
     # -- workspace
     def open_workspace(self, path: str | Path, readonly: bool = False) -> None:
@@ -163,6 +463,7 @@ class WorkspaceWidget(QWidget):
 
         if not str(path).strip():
             raise InputError("Type the workspace folder first (created by `ssseg workspace init`).")
+        self._check_idle()
         self.close_workspace()
         self.ws = Workspace.open(path, readonly=readonly)
         self.path_edit.setText(str(self.ws.root))
@@ -172,9 +473,13 @@ class WorkspaceWidget(QWidget):
         self._update_buttons()
 
     def close_workspace(self) -> None:
-        """Save pending edits and release the workspace."""
+        """Cancel any task, save pending edits and release the workspace."""
         if self.ws is None:
             return
+        self._token += 1  # results of a running task are ignored from now on
+        if self.task is not None and self.task.running:
+            self.task.cancel()
+        self._discard_pending()
         try:
             self.autosaver.flush()
         finally:
@@ -183,6 +488,7 @@ class WorkspaceWidget(QWidget):
             self.ws = None
             self.case_id = None
             self.table.setRowCount(0)
+            self.metrics_table.setRowCount(0)
             self._update_buttons()
 
     def refresh(self) -> None:
@@ -218,60 +524,133 @@ class WorkspaceWidget(QWidget):
         return self.table.item(rows[0].row(), 0).text()
 
     # -- cases
-    def open_selected(self) -> None:
+    def open_selected(self) -> TaskHandle | None:
         """Open the case selected in the table."""
         cid = self._selected_id()
         if cid is None:
             raise InputError("Select a case in the table first.")
-        self.open_case(cid)
+        return self.open_case(cid)
 
-    def _step(self, delta: int) -> None:
+    def _step_case(self, delta: int) -> TaskHandle | None:
         ids = self.ws.case_ids
         if not ids:
-            return
+            return None
         i = ids.index(self.case_id) + delta if self.case_id in ids else 0
-        self.open_case(ids[i % len(ids)])
+        return self.open_case(ids[i % len(ids)])
 
-    def next_case(self) -> None:
-        """Save and open the next case in the list."""
-        self._step(1)
+    def next_case(self) -> TaskHandle | None:
+        """Save and open the next case in the list (in the background)."""
+        return self._step_case(1)
 
-    def previous_case(self) -> None:
-        """Save and open the previous case in the list."""
-        self._step(-1)
+    def previous_case(self) -> TaskHandle | None:
+        """Save and open the previous case in the list (in the background)."""
+        return self._step_case(-1)
 
-    def open_case(self, case_id: str) -> None:
-        """Save the current case if dirty, then show ``case_id`` with its latest labels."""
-        from napari.layers import Layer
+    def open_case(self, case_id: str) -> TaskHandle:
+        """Save the current case if dirty, then read ``case_id`` in a worker and show it with
+        its latest labels when read.
 
-        from napari_ssseg._napari.layers import case_to_layer_data
+        A load already running is cancelled (the newest request wins). If reading fails or is
+        cancelled, the current case and its layers stay. Edits made to the current case while
+        the new one loads are saved just before its layers are replaced.
 
+        Returns
+        -------
+        TaskHandle
+            The load task (``.running``, ``.cancel()``).
+        """
         if self.ws is None:
             raise InputError("Open a workspace first.")
-        self.autosaver.switch_case()
-        case = self.ws.load_case(case_id)
-        self._remove_layers()
-        self.case_id = case_id
-        for data, kwargs, layer_type in case_to_layer_data(case):
-            layer = Layer.create(data, kwargs, layer_type)
-            self.viewer.add_layer(layer)
-            self._layers.append(layer)
-            if layer_type == "labels":
-                self.labels_layer = layer
-        prov = self.ws.read_provenance(case_id) if case.labels is not None else None
-        if prov is not None:
-            from napari_ssseg.core.provenance import PROVENANCE_KEY
+        if self.running:
+            if self._task_kind != "load":
+                self._check_idle()
+            self.cancel()
+        self.ws.case(case_id)  # unknown id: InputError now, not in the worker
+        self.autosaver.flush()  # save-on-switch first: nothing below can lose these edits
+        versions = self.ws.versions(case_id)
+        version = versions[-1].version if versions else None
+        self.status_label.setText(f"opening {case_id}...")
+        return self._start(
+            "load",
+            load_case_job,
+            self.ws,
+            case_id,
+            version,
+            desc=f"Opening {case_id}",
+            on_returned=self._on_loaded,
+        )
 
-            self.labels_layer.metadata[PROVENANCE_KEY] = prov
-        self._saved_labels = np.array(self.labels_layer.data, copy=True)
-        self._saved_prov = None if prov is None else prov.copy()
-        for name in ("paint", "data", "set_data"):
-            ev = getattr(self.labels_layer.events, name, None)
-            if ev is not None:
-                ev.connect(self._on_edit)
-        self.refresh()
+    def _on_loaded(self, result: dict[str, Any]) -> None:
+        """GUI thread: add the new case's layers one per event-loop turn, then switch."""
+        from napari.layers import Layer
+
+        self.last_load_seconds = float(result["seconds"])
+        self._pending = []
+        self._steps = []
+        for data, kwargs, layer_type in result["layer_data"]:
+
+            def add(data: Any = data, kwargs: Any = kwargs, layer_type: str = layer_type) -> None:
+                layer = Layer.create(data, kwargs, layer_type)
+                self.viewer.add_layer(layer)
+                self._pending.append(layer)
+
+            self._steps.append(add)
+        self._steps.append(lambda: self._switch_to(result))
         self._update_buttons()
-        self.status_label.setText(f"{case_id}: {self.ws.case(case_id).status}")
+        # each new layer costs napari some time on the GUI thread: one per event-loop turn
+        QTimer.singleShot(0, self._run_steps)
+
+    def _run_steps(self) -> None:
+        if not self._steps:
+            self._update_buttons()
+            return
+        step = self._steps.pop(0)
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - shown; the current case stays
+            self._discard_pending()
+            notify_error(exc)
+            self.status_label.setText("opening failed: " + " ".join(str(exc).split())[:250])
+            self._update_buttons()
+            return
+        if self._steps:
+            QTimer.singleShot(0, self._run_steps)
+        else:
+            self._update_buttons()
+
+    def _discard_pending(self) -> None:
+        self._steps = []
+        for layer in self._pending:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._pending = []
+
+    def _switch_to(self, result: dict[str, Any]) -> None:
+        """Save the current case's latest edits, drop its layers, adopt the new ones."""
+        from napari_ssseg.core.provenance import PROVENANCE_KEY
+
+        self.autosaver.switch_case()  # raises (edits stay dirty, old layers stay) on failure
+        self._remove_layers()
+        self._layers, self._pending = self._pending, []
+        self.labels_layer = next(
+            (lyr for lyr in self._layers if lyr._type_string == "labels"), None
+        )
+        case_id = result["case_id"]
+        self.case_id = case_id
+        prov = result["provenance"]
+        if prov is not None and self.labels_layer is not None:
+            self.labels_layer.metadata[PROVENANCE_KEY] = prov
+        if self.labels_layer is not None:
+            self._saved_labels = np.array(self.labels_layer.data, copy=True)
+            for name in ("paint", "data", "set_data"):
+                ev = getattr(self.labels_layer.events, name, None)
+                if ev is not None:
+                    ev.connect(self._on_edit)
+        self._saved_prov = None if prov is None else prov.copy()
+        self.refresh()
+        self.status_label.setText(
+            f"{case_id}: {self.ws.case(case_id).status} (read in {self.last_load_seconds:.1f} s)"
+        )
 
     def _on_edit(self, *_: Any) -> None:
         self.autosaver.mark_dirty()
@@ -347,55 +726,107 @@ class WorkspaceWidget(QWidget):
         self.refresh()
 
     # -- suggestion and evaluation
-    def suggest(self, n: int = 5) -> list:
-        """Rank new/proposed cases (stored uncertainty, or random) and select the best."""
-        from napari_ssseg.core.suggest import histogram_features, rank_cases
+    def suggest(self, n: int = 5) -> TaskHandle | list:
+        """Rank new/proposed cases (stored uncertainty, or random) and select the best.
 
+        Without diversity the ranking is immediate and returned (a list); with diversity the
+        image features of candidates without stored ones are read in a worker and the
+        :class:`TaskHandle` is returned (the ranking lands in :attr:`last_suggestion`).
+        """
+        from napari_ssseg.core.suggest import rank_cases
+
+        if self.ws is None:
+            raise InputError("Open a workspace first.")
+        self._check_idle()
         cand = [r for r in self.ws.cases if r.status in ("new", "proposed") and not r.missing]
         if not cand:
             raise InputError("No case is 'new' or 'proposed': nothing to suggest.")
         scores = {r.case_id: r.scores.get("entropy") for r in cand}
-        note = ""
         if self.random_box.isChecked() or all(v is None for v in scores.values()):
+            note = "" if self.random_box.isChecked() else " (no stored uncertainty: random order)"
             ranked = rank_cases(list(scores), n=n, strategy="random", seed=0)
-            if not self.random_box.isChecked():
-                note = " (no stored uncertainty: random order)"
-        else:
-            feats = None
-            div = 0.5 if self.diversity_box.isChecked() else 0.0
-            if div:
-                feats = {}
-                for cid, v in scores.items():
-                    if v is None:
-                        continue
-                    f = self.ws.features(cid)
-                    if f is None:
-                        f = histogram_features(self.ws.load_case(cid, labels="none").images)
-                        if not self.ws.readonly:
-                            self.ws.set_features(cid, f)
-                    feats[cid] = f
-            ranked = rank_cases(scores, n=n, features=feats, diversity=div)
+            return self._show_suggestion(ranked, note)
+        if not self.diversity_box.isChecked():
+            return self._show_suggestion(rank_cases(scores, n=n, features=None, diversity=0.0))
+        ids = [cid for cid, v in scores.items() if v is not None]
+
+        def done(result: dict[str, Any]) -> None:
+            if not self.ws.readonly:
+                for cid in result["new"]:
+                    self.ws.set_features(cid, result["features"][cid])
+            ranked = rank_cases(scores, n=n, features=result["features"], diversity=0.5)
+            self._show_suggestion(ranked, " (with diversity)")
+
+        return self._start(
+            "suggest", suggest_features_job, self.ws, ids, desc="Suggesting", on_returned=done
+        )
+
+    def _show_suggestion(self, ranked: list, note: str = "") -> list:
+        self.last_suggestion = ranked
         best = ranked[0].case_id
-        ids = self.ws.case_ids
-        self.table.selectRow(ids.index(best))
+        self.table.selectRow(self.ws.case_ids.index(best))
         self.status_label.setText("suggested: " + ", ".join(s.case_id for s in ranked) + note)
         return ranked
 
-    def evaluate(self) -> dict:
-        """Metrics of the latest labels vs ground truth; shows the mean Dice per region."""
-        from napari_ssseg.io.workspace_export import evaluate_workspace
-
+    def evaluate(self) -> TaskHandle:
+        """Save, then compute metrics of the latest labels vs ground truth in a worker and
+        fill the evaluation table (cases, then mean and median rows)."""
+        if self.ws is None:
+            raise InputError("Open a workspace first.")
+        self._check_idle()
         self.autosaver.flush()
-        rep = evaluate_workspace(self.ws, None)
-        if not rep["cases"]:
+        ids = [r.case_id for r in self.ws.cases if r.ground_truth is not None and r.n_versions]
+        return self._start(
+            "evaluate", evaluate_job, self.ws, ids, desc="Evaluating", on_returned=self._fill
+        )
+
+    def _fill(self, report: dict[str, Any]) -> None:
+        self.last_report = report
+        header, rows = metrics_rows(report)
+        t = self.metrics_table
+        t.clear()
+        t.setColumnCount(len(header))
+        t.setHorizontalHeaderLabels(header)
+        t.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, v in enumerate(row):
+                text = v if isinstance(v, str) else ("-" if v is None else f"{v:.4g}")
+                t.setItem(i, j, QTableWidgetItem(text))
+        if not report["cases"]:
             notify_info("No case has both saved labels and ground truth.")
         parts = [
             f"{r} Dice {m['dice']['mean']:.3f}"
-            for r, m in rep["summary"].items()
+            for r, m in report["summary"].items()
             if m["dice"]["mean"] is not None
         ]
-        self.status_label.setText(f"{len(rep['cases'])} case(s): " + ", ".join(parts))
-        return rep
+        self.status_label.setText(f"{len(report['cases'])} case(s): " + ", ".join(parts))
+
+    def export_evaluation(self, folder: str | Path) -> TaskHandle:
+        """Write ``metrics.csv``, ``metrics.json`` and ``dice_boxplot.png`` to ``folder``
+        (:func:`~napari_ssseg.io.workspace_export.evaluate_workspace`, in a worker)."""
+        from napari_ssseg.io.workspace_export import evaluate_workspace
+
+        if self.ws is None:
+            raise InputError("Open a workspace first.")
+        if not str(folder).strip():
+            raise InputError(
+                "Type the export folder first (metrics.csv, metrics.json and dice_boxplot.png "
+                "are written there; existing files are not overwritten)."
+            )
+        self._check_idle()
+        self.autosaver.flush()
+        out = Path(str(folder).strip()).expanduser()
+
+        def job(ws: Any, out: Path):
+            rep = yield from _step(evaluate_workspace, ws, out, step=0, total=1,
+                                   message=f"exporting to {out}")  # fmt: skip
+            return rep
+
+        def done(report: dict[str, Any]) -> None:
+            self._fill(report)
+            self.status_label.setText("exported: " + ", ".join(report["files"]))
+
+        return self._start("export", job, self.ws, out, desc="Exporting metrics", on_returned=done)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         """Save pending edits and release the lock when the panel closes."""

@@ -29,7 +29,7 @@ __all__ = [
 IGNORE_INDEX = 255
 
 #: Modules of this package that define strategies.
-_MODULES: tuple[str, ...] = ("supervised", "pseudo_label", "mean_teacher")
+_MODULES: tuple[str, ...] = ("supervised", "pseudo_label", "mean_teacher", "self_training")
 
 #: name -> Strategy subclass (filled by :func:`register`).
 STRATEGIES: dict[str, type[Strategy]] = {}

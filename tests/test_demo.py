@@ -39,6 +39,7 @@ def test_every_stage_ran(demo_out):
         "scribble": "ok",
         "evaluate": "ok",
         "workspace": "ok",
+        "retrain": "ok",
     }
     for name in (
         "proposal.nii.gz",
@@ -85,6 +86,19 @@ def test_workspace_stage_records_versions(demo_out):
         sources = [v.source for v in ws.versions(main_id)]
         assert sources == ["model", "superpixel"]
         assert ws.case(main_id).status == "refined"
+
+
+def test_retrain_stage_ran_a_real_training_process(demo_out):
+    from napari_ssseg.ml.checkpoint import load_checkpoint
+    from napari_ssseg.ml.train import read_events
+
+    out, summary = demo_out
+    rec = summary["stages"]["retrain"]
+    events = [e["event"] for e in read_events(out / "retrain-run" / "events.jsonl")]
+    assert events[0] == "start" and events[-1] == "done" and "epoch" in events
+    assert rec["events"] == events
+    load_checkpoint(out / "retrain-run" / "last.pt")  # a valid, safely loadable checkpoint
+    assert 0.0 <= summary["metrics"]["retrained proposal"]["WT"]["dice"] <= 1.0
 
 
 def test_cli_rejects_tiny_shape(capsys, tmp_path):

@@ -57,6 +57,9 @@ class DemoConfig:
     workspace_cases : int
         Number of extra small phantom cases (64 x 80 x 80 at 2 mm) put with the sample case
         into a sample annotation workspace; 0 skips the workspace stage.
+    retrain : bool
+        Fine-tune the default model for a few iterations on the sample workspace's latest
+        label versions (in a child process, as the Retrain panel does) and propose again.
     """
 
     out_dir: Path
@@ -67,6 +70,7 @@ class DemoConfig:
     propose: bool = True
     name: str = "SSSEG_Phantom_00000"
     workspace_cases: int = 3
+    retrain: bool = True
     stages: dict[str, Any] = field(default_factory=dict)
 
 
@@ -238,6 +242,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
                 _workspace_stage(config, out, case_dir, label_maps, uncertainty, refined_provenance)
             )
 
+    if config.retrain and "workspace" in summary["stages"]:
+        with _Stage(summary, "retrain", log) as rec:
+            rec.update(_retrain_stage(config, out, case, gt))
+            if rec.get("metrics"):
+                summary["metrics"]["retrained proposal"] = rec.pop("metrics")
+
     if config.screenshot:
         with _Stage(summary, "screenshot", log) as rec:
             import importlib.util
@@ -345,6 +355,51 @@ def _workspace_stage(
         record["cases"] = {r.case_id: r.status for r in ws.cases}
     record["workspace"] = str(ws_dir)
     return record
+
+
+def _retrain_stage(config: DemoConfig, out: Path, case: Any, gt: np.ndarray) -> dict[str, Any]:
+    """A short retraining run on the sample workspace, as one click on "Retrain" starts it.
+
+    ``ssseg train`` runs in a child process (as in the napari panel), fine-tuning the shipped
+    default model with the ``supervised`` strategy for one epoch of a few iterations on the
+    workspace's latest label versions. The new best checkpoint then proposes again on the
+    sample case. This shows the loop; a few iterations on CPU are not expected to improve the
+    model.
+    """
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from napari_ssseg.core.metrics import region_metrics
+    from napari_ssseg.ml.checkpoint import default_checkpoint_path
+    from napari_ssseg.ml.inference import predict_case
+
+    run_dir = out / "retrain-run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [
+        sys.executable, "-m", "napari_ssseg", "train", str(out / "workspace"),
+        "--strategy", "supervised", "--out", str(run_dir), "--epochs", "1",
+        "--iterations-per-epoch", "4", "--init", str(default_checkpoint_path()),
+        "--device", "cpu", "--seed", str(config.seed),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    events = []
+    log_file = run_dir / "events.jsonl"
+    if log_file.exists():
+        events = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"ssseg train failed (exit {proc.returncode}): {tail}")
+    best = run_dir / "best.pt"
+    result = predict_case(case, best if best.exists() else run_dir / "last.pt", device="cpu")
+    return {
+        "run_dir": str(run_dir),
+        "events": [e.get("event") for e in events],
+        "final_event": events[-1] if events else None,
+        "metrics": region_metrics(result["labels"], gt, spacing=case.scale),
+    }
 
 
 def _jsonable(obj: Any) -> Any:

@@ -218,7 +218,12 @@ def test_strategy_runs_and_resumes_exactly(data_dir, tmp_path, strategy, params)
         assert losses[-1]["consistency"] >= 0 and losses[-1]["weight"] > 0
     assert load_checkpoint(full / "best.pt").provenance["strategy"] == strategy
     assert train(tiny_config(data_dir, part, **kw), should_stop=lambda s: s == 3)["step"] == 3
-    train(tiny_config(data_dir, part, resume=True, **kw))
+    # resuming without the parameters uses the saved ones (with others: refused)
+    if params:
+        bad = {k: (v + 0.1 if isinstance(v, float) else v + 1) for k, v in params.items()}
+        with pytest.raises(InputError, match="strategy parameters"):
+            train(tiny_config(data_dir, part, resume=True, **{**kw, "strategy_params": bad}))
+    train(tiny_config(data_dir, part, resume=True, **{**kw, "strategy_params": {}}))
     a, b = weights(full / "last.pt"), weights(part / "last.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)

@@ -148,9 +148,13 @@ def test_cancel_keeps_current_case(panel, qtbot):
 
 
 def test_event_loop_ticks_while_a_case_loads(make_napari_viewer, tmp_path, qtbot):
-    path = _make_ws(tmp_path, (96, 120, 120), n=2)
+    shape = (128, 160, 160)
+    path = _make_ws(tmp_path, shape, n=2)
     panel = _panel(make_napari_viewer, path)
     try:
+        # a saved version with provenance, so that every reading step runs
+        gt = panel.ws.ground_truth("p1")
+        panel.ws.save_labels("p1", gt, source="human", provenance=(gt > 0).astype(np.uint8))
         ticks: list[float] = []
         timer = QTimer()
         timer.setInterval(20)
@@ -158,10 +162,10 @@ def test_event_loop_ticks_while_a_case_loads(make_napari_viewer, tmp_path, qtbot
         timer.start()
         t0 = time.perf_counter()
         task = panel.open_case("p1")
-        # the worker phase (reading images, labels, provenance, contrast limits) ends when the
-        # worker finishes; adding the layers afterwards is napari's own GUI-thread work
+        # the worker phase (reading images, labels, provenance, contrast limits) ends when its
+        # result arrives; adding the layers afterwards is napari's own GUI-thread work
         done: list[float] = []
-        task.worker.finished.connect(lambda *_: done.append(time.perf_counter()))
+        task.worker.returned.connect(lambda *_: done.append(time.perf_counter()))
         qtbot.waitUntil(lambda: bool(done), timeout=TIMEOUT_MS)
         timer.stop()
         read_s = done[0] - t0
@@ -172,7 +176,9 @@ def test_event_loop_ticks_while_a_case_loads(make_napari_viewer, tmp_path, qtbot
         assert len(gaps) >= 5
         assert gaps.max() < 0.25
         wait(qtbot, panel)
-        assert panel.case_id == "p1" and panel.labels_layer.data.shape == (96, 120, 120)
+        assert panel.case_id == "p1" and panel.labels_layer.data.shape == shape
+        np.testing.assert_array_equal(panel.labels_layer.data, gt)
+        assert (panel.labels_layer.metadata[PROVENANCE_KEY] == (gt > 0)).all()
     finally:
         panel.close_workspace()
 
@@ -231,6 +237,7 @@ def test_evaluation_table_matches_evaluate_workspace(panel, qtbot, tmp_path):
     wait(qtbot, panel)
     ref = evaluate_workspace(panel.ws, None)
     assert set(panel.last_report["cases"]) == {"p0", "p1"} == set(ref["cases"])
+    assert panel.last_report["skipped"] == ref["skipped"] == {"p2": "no label version"}
     header, rows = metrics_rows(ref)
     t = panel.metrics_table
     assert [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())] == header

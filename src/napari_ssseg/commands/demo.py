@@ -2,7 +2,8 @@
 
 With a display (and without --headless) napari opens with a sample case loaded and the
 plugin's panels docked. Without a display, or with --headless, every stage runs on the sample
-case (generate, load, preprocess, propose, refine, evaluate) and writes its outputs, a summary
+case (generate, load, preprocess, propose, refine, scribble, evaluate, a sample workspace, a
+short retraining) and writes its outputs, a summary
 (summary.md, summary.json) and real screenshots of the viewer rendered under a virtual X
 display (Xvfb) into the output folder.
 """
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
     parser.add_argument("--no-screenshot", action="store_true", help="skip the napari screenshots")
     parser.add_argument("--no-propose", action="store_true", help="skip the model proposal")
+    parser.add_argument("--no-retrain", action="store_true", help="skip the short retraining run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             screenshot=not args.no_screenshot,
             propose=not args.no_propose,
+            retrain=not args.no_retrain,
         )
     )
     failed = [name for name, rec in summary["stages"].items() if rec["status"] == "failed"]

@@ -139,11 +139,17 @@ class EventLog:
         rec = {"event": event, "time": round(time.time(), 3), **fields}
         if self.path is not None:
             line = json.dumps(rec, default=_jsonable, allow_nan=False)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-                fh.flush()
-                with contextlib.suppress(OSError):
-                    os.fsync(fh.fileno())
+            try:
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+                    fh.flush()
+                    with contextlib.suppress(OSError):
+                        os.fsync(fh.fileno())
+            except OSError as exc:  # e.g. disk full: training goes on, the event is lost
+                if event == "error":
+                    return rec
+                msg = f"Could not write the {event!r} event to {self.path}: {exc}"
+                warnings.warn(msg, stacklevel=2)
         if self.echo is not None and event != "error":  # errors are raised to the caller
             self.echo(_describe(rec))
         return rec
@@ -553,7 +559,17 @@ def _train(
         "iterations_per_epoch": cfg.iterations_per_epoch,
         "total_steps": total,
     }
-    strategy = strategy_cls(model, cfg.strategy_params, schedule)
+    params = dict(cfg.strategy_params)
+    if resume_data is not None:
+        saved = dict(resume_data[_STATE_KEY].get("strategy_params") or {})
+        if params and params != saved:
+            raise InputError(
+                f"Cannot resume run {str(out)!r} with strategy parameters {params}: it was "
+                f"trained with {saved or 'the defaults'}. Resume without --param (the saved "
+                "parameters are used), or start a new run."
+            )
+        params = saved
+    strategy = strategy_cls(model, params, schedule)
     strategy.device = device  # type: ignore[attr-defined]
     strategy.patch_size = patch  # type: ignore[attr-defined]
     step = 0
@@ -616,7 +632,7 @@ def _train(
     def training_state() -> dict[str, Any]:
         return {
             "strategy": cfg.strategy,
-            "strategy_params": dict(cfg.strategy_params),
+            "strategy_params": dict(params),
             "step": step,
             "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
             "optimizer": opt.state_dict(),

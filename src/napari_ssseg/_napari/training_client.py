@@ -235,7 +235,6 @@ class TrainingProcess:
         code = self.returncode
         if code is None or (end is not None and end.get("event") in ("done", "cancelled")):
             return ""
-        self._err.flush()
         try:
             text = self.stderr_path.read_bytes()[-max_chars * 4 :].decode("utf-8", "replace")
         except OSError:
@@ -346,7 +345,9 @@ def summarize_data(data: str | os.PathLike) -> DataSummary:
     return DataSummary("folder", lab, 0, len(folders) - lab)
 
 
-def choose_strategy(summary: DataSummary, available: list[str] | tuple[str, ...]) -> tuple[str, str]:
+def choose_strategy(
+    summary: DataSummary, available: list[str] | tuple[str, ...]
+) -> tuple[str, str]:
     """The one-click strategy for what the data holds, and why.
 
     Parameters
@@ -366,9 +367,7 @@ def choose_strategy(summary: DataSummary, available: list[str] | tuple[str, ...]
         No labelled case and no scribbles: nothing to train on.
     """
     avail = set(available)
-    if summary.n_scribbled and not summary.n_labelled or (
-        summary.n_scribbled and "sp3" in avail
-    ):
+    if summary.n_scribbled:
         for name in SCRIBBLE_PREFERENCE:
             if name in avail:
                 why = f"{summary.n_scribbled} case(s) with scribbles"

@@ -58,25 +58,10 @@ def _read_scribbles(path, case, background_label: int):
     import numpy as np
 
     from napari_ssseg.core.scribbles import decode_scribbles
-    from napari_ssseg.errors import GeometryError, InputError
-    from napari_ssseg.io.readers import (
-        _read_label_array,
-        _reorient_exactly,
-        describe_grid,
-        same_grid,
-    )
+    from napari_ssseg.errors import InputError
+    from napari_ssseg.io.readers import read_label_values
 
-    arr, geom = _read_label_array(path)
-    if not same_grid(geom, arr.shape, case.geometry, case.file_shape):
-        exact = _reorient_exactly(arr, geom, case.geometry, case.file_shape)
-        if exact is None:
-            raise GeometryError(
-                f"Scribble file {str(path)!r} is on a different grid "
-                f"({describe_grid(geom, arr.shape)}) than case {case.name!r} "
-                f"({describe_grid(case.geometry, case.file_shape)}). Draw the scribbles on "
-                "this case (or resample them onto its grid)."
-            )
-        arr = exact
+    arr = read_label_values(path, case, what="Scribble file")
     arr = np.asarray(arr)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):

@@ -54,6 +54,7 @@ __all__ = [
     "find_case_files",
     "load_case",
     "read_labels",
+    "read_label_values",
     "detect_convention",
     "same_grid",
     "describe_grid",
@@ -786,6 +787,44 @@ def _decode(arr: np.ndarray, conv: LabelConvention, source: str) -> np.ndarray:
     return conv.decode(arr, source=source)
 
 
+def read_label_values(path: str | Path, case: Case, what: str = "Label file") -> np.ndarray:
+    """Read a label-like file drawn on ``case``'s grid, values untouched, in the file's order.
+
+    The grid check of :func:`read_labels` without decoding the values (used for scribble
+    files, whose background stroke value is not a label of any convention).
+
+    Parameters
+    ----------
+    path : path-like
+    case : Case
+    what : str
+        How the file is named in messages (e.g. ``"Scribble file"``).
+
+    Returns
+    -------
+    (Z, Y, X) ndarray
+        Values in the **file's** array order on ``case.file_shape`` (map them with
+        ``case.orientation.to_canonical`` after decoding).
+
+    Raises
+    ------
+    GeometryError
+        If the file's grid differs from the case's (a file holding the same voxel centres in
+        another axis order or direction is accepted and reoriented exactly).
+    """
+    arr, geom = _read_label_array(path)
+    if not same_grid(geom, arr.shape, case.geometry, case.file_shape):
+        exact = _reorient_exactly(arr, geom, case.geometry, case.file_shape)
+        if exact is None:
+            raise GeometryError(
+                f"{what} {str(path)!r} is on a different grid ({describe_grid(geom, arr.shape)}) "
+                f"than case {case.name!r} ({describe_grid(case.geometry, case.file_shape)}). Use "
+                "a file saved for this case, or resample it onto the case's grid first."
+            )
+        arr = exact  # same voxel centres stored in another axis order: mapped exactly
+    return arr
+
+
 def read_labels(
     path: str | Path, case: Case, convention: str | LabelConvention | None = None
 ) -> np.ndarray:
@@ -815,17 +854,8 @@ def read_labels(
     InputError
         Missing/corrupt file, values outside the convention.
     """
-    arr, geom = _read_label_array(path)
     source = f"Label file {str(path)!r}"
-    if not same_grid(geom, arr.shape, case.geometry, case.file_shape):
-        exact = _reorient_exactly(arr, geom, case.geometry, case.file_shape)
-        if exact is None:
-            raise GeometryError(
-                f"{source} is on a different grid ({describe_grid(geom, arr.shape)}) than case "
-                f"{case.name!r} ({describe_grid(case.geometry, case.file_shape)}). Use a label "
-                "file saved for this case, or resample it onto the case's grid first."
-            )
-        arr = exact  # same voxel centres stored in another axis order: mapped exactly
+    arr = read_label_values(path, case, what="Label file")
     if convention is not None:
         conv = get_convention(convention)
     else:

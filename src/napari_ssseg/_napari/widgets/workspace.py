@@ -74,16 +74,19 @@ def _step(
     t0 = time.perf_counter()
     yield {"step": step, "total": total, "message": message}
     gen = callback_generator(func, *args, progress_kwarg="", heartbeat=0.2, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield {
-            "step": step,
-            "total": total,
-            "message": f"{message} ({time.perf_counter() - t0:.1f} s)",
-        }
+    try:
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield {
+                "step": step,
+                "total": total,
+                "message": f"{message} ({time.perf_counter() - t0:.1f} s)",
+            }
+    finally:
+        gen.close()  # on cancel: stop waiting for the helper thread now
 
 
 def load_case_job(ws: Any, case_id: str, version: int | None):

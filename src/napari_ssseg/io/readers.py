@@ -55,6 +55,7 @@ __all__ = [
     "load_case",
     "read_labels",
     "read_label_values",
+    "read_header",
     "detect_convention",
     "same_grid",
     "describe_grid",
@@ -224,8 +225,17 @@ def _check_nifti_complete(path: Path, what: str = "Image") -> None:
             )
 
 
-def _read_info(path: Path) -> tuple[int, tuple[int, ...]]:
-    """(dimension, size) of an image file from its header only."""
+def read_header(path: str | Path) -> sitk.ImageFileReader:
+    """A SimpleITK reader holding the header of ``path`` (no voxels are read).
+
+    It answers ``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection`` and
+    ``GetDimension`` like an image, so :func:`geometry_of` accepts it.
+
+    Raises
+    ------
+    InputError
+        If the header cannot be read (corrupt file, not an image).
+    """
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -235,6 +245,12 @@ def _read_info(path: Path) -> tuple[int, tuple[int, ...]]:
             f"Image {str(path)!r} could not be read: its header is corrupt or it is not an "
             "image. Re-download or re-export the file."
         ) from None
+    return reader
+
+
+def _read_info(path: Path) -> tuple[int, tuple[int, ...]]:
+    """(dimension, size) of an image file from its header only."""
+    reader = read_header(path)
     size = tuple(int(s) for s in reader.GetSize())
     ncomp = int(reader.GetNumberOfComponents())
     if ncomp > 1:
@@ -242,8 +258,8 @@ def _read_info(path: Path) -> tuple[int, tuple[int, ...]]:
     return len(size), size
 
 
-def geometry_of(image: sitk.Image) -> Geometry:
-    """The 3D :class:`Geometry` of a SimpleITK image (first three axes of a 4D image)."""
+def geometry_of(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """The 3D :class:`Geometry` of a SimpleITK image or header (first three axes of 4D)."""
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
     return Geometry(

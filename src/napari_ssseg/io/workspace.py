@@ -424,28 +424,15 @@ def _geometry_of(g: dict) -> tuple[Geometry, Orientation, tuple[int, int, int], 
 
 def _header_geometry(path: Path) -> tuple[Geometry, tuple[int, int, int]]:
     """Geometry and file-order (Z, Y, X) shape of an image from its header only."""
-    import SimpleITK as sitk
-
-    from napari_ssseg.io.readers import geometry_of, read_sitk
+    from napari_ssseg.io.readers import geometry_of, read_header, read_sitk
 
     if path.is_dir():  # DICOM series: read it (rare in workspaces)
         image = read_sitk(path)
         size = image.GetSize()
         return geometry_of(image), (int(size[2]), int(size[1]), int(size[0]))
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise InputError(
-            f"Image {str(path)!r} could not be read: its header is corrupt or it is not an "
-            "image. Re-download or re-export the file."
-        ) from None
-    dim = reader.GetDimension()
+    reader = read_header(path)
     size = reader.GetSize()
-    d = np.asarray(reader.GetDirection(), float).reshape(dim, dim)[:3, :3]
-    g = Geometry(tuple(reader.GetSpacing()[:3]), tuple(reader.GetOrigin()[:3]), tuple(d.ravel()))
-    return g, (int(size[2]), int(size[1]), int(size[0]))
+    return geometry_of(reader), (int(size[2]), int(size[1]), int(size[0]))
 
 
 def _write_volume(array: np.ndarray, geometry: Geometry, path: Path) -> None:

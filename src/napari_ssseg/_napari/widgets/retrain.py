@@ -148,7 +148,7 @@ class CurvePlot(QWidget):
         try:
             p.setRenderHint(QPainter.Antialiasing)
             w, h = self.width(), self.height()
-            left, right, top, bottom = 36, 8, 16, 16
+            left, right, top, bottom = 36, 8, 18, 18
             pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
             p.setPen(QColor("#cccccc"))
             p.drawText(left, 12, self.title)
@@ -174,6 +174,7 @@ class CurvePlot(QWidget):
                     top + ph - (min(max(y, y0), y1) - y0) / (y1 - y0) * ph,
                 )
 
+            p.setPen(QColor("#999999"))
             p.drawText(2, top + 10, f"{y1:.2g}")
             p.drawText(2, top + ph, f"{y0:.2g}")
             legend_x = left + 4
@@ -188,7 +189,7 @@ class CurvePlot(QWidget):
                     p.drawEllipse(q, 2, 2)
                     prev = q
                 p.drawText(legend_x, top + ph + 13, name)
-                legend_x += 8 * len(name) + 12
+                legend_x += p.fontMetrics().horizontalAdvance(name) + 10
         finally:
             p.end()
 

@@ -12,6 +12,14 @@ MODULES = [
     "napari_ssseg._napari.layers",
     "napari_ssseg._napari.workers",
     "napari_ssseg._napari.widgets.loader",
+    "napari_ssseg._napari.widgets.propose",
+    "napari_ssseg._napari.widgets.refine",
+    "napari_ssseg._napari.widgets.scribble",
+    "napari_ssseg._napari.widgets.workspace",
+    "napari_ssseg._napari.widgets.retrain",
+    "napari_ssseg._napari.training_client",
+    "napari_ssseg._napari.screenshot",
+    "napari_ssseg._napari.launch",
 ]
 
 

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["launch_demo_viewer"]
 
 
-def launch_demo_viewer(shape: tuple[int, int, int] = (155, 240, 240), seed: int = 0) -> None:
-    """Open a napari window with a phantom case and every panel, and run the event loop.
+def launch_demo_viewer(
+    shape: tuple[int, int, int] = (155, 240, 240),
+    seed: int = 0,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    run: bool = True,
+) -> Any:
+    """Open a napari window with a phantom case and every panel.
 
     Parameters
     ----------
     shape : tuple of 3 int
-        Phantom grid ``(Z, Y, X)`` (1 mm voxels).
+        Phantom grid ``(Z, Y, X)``.
     seed : int
         Phantom seed.
+    spacing : tuple of 3 float
+        Voxel size in mm.
+    run : bool
+        Start napari's event loop (blocks until the window is closed).
+
+    Returns
+    -------
+    napari.Viewer
+        The viewer (closed already if ``run`` is True and the user closed the window).
     """
     import napari
 
     from napari_ssseg._napari.screenshot import add_case_layers, dock_plugin_panels, focus_on_labels
     from napari_ssseg.core.phantom import make_phantom
 
-    case = make_phantom(shape=shape, seed=seed).to_case(name="SSSEG_Phantom_00000")
+    case = make_phantom(shape=shape, spacing=spacing, seed=seed).to_case(name="SSSEG_Phantom_00000")
     viewer = napari.Viewer(title="napari-ssseg")
-    dock_plugin_panels(viewer)
+    dock_plugin_panels(viewer, raise_panel="Loader")
     add_case_layers(viewer, case)
     focus_on_labels(viewer, case, case.labels)
-    napari.run()
+    if run:
+        napari.run()
+    return viewer

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if interactive:
         from napari_ssseg._napari.launch import launch_demo_viewer
 
-        launch_demo_viewer(shape=shape, seed=args.seed)
+        launch_demo_viewer(shape=shape, seed=args.seed, spacing=(args.spacing,) * 3)
         return 0
     from napari_ssseg.demo import DemoConfig, run_demo
 

@@ -30,6 +30,12 @@ def _refine(viewer: Any) -> Any:
     return RefineWidget(viewer)
 
 
+def _retrain(viewer: Any) -> Any:
+    from napari_ssseg._napari.widgets.retrain import RetrainWidget
+
+    return RetrainWidget(viewer)
+
+
 def _scribble(viewer: Any) -> Any:
     from napari_ssseg._napari.widgets.scribble import ScribbleWidget
 
@@ -49,4 +55,5 @@ PANELS: list[tuple[str, Callable[[Any], Any]]] = [
     ("Refine", _refine),
     ("Scribble", _scribble),
     ("Workspace", _workspace),
+    ("Retrain", _retrain),
 ]

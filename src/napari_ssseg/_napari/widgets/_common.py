@@ -126,3 +126,10 @@ def busy(
         yield state
     finally:
         state.stop(done)
+
+
+def button_row(*widgets: Any) -> Any:
+    """A horizontal magicgui ``Container`` of ``widgets`` without labels (e.g. Start/Cancel)."""
+    from magicgui.widgets import Container
+
+    return Container(widgets=list(widgets), layout="horizontal", labels=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 
-from napari_ssseg._napari.widgets._common import BusyState, notify_error
+from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error
 from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
 from napari_ssseg.errors import SsegError
 
@@ -138,11 +138,7 @@ class LoaderWidget(Container):
                 *self.file_edits.values(),
                 self.convention,
                 self.preprocessing,
-                Container(
-                    widgets=[self.load_button, self.cancel_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
+                button_row(self.load_button, self.cancel_button),
                 self.status,
             ],
         )

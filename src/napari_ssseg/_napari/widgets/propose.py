@@ -48,7 +48,7 @@ from napari_ssseg._napari.layers import (
     label_colormap,
     labels_features,
 )
-from napari_ssseg._napari.widgets._common import BusyState, notify_error, notify_info
+from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
 from napari_ssseg._napari.workers import TaskHandle, current_stop_event, start_task
 from napari_ssseg.core.provenance import MODEL, PROVENANCE_KEY
 from napari_ssseg.errors import InputError
@@ -204,11 +204,7 @@ class ProposeWidget(Container):
                 self.mc_samples,
                 self.overlap,
                 self.sw_batch_size,
-                Container(
-                    widgets=[self.propose_button, self.cancel_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
+                button_row(self.propose_button, self.cancel_button),
                 self.status,
             ]
         )

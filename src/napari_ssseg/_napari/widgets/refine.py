@@ -54,7 +54,7 @@ from magicgui.widgets import (
 )
 
 from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
-from napari_ssseg._napari.widgets._common import BusyState, notify_error, notify_info
+from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
 from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
 from napari_ssseg.core.provenance import PROVENANCE_KEY, SUPERPIXEL, update_provenance
 from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
@@ -478,11 +478,7 @@ class RefineWidget(Container):
                 self.n_segments,
                 self.compactness,
                 self.sigma,
-                Container(
-                    widgets=[self.compute_button, self.cancel_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
+                button_row(self.compute_button, self.cancel_button),
                 self.show_boundaries,
                 self.sim0,
                 self.n_c,

@@ -58,7 +58,7 @@ from napari_ssseg._napari.training_client import (
     choose_strategy,
     summarize_data,
 )
-from napari_ssseg._napari.widgets._common import notify_error, notify_info
+from napari_ssseg._napari.widgets._common import button_row, notify_error, notify_info
 from napari_ssseg.errors import InputError
 
 __all__ = [
@@ -281,11 +281,7 @@ class RetrainWidget(Container):
                 self.retrain_button,
                 self.advanced,
                 self.advanced_box,
-                Container(
-                    widgets=[self.cancel_button, self.resume_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
+                button_row(self.cancel_button, self.resume_button),
                 self.progress,
                 self.status,
                 plots,

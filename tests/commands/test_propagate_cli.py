@@ -172,3 +172,25 @@ def test_probabilities_with_wrong_channels_exit_2(case_dir, capsys):
     rc = main([*argv, "--probabilities", str(p_file)])
     assert rc == 2
     assert "4-channel" in capsys.readouterr().err
+
+
+def test_region_strokes_with_a_custom_tumour_label(case_dir, capsys):
+    """Region strokes (tumour, class unknown) read with --tumour-label give the same WT."""
+    from napari_ssseg.core.scribbles import TUMOUR
+
+    root, folder, case, scr = case_dir
+    region = np.where((scr > 0) & (scr != BACKGROUND), TUMOUR, scr).astype(np.uint8)
+    values = np.zeros(region.shape, np.uint16)
+    values[region == TUMOUR] = 200
+    values[region == BACKGROUND] = 255
+    save_image(values, case, root / "region.nii.gz")
+    out = root / "region_dense.nii.gz"
+    args = ["propagate", str(folder), "--scribbles", str(root / "region.nii.gz")]
+    assert main([*args, "--out", str(out), "--tumour-label", "200"]) == 0
+    got = read_labels(out, case)
+    expected = ScribblePropagator(case.images, case.modalities, None, case.scale).update(region)
+    np.testing.assert_array_equal(got > 0, expected.labels > 0)
+    capsys.readouterr()
+    # without the option, 200 is not a value of the file's convention
+    assert main([*args, "--out", str(root / "x.nii.gz")]) == 2
+    assert "200" in capsys.readouterr().err

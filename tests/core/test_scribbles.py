@@ -13,6 +13,7 @@ from napari_ssseg.core.phantom import make_phantom
 from napari_ssseg.core.preprocess import brain_mask
 from napari_ssseg.core.scribbles import (
     BACKGROUND,
+    TUMOUR,
     ScribblePropagator,
     check_scribbles,
     decode_scribbles,
@@ -120,7 +121,20 @@ def test_expansion_rule(strokes, expected):
             scr[0, ys[0], i] = c
     cls, present = expand_scribbles(labels, scr, 2)
     assert {k: int(cls[k]) for k in (1, 2)} == expected
-    assert present.shape == (3, 5)
+    assert present.shape == (3, 6)
+
+
+@pytest.mark.parametrize(
+    ("strokes", "expected"),
+    [
+        ({1: [TUMOUR]}, {1: TUMOUR, 2: 0}),  # region stroke alone -> tumour
+        ({1: [TUMOUR, 3]}, {1: 3, 2: 0}),  # a class stroke refines the region stroke
+        ({1: [TUMOUR, 1, 3]}, {1: -1, 2: 0}),  # two classes conflict
+        ({1: [TUMOUR, BACKGROUND]}, {1: -1, 2: 0}),  # tumour vs background conflict
+    ],
+)
+def test_expansion_rule_with_region_strokes(strokes, expected):
+    test_expansion_rule(strokes, expected)
 
 
 # ---------------------------------------------------------------- cold start
@@ -319,3 +333,112 @@ def test_encode_decode_scribbles_round_trip(name):
     np.testing.assert_array_equal(decode_scribbles(values, CONVENTIONS[name]), codes)
     with pytest.raises(InputError, match="codes"):
         encode_scribbles(np.array([[[7]]]), CONVENTIONS[name])
+
+
+@pytest.mark.parametrize(("name", "tumour_label"), [("brats2021", 254), ("msd", 200)])
+def test_region_strokes_round_trip(name, tumour_label):
+    from napari_ssseg.core.scribbles import decode_scribbles, encode_scribbles
+
+    conv = CONVENTIONS[name]
+    codes = np.array([0, 1, 2, 3, BACKGROUND, TUMOUR], np.uint8).reshape(1, 1, 6)
+    values = encode_scribbles(codes, conv, 255, tumour_label)
+    assert values[0, 0, 5] == tumour_label and values[0, 0, 4] == 255
+    np.testing.assert_array_equal(decode_scribbles(values, conv, 255, tumour_label), codes)
+
+
+def test_region_strokes_default_file_value_is_254():
+    from napari_ssseg.core.scribbles import DEFAULT_TUMOUR_LABEL, encode_scribbles
+
+    assert DEFAULT_TUMOUR_LABEL == 254
+    out = encode_scribbles(np.array([[[TUMOUR]]], np.uint8), CONVENTIONS["brats2021"])
+    assert out[0, 0, 0] == 254
+
+
+def test_region_strokes_refused_without_a_tumour_label():
+    from napari_ssseg.core.scribbles import encode_scribbles
+
+    with pytest.raises(InputError, match="region-mode"):
+        encode_scribbles(np.array([[[TUMOUR]]], np.uint8), CONVENTIONS["brats2021"], 255, None)
+    # without region strokes None is fine, and 254 is then not a valid file value
+    out = encode_scribbles(np.array([[[2]]], np.uint8), CONVENTIONS["brats2021"], 255, None)
+    assert out[0, 0, 0] == 2
+    with pytest.raises(InputError):
+        decode_scribbles(np.array([[[254]]]), CONVENTIONS["brats2021"], 255, None)
+
+
+@pytest.mark.parametrize("tumour_label", [0, 255, 4, 1])
+def test_tumour_label_colliding_is_refused(tumour_label):
+    with pytest.raises(InputError, match="collides"):
+        decode_scribbles(np.array([0, 1]), CONVENTIONS["brats2021"], 255, tumour_label)
+
+
+# ---------------------------------------------------------------- region mode
+def _region_strokes(scr, keep_classes=()):
+    """Class strokes turned into region-mode tumour strokes (except ``keep_classes``)."""
+    out = scr.copy()
+    out[np.isin(scr, (1, 2, 3)) & ~np.isin(scr, keep_classes)] = TUMOUR
+    return out
+
+
+def test_region_only_strokes_give_the_whole_tumour_as_ed(setup):
+    case, brain, scr, prop = setup
+    region = _region_strokes(scr)
+    res = prop.update(region)
+    assert set(np.unique(res.labels)) == {0, 2}  # no class strokes, no model: all ED
+    wt_region = res.labels > 0
+    wt_class = prop.update(scr).labels > 0
+    # the whole tumour is propagated as with class strokes (same WT seeds and barriers)
+    np.testing.assert_array_equal(wt_region, wt_class)
+    assert dice(wt_region, case.labels > 0) > 0.6
+    assert (res.labels[region == TUMOUR] == 2).all()
+    assert not res.labels[region == BACKGROUND].any()
+
+
+def test_region_strokes_with_class_strokes_take_classes_inside(setup):
+    case, brain, scr, prop = setup
+    mixed = _region_strokes(scr, keep_classes=(1, 3))  # ED strokes -> tumour strokes
+    res = prop.update(mixed)
+    ref = prop.update(scr)
+    r, rr = region_masks(res.labels), region_masks(ref.labels)
+    np.testing.assert_array_equal(r["WT"], rr["WT"])
+    # TC / ET grow from the class strokes; the ED strokes that became tumour strokes are no
+    # longer TC barriers, so TC can only grow
+    assert r["TC"].any() and r["ET"].any()
+    assert not (rr["TC"] & ~r["TC"]).any() and not (rr["ET"] & ~r["ET"]).any()
+    assert not (r["TC"] & ~r["WT"]).any() and not (r["ET"] & ~r["TC"]).any()
+    assert dice(r["TC"], region_masks(case.labels)["TC"]) > 0.5
+    keep = np.isin(mixed, (1, 3))
+    np.testing.assert_array_equal(res.labels[keep], mixed[keep])
+
+
+def test_region_strokes_with_a_model_take_the_models_class(setup):
+    case, brain, scr, prop = setup
+    p2 = ScribblePropagator(
+        case.images,
+        case.modalities,
+        brain,
+        case.scale,
+        superpixels={r: _full_sp(s) for r, s in prop.sessions.items()},
+    )
+    region = _region_strokes(scr)
+    res = p2.update(region, _probs(case.labels, 0.3))
+    at = region == TUMOUR
+    assert set(np.unique(res.labels[at])) <= {1, 2, 3}
+    # the model is confident: region strokes get the true classes
+    assert (res.labels[at] == case.labels[at]).mean() > 0.9
+    assert len(np.unique(res.labels[at])) > 1
+    assert np.all(res.weights[at] == 1) and not res.ignore[at].any()
+
+
+def test_only_background_and_no_region_strokes_still_refused(setup):
+    _, brain, scr, _ = setup
+    s = np.where(scr == BACKGROUND, BACKGROUND, 0).astype(np.uint8)
+    with pytest.raises(InputError, match="only background"):
+        check_scribbles(s, SHAPE, brain)
+    s[scr == 2] = TUMOUR
+    assert (check_scribbles(s, SHAPE, brain) == TUMOUR).any()
+
+
+def test_background_label_254_disables_the_default_tumour_label():
+    out = decode_scribbles(np.array([0, 2, 254]), CONVENTIONS["brats2021"], 254)
+    assert out.tolist() == [0, 2, BACKGROUND]

@@ -10,7 +10,12 @@ from napari_ssseg._napari.layers import case_to_layer_data
 from napari_ssseg._napari.widgets.scribble import ScribbleWidget
 from napari_ssseg.core.preprocess import brain_mask
 from napari_ssseg.core.provenance import PROVENANCE_KEY, SCRIBBLE
-from napari_ssseg.core.scribbles import BACKGROUND, ScribblePropagator, simulate_scribbles
+from napari_ssseg.core.scribbles import (
+    BACKGROUND,
+    TUMOUR,
+    ScribblePropagator,
+    simulate_scribbles,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -100,3 +105,131 @@ def test_live_preview_runs_after_painting(panel, qtbot, errors, tiny_case):
     qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
     assert not errors
     assert widget.result.labels[z, y, x] == 2
+
+
+# ---------------------------------------------------------------- region mode
+def _region(strokes):
+    out = strokes.copy()
+    out[np.isin(strokes, (1, 2, 3))] = TUMOUR
+    return out
+
+
+def test_region_mode_palette_and_keys(panel, qtbot, errors):
+    _, widget = panel
+    _click(qtbot, widget.new_button)
+    layer = widget.scribble_layer
+    assert layer.selected_label == 2
+    widget.region.native.click()  # the user ticks "region mode"
+    assert widget.region.value and layer.selected_label == TUMOUR
+    from napari.utils.key_bindings import KeyBinding
+
+    def press(key):
+        layer.keymap[KeyBinding.from_str(key)](layer)
+        return layer.selected_label
+
+    assert [press(k) for k in "12345"] == [TUMOUR, TUMOUR, TUMOUR, BACKGROUND, TUMOUR]
+    widget.region.native.click()  # back to class mode: shortcuts 1-4 select the classes
+    assert not widget.region.value and layer.selected_label == 2
+    assert [press(k) for k in "12345"] == [1, 2, 3, BACKGROUND, TUMOUR]
+    assert not errors
+
+
+def test_region_strokes_propagate_as_whole_tumour_and_save(
+    panel, qtbot, errors, tmp_path, tiny_case
+):
+    viewer, widget = panel
+    widget.live.value = False
+    widget.region.native.click()
+    _click(qtbot, widget.new_button)
+    layer = widget.scribble_layer
+    assert layer.selected_label == TUMOUR
+    strokes = _region(_strokes(tiny_case))
+    layer.data = strokes
+    _click(qtbot, widget.propagate_button)
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
+    assert not errors
+    labels = viewer.layers[f"{tiny_case.name} scribble preview"].data
+    assert set(np.unique(labels)) == {0, 2}  # no class strokes, no model: the tumour is ED
+    expected = ScribblePropagator(tiny_case.images, tiny_case.modalities, None, tiny_case.scale)
+    np.testing.assert_array_equal(labels, expected.update(strokes).labels)
+    out = tmp_path / "region.nii.gz"
+    widget.save_path.value = out
+    _click(qtbot, widget.save_button)
+    from napari_ssseg.io.readers import read_image
+
+    arr = tiny_case.orientation.to_canonical(read_image(out)[0])
+    assert (arr[strokes == TUMOUR] == 254).all() and (arr[strokes == BACKGROUND] == 255).all()
+
+
+# ---------------------------------------------------------------- model-assisted
+def _probs(labels, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    onehot = np.stack([labels == k for k in range(4)]).astype(np.float32)
+    p = onehot + noise * rng.random(onehot.shape, dtype=np.float32)
+    return p / p.sum(axis=0, keepdims=True)
+
+
+def test_model_probabilities_from_a_docked_propose_panel(panel, qtbot, errors, tiny_case):
+    viewer, widget = panel
+    from napari_ssseg._napari.widgets.propose import ProposeWidget
+
+    propose = ProposeWidget(viewer)
+    viewer.window.add_dock_widget(propose, name="Propose")
+    assert widget.model_probabilities() is None  # no proposal yet
+    probs = _probs(tiny_case.labels)
+    propose.last_result = {"probabilities": probs}
+    propose._running_case = tiny_case
+    assert widget.model_probabilities() is probs
+    widget.live.value = False
+    widget.use_model.native.click()
+    widget.show_weights.native.click()
+    _click(qtbot, widget.new_button)
+    strokes = _strokes(tiny_case)
+    widget.scribble_layer.data = strokes
+    _click(qtbot, widget.propagate_button)
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
+    assert not errors
+    assert widget.result.info["mode"] == "model-assisted"
+    expected = ScribblePropagator(tiny_case.images, tiny_case.modalities, None, tiny_case.scale)
+    exp = expected.update(strokes, probs)
+    np.testing.assert_array_equal(widget.result.labels, exp.labels)
+    weights = viewer.layers[f"{tiny_case.name} scribble 1 - weight"]
+    np.testing.assert_allclose(weights.data, 1 - exp.weights)
+    assert (weights.data[exp.ignore] == 1).all() and exp.ignore.any()
+    assert weights.opacity < 1
+    assert viewer.layers.selection.active is widget.scribble_layer
+    widget.show_weights.native.click()  # hide the weight map
+    assert f"{tiny_case.name} scribble 1 - weight" not in viewer.layers
+
+
+def test_model_runs_once_in_the_worker_without_a_proposal(
+    panel, qtbot, errors, tiny_case, monkeypatch
+):
+    _, widget = panel
+    calls = []
+
+    def fake_predict(case, checkpoint, *, device="auto", **kw):
+        calls.append((case, checkpoint, device))
+        return {"probabilities": _probs(case.labels, 0.2, seed=1)}
+
+    monkeypatch.setattr("napari_ssseg.ml.inference.predict_case", fake_predict)
+    widget.live.value = False
+    widget.use_model.value = True
+    _click(qtbot, widget.new_button)
+    widget.scribble_layer.data = _strokes(tiny_case)
+    for _ in range(2):
+        widget.result = None
+        _click(qtbot, widget.propagate_button)
+        qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
+        qtbot.waitUntil(lambda: not widget.task.running, timeout=10_000)
+    assert not errors
+    assert widget.result.info["mode"] == "model-assisted"
+    assert calls == [(tiny_case, None, "cpu")]  # cached after the first run
+    assert widget.model_probabilities() is not None
+
+
+def test_case_box_shows_the_case_name(panel, tiny_case):
+    _, widget = panel
+    assert widget.case_box.value is tiny_case
+    assert widget.case_box.native.currentText() == tiny_case.name
+    assert widget.native.sizeHint().width() < 1000  # not widened by a long repr

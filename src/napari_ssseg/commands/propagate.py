@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="value of healthy-tissue strokes in the scribble file (default: %(default)s)",
     )
     parser.add_argument(
+        "--tumour-label",
+        type=int,
+        default=None,
+        metavar="N",
+        help="value of region strokes (tumour, class unknown) in the scribble file (default: 254)",
+    )
+    parser.add_argument(
         "--n-segments",
         type=int,
         default=None,
@@ -53,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_scribbles(path, case, background_label: int):
+def _read_scribbles(path, case, background_label: int, tumour_label: int | None = None):
     """Scribble file → internal codes (canonical), with the geometry check of read_labels."""
     import numpy as np
 
@@ -67,7 +74,8 @@ def _read_scribbles(path, case, background_label: int):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise InputError(f"Scribble file {str(path)!r} holds non-integer values.")
         arr = arr.astype(np.int64)
-    internal = decode_scribbles(arr, case.convention, background_label)
+    kw = {} if tumour_label is None else {"tumour_label": tumour_label}
+    internal = decode_scribbles(arr, case.convention, background_label, **kw)
     return case.orientation.to_canonical(internal)
 
 
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if n_segments < 2:
         raise InputError(f"--n-segments {n_segments} must be an integer >= 2 (e.g. 2000).")
     case = load_case(args.case)
-    scribbles = _read_scribbles(args.scribbles, case, args.background_label)
+    scribbles = _read_scribbles(args.scribbles, case, args.background_label, args.tumour_label)
     prob = None
     if args.probabilities:
         arr, geom = read_image(args.probabilities)

@@ -6,8 +6,15 @@ an ignore mask. Only the abstract of the SP3 paper is public, so the rules are t
 project's own **[ours]** (``docs/scribbles.md``, design ``algorithms.md`` section 9):
 
 * **Scribble codes** (internal): 0 not annotated, 1 NCR, 2 ED, 3 ET, :data:`BACKGROUND`
-  (4) a stroke on healthy tissue. Files use the case's label values for the tumour classes
-  and a background label (default 255) for healthy strokes (see ``ssseg propagate``).
+  (4) a stroke on healthy tissue, :data:`TUMOUR` (5) a *region-mode* stroke "inside the
+  tumour, class unknown". Files use the case's label values for the tumour classes, a
+  background label (default 255) for healthy strokes and a tumour label (default 254) for
+  region-mode tumour strokes (see ``ssseg propagate``).
+* **Region-mode strokes** (:data:`TUMOUR`) are seeds of the whole tumour (WT) only: they
+  are neither seeds nor barriers of TC and ET. Inside the propagated WT the classes come
+  from class strokes if there are any (TC / ET grown from NCR / ET strokes, the rest ED);
+  with a model's probabilities a tumour-stroke superpixel takes the most probable tumour
+  class (NCR, ED or ET); without either, the whole tumour is ED.
 * **Expansion**: a superpixel whose scribbled voxels all carry one class takes that class;
   a superpixel with conflicting strokes keeps only its scribbled voxels.
 * **Cold start** (no model), per nested region: WT on the FLAIR superpixels from all
@@ -55,6 +62,8 @@ from napari_ssseg.errors import GeometryError, InputError
 __all__ = [
     "BACKGROUND",
     "DEFAULT_BACKGROUND_LABEL",
+    "DEFAULT_TUMOUR_LABEL",
+    "TUMOUR",
     "encode_scribbles",
     "DEFAULT_LAMBDA",
     "DEFAULT_N_SEGMENTS",
@@ -74,8 +83,12 @@ __all__ = [
 
 #: internal scribble code of a stroke on healthy tissue
 BACKGROUND: int = 4
+#: internal scribble code of a region-mode stroke: inside the tumour, class unknown
+TUMOUR: int = 5
 #: value of a healthy-tissue stroke in scribble files (``--background-label``)
 DEFAULT_BACKGROUND_LABEL: int = 255
+#: value of a region-mode tumour stroke in scribble files
+DEFAULT_TUMOUR_LABEL: int = 254
 #: superpixel count of the whole brain **[ours]**: finer than refinement's 350 because the
 #: strokes are thin (a superpixel is the unit a stroke expands to)
 DEFAULT_N_SEGMENTS: int = 2000
@@ -90,10 +103,16 @@ DEFAULT_PURITY: float = 0.8
 #: temperature of the weight ``w_s = exp(-u_s / scale)`` (design section 9)
 DEFAULT_UNCERTAINTY_SCALE: float = 0.5
 
-_CODES = (0, 1, 2, 3, BACKGROUND)
-_NAMES = {1: "NCR", 2: "ED", 3: "ET", BACKGROUND: "background"}
+_CODES = (0, 1, 2, 3, BACKGROUND, TUMOUR)
+_NAMES = {1: "NCR", 2: "ED", 3: "ET", BACKGROUND: "background", TUMOUR: "tumour"}
+_TUMOUR_CODES = (1, 2, 3, TUMOUR)
 # nested regions: (name, session, classes inside, region the result is clipped to)
-_REGIONS = (("WT", "wt", (1, 2, 3)), ("TC", "tc", (1, 3)), ("ET", "tc", (3,)))
+# TUMOUR strokes are WT seeds and neither seeds nor barriers of TC / ET
+_REGIONS = (
+    ("WT", "wt", (1, 2, 3, TUMOUR), (BACKGROUND,)),
+    ("TC", "tc", (1, 3), (2, BACKGROUND)),
+    ("ET", "tc", (3,), (1, 2, BACKGROUND)),
+)
 
 
 # --------------------------------------------------------------------------- validation
@@ -109,7 +128,8 @@ def check_scribbles(
     Parameters
     ----------
     scribbles : (Z, Y, X) array-like of int
-        Internal codes: 0 not annotated, 1 NCR, 2 ED, 3 ET, :data:`BACKGROUND` healthy.
+        Internal codes: 0 not annotated, 1 NCR, 2 ED, 3 ET, :data:`BACKGROUND` healthy,
+        :data:`TUMOUR` tumour of unknown class.
     shape : 3 ints
         The case's grid.
     brain : (Z, Y, X) ndarray of bool, optional
@@ -152,7 +172,8 @@ def check_scribbles(
     if bad.size:
         raise InputError(
             f"{source} hold values {bad[:10].tolist()} outside the scribble codes: 0 (not "
-            f"annotated), 1 NCR, 2 ED, 3 ET, {BACKGROUND} background. Relabel the strokes."
+            f"annotated), 1 NCR, 2 ED, 3 ET, {BACKGROUND} background, {TUMOUR} tumour (class "
+            "unknown). Relabel the strokes."
         )
     out = arr.astype(np.uint8)
     if brain is not None:
@@ -171,18 +192,44 @@ def check_scribbles(
     if not out.any():
         raise InputError(
             f"{source} are empty (no annotated voxel inside the brain): draw at least one "
-            "stroke inside the tumour (NCR, ED or ET)."
+            "stroke inside the tumour (NCR, ED, ET or tumour)."
         )
-    if not np.isin(out, (1, 2, 3)).any():
+    if not np.isin(out, _TUMOUR_CODES).any():
         raise InputError(
             f"{source} hold only background strokes: there is nothing to propagate. Add at "
-            "least one stroke inside the tumour (NCR, ED or ET)."
+            "least one stroke inside the tumour (NCR, ED, ET or, in region mode, tumour)."
         )
     return out
 
 
+def _check_file_labels(convention: Any, background_label: int, tumour_label: int | None):
+    tumour_values = np.asarray(convention.encode(np.array([1, 2, 3], np.uint8))).tolist()
+    bg_label = int(background_label)
+    if bg_label == 0 or bg_label in tumour_values:
+        raise InputError(
+            f"--background-label {bg_label} collides with 0 or a tumour value of the "
+            f"{convention.name} convention; choose another value (default 255)."
+        )
+    if tumour_label is None:
+        return bg_label, None
+    t_label = int(tumour_label)
+    if t_label == bg_label == DEFAULT_TUMOUR_LABEL:
+        # a background label chosen as 254 (the default tumour label): no region strokes
+        return bg_label, None
+    if t_label in (0, bg_label) or t_label in tumour_values or not 0 < t_label < 256:
+        raise InputError(
+            f"tumour label {t_label} (region-mode strokes) collides with 0, the background "
+            f"label {bg_label} or a tumour value of the {convention.name} convention (or is "
+            f"not in 1..255); choose another value (default {DEFAULT_TUMOUR_LABEL})."
+        )
+    return bg_label, t_label
+
+
 def decode_scribbles(
-    values: np.ndarray, convention: Any, background_label: int = DEFAULT_BACKGROUND_LABEL
+    values: np.ndarray,
+    convention: Any,
+    background_label: int = DEFAULT_BACKGROUND_LABEL,
+    tumour_label: int | None = DEFAULT_TUMOUR_LABEL,
 ) -> np.ndarray:
     """File values → internal scribble codes.
 
@@ -195,53 +242,71 @@ def decode_scribbles(
         The case's label convention (``.decode``).
     background_label : int
         Value of healthy-tissue strokes (must not be a tumour value of the convention).
+    tumour_label : int or None
+        Value of region-mode tumour strokes (:data:`TUMOUR`, default
+        :data:`DEFAULT_TUMOUR_LABEL`); ``None``: the file has none (the value is then
+        refused as outside the convention).
 
     Returns
     -------
     (Z, Y, X) ndarray of uint8
     """
     values = np.asarray(values)
-    bg_label = int(background_label)
-    if bg_label == 0 or bg_label in np.asarray(convention.encode(np.array([1, 2, 3], np.uint8))):
-        raise InputError(
-            f"--background-label {bg_label} collides with 0 or a tumour value of the "
-            f"{convention.name} convention; choose another value (default 255)."
-        )
+    bg_label, t_label = _check_file_labels(convention, background_label, tumour_label)
     bg = values == bg_label
-    internal = np.asarray(convention.decode(np.where(bg, 0, values), "scribble file"))
+    tum = values == t_label if t_label is not None else np.zeros(values.shape, bool)
+    internal = np.asarray(convention.decode(np.where(bg | tum, 0, values), "scribble file"))
     out = internal.astype(np.uint8)
     out[bg] = BACKGROUND
+    out[tum] = TUMOUR
     return out
 
 
 def encode_scribbles(
-    scribbles: np.ndarray, convention: Any, background_label: int = DEFAULT_BACKGROUND_LABEL
+    scribbles: np.ndarray,
+    convention: Any,
+    background_label: int = DEFAULT_BACKGROUND_LABEL,
+    tumour_label: int | None = DEFAULT_TUMOUR_LABEL,
 ) -> np.ndarray:
     """Internal scribble codes → file values (inverse of :func:`decode_scribbles`).
 
     Parameters
     ----------
     scribbles : (Z, Y, X) ndarray of int
-        0 not annotated, 1 NCR, 2 ED, 3 ET, :data:`BACKGROUND` healthy tissue.
+        0 not annotated, 1 NCR, 2 ED, 3 ET, :data:`BACKGROUND` healthy tissue,
+        :data:`TUMOUR` tumour of unknown class.
     convention : LabelConvention
         The case's label convention (``.encode``).
     background_label : int
         File value of healthy-tissue strokes (default 255).
+    tumour_label : int or None
+        File value of region-mode tumour strokes (default 254). ``None`` refuses to save
+        region-mode strokes (for tools that only know the convention's values).
 
     Returns
     -------
     (Z, Y, X) ndarray of uint8
     """
     scribbles = np.asarray(scribbles)
-    bad = np.setdiff1d(np.unique(scribbles), [0, 1, 2, 3, BACKGROUND])
+    bad = np.setdiff1d(np.unique(scribbles), list(_CODES))
     if bad.size:
         raise InputError(
-            f"scribbles contain codes {bad.tolist()}; expected 0 (none), 1 NCR, 2 ED, 3 ET or "
-            f"{BACKGROUND} (background)."
+            f"scribbles contain codes {bad.tolist()}; expected 0 (none), 1 NCR, 2 ED, 3 ET, "
+            f"{BACKGROUND} (background) or {TUMOUR} (tumour, class unknown)."
+        )
+    bg_label, t_label = _check_file_labels(convention, background_label, tumour_label)
+    tum = scribbles == TUMOUR
+    if t_label is None and tum.any():
+        raise InputError(
+            f"the scribbles hold {int(tum.sum())} region-mode tumour stroke voxel(s) (class "
+            "unknown), which the label convention cannot store; pass a tumour label (default "
+            f"{DEFAULT_TUMOUR_LABEL}) or redraw them with a class."
         )
     bg = scribbles == BACKGROUND
-    out = np.asarray(convention.encode(np.where(bg, 0, scribbles).astype(np.uint8)), np.uint8)
-    out[bg] = int(background_label)
+    out = np.asarray(convention.encode(np.where(bg | tum, 0, scribbles).astype(np.uint8)), np.uint8)
+    out[bg] = bg_label
+    if t_label is not None:
+        out[tum] = t_label
     return out
 
 
@@ -262,21 +327,28 @@ def expand_scribbles(
     Returns
     -------
     cls : (n_labels + 1,) ndarray of int8
-        Class of each superpixel whose strokes all agree (1, 2, 3 or :data:`BACKGROUND`),
-        0 without strokes, -1 with conflicting strokes (only its scribbled voxels count).
-    present : (n_labels + 1, 5) ndarray of bool
+        Class of each superpixel whose strokes all agree (1, 2, 3, :data:`BACKGROUND` or
+        :data:`TUMOUR`), 0 without strokes, -1 with conflicting strokes (only its
+        scribbled voxels count). A superpixel with :data:`TUMOUR` strokes and strokes of
+        exactly one tumour class takes that class (no conflict: the class refines the
+        region).
+    present : (n_labels + 1, 6) ndarray of bool
         Which codes occur in each superpixel.
     """
     idx = np.flatnonzero(scribbles)
     lab = labels.ravel()[idx].astype(np.int64)
     code = scribbles.ravel()[idx].astype(np.int64)
     keep = lab > 0
-    present = np.zeros((n_labels + 1, 5), bool)
+    present = np.zeros((n_labels + 1, len(_CODES)), bool)
     present[lab[keep], code[keep]] = True
-    n = present[:, 1:].sum(axis=1)
+    # a tumour (region) stroke next to exactly one tumour class stroke is that class
+    refined = present[:, TUMOUR] & (present[:, 1:4].sum(axis=1) == 1)
+    eff = present.copy()
+    eff[refined, TUMOUR] = False
+    n = eff[:, 1:].sum(axis=1)
     cls = np.zeros(n_labels + 1, np.int8)
     single = n == 1
-    cls[single] = np.argmax(present[single, 1:], axis=1) + 1
+    cls[single] = np.argmax(eff[single, 1:], axis=1) + 1
     cls[n > 1] = -1
     return cls, present
 
@@ -563,7 +635,7 @@ class ScribblePropagator:
         strokes on a few slices of one view still reach the slices in between and beyond.
         """
         idx = coords
-        tum = coords[codes < BACKGROUND]
+        tum = coords[codes != BACKGROUND]
         sp = np.asarray(self.spacing)
         half = float(((tum.max(axis=0) - tum.min(axis=0) + 1) * sp).max()) / 2
         ext = self.box_extend * half / sp
@@ -587,7 +659,7 @@ class ScribblePropagator:
         coords = np.stack(np.unravel_index(idx, self.shape), axis=1)
         box = self._stroke_box(coords, codes)
         info["box"] = [[int(lo), int(hi)] for lo, hi in box]
-        for name, r, inside in _REGIONS:
+        for name, r, inside, outside in _REGIONS:
             ses = self.sessions[r]
             crop = ses.crop
             lab = ses.labels
@@ -596,11 +668,11 @@ class ScribblePropagator:
             ok = np.all((coords >= start) & (coords < stop), axis=1)
             local = coords[ok] - start
             sp_of = lab[local[:, 0], local[:, 1], local[:, 2]].astype(np.int64)
-            present = np.zeros((ses.n_superpixels + 1, 5), bool)
+            present = np.zeros((ses.n_superpixels + 1, len(_CODES)), bool)
             present[sp_of, codes[ok].astype(np.int64)] = True
             present[0] = False
             pos = present[:, list(inside)].any(axis=1)
-            neg = present[:, [c for c in (1, 2, 3, BACKGROUND) if c not in inside]].any(axis=1)
+            neg = present[:, list(outside)].any(axis=1)
             seed = pos & ~neg
             barrier = neg.copy()
             if self.box:
@@ -614,9 +686,8 @@ class ScribblePropagator:
                 members = classify_connected(ses, seed, barrier, margin=self.margin)
             m = np.zeros(self.shape, bool)
             m[crop] = members[lab]
-            inside_code = np.isin(codes, inside)
-            m.flat[idx[inside_code]] = True
-            m.flat[idx[~inside_code]] = False
+            m.flat[idx[np.isin(codes, inside)]] = True
+            m.flat[idx[np.isin(codes, outside)]] = False
             if (pos & neg).any():
                 conflict = np.zeros(self.shape, bool)
                 conflict[crop] = (pos & neg)[lab]
@@ -632,8 +703,12 @@ class ScribblePropagator:
         from napari_ssseg.core.case import regions_to_labels
 
         labels = regions_to_labels(masks["WT"], masks["TC"], masks["ET"])
-        # strokes keep their class (nesting holds: the classes are exclusive)
-        labels.flat[idx] = np.where(codes == BACKGROUND, 0, codes)
+        # strokes keep their class (nesting holds: the classes are exclusive); tumour
+        # (region) strokes keep the class the regions gave them (ED when outside TC)
+        cls_stroke = codes != TUMOUR
+        labels.flat[idx[cls_stroke]] = np.where(
+            codes[cls_stroke] == BACKGROUND, 0, codes[cls_stroke]
+        )
         conflict_voxels.flat[idx] = False
         return labels, conflict_voxels
 
@@ -672,7 +747,17 @@ class ScribblePropagator:
         w_s = np.exp(-u_s / self.uncertainty_scale)
         cls, _ = expand_scribbles(lab, scr[crop], n1 - 1)
         expanded = cls > 0
-        sp_class = np.where(expanded, np.where(cls == BACKGROUND, 0, cls), k_s)
+        # tumour (region) strokes: the most probable tumour class of the superpixel
+        tum_sp = (
+            np.stack(
+                [np.bincount(lf, weights=p[c].ravel(), minlength=n1) for c in (1, 2, 3)], axis=1
+            )
+            if k == 4
+            else np.zeros((n1, 3))
+        )
+        tum_class = np.argmax(tum_sp, axis=1) + 1
+        cls_c = np.where(cls == BACKGROUND, 0, np.where(cls == TUMOUR, tum_class, cls))
+        sp_class = np.where(expanded, cls_c, k_s)
         sp_weight = np.where(expanded, 1.0, np.where(accept, w_s, 0.0))
         labels = np.zeros(self.shape, np.uint8)
         weights = np.ones(self.shape, np.float32)
@@ -688,6 +773,10 @@ class ScribblePropagator:
         # strokes keep their class, full weight
         tum = (scr > 0) & (scr < BACKGROUND)
         labels[tum] = scr[tum]
+        region = scr == TUMOUR
+        if region.any():  # tumour strokes: the voxel's most probable tumour class
+            vox = np.argmax(prob[1:4][:, region], axis=0) + 1
+            labels[region] = vox.astype(np.uint8)
         labels[scr == BACKGROUND] = 0
         weights[scr > 0] = 1.0
         ignore[scr > 0] = False

@@ -2,8 +2,20 @@
 
 * **New scribble layer** adds ``"<case> scribbles"``: a labels layer on the case's grid
   (same scale/translate) with the codes of :mod:`napari_ssseg.core.scribbles` — 1 NCR,
-  2 ED, 3 ET, 4 background (healthy tissue) — a thin brush (size 2) and class 2 selected.
-  Keys ``1``-``4`` on the layer select the class.
+  2 ED, 3 ET, 4 background (healthy tissue), 5 tumour of unknown class (region mode) — a
+  thin brush (size 2) and class 2 selected. Keys ``1``-``4`` on the layer select the class
+  (``5``: tumour).
+* **Region mode** switches the stroke palette to tumour / background: the selected label
+  becomes 5 (tumour), keys ``1``-``3`` and ``5`` select tumour and ``4`` background.
+  Turning it off selects ED again. Tumour strokes seed the whole tumour only (the classes
+  inside come from class strokes, else the model, else ED; ``docs/scribbles.md``).
+* **Use model probabilities** passes a model's class probabilities to the propagator
+  (model-assisted mode): those of a docked Propose panel's last result for the case, or
+  else the default model run once in the worker (:func:`napari_ssseg.ml.inference.
+  predict_case`, CPU; torch is only imported there) and cached per case.
+  **Show weight map** adds ``"<case> scribble 1 - weight"``: one minus the per-voxel
+  pseudo-label weight, in red, additive and translucent — dark where a voxel counts fully,
+  bright red where it is down-weighted, full red where it is ignored (weight 0).
 * **Propagate** (and, with *live preview*, every stroke after a 400 ms pause) runs
   :meth:`~napari_ssseg.core.scribbles.ScribblePropagator.update` in a worker thread; the
   propagator (superpixels, features) is built once per case on the first run. The result
@@ -34,6 +46,7 @@ from napari_ssseg._napari.layers import (
 from napari_ssseg._napari.widgets._common import notify_error, notify_info
 from napari_ssseg._napari.workers import start_task
 from napari_ssseg.core.provenance import PROVENANCE_KEY, SCRIBBLE, update_provenance
+from napari_ssseg.core.scribbles import BACKGROUND, TUMOUR
 from napari_ssseg.errors import InputError
 
 __all__ = ["DEBOUNCE_MS", "ScribbleWidget", "propagate_job", "scribble_colormap"]
@@ -42,28 +55,63 @@ __all__ = ["DEBOUNCE_MS", "ScribbleWidget", "propagate_job", "scribble_colormap"
 DEBOUNCE_MS = 400
 _ROLE = "scribbles"
 _ROLE_PREVIEW = "scribble preview"
+_ROLE_WEIGHTS = "scribble weights"
 
 
 def scribble_colormap() -> Any:
-    """The BraTS class colours plus light grey for background strokes (code 4)."""
+    """BraTS class colours, light grey for background (4), yellow for tumour strokes (5)."""
     from napari.utils.colormaps import DirectLabelColormap
 
     from napari_ssseg.core.case import CLASS_COLORS
 
     colors: dict[int | None, Any] = {k: np.asarray(v, float) for k, v in CLASS_COLORS.items()}
     colors[4] = np.array([0.8, 0.8, 0.8, 1.0])
+    colors[5] = np.array([1.0, 0.85, 0.1, 1.0])
     colors[None] = np.array([1.0, 0.0, 1.0, 1.0])
     return DirectLabelColormap(color_dict=colors, background_value=0)
 
 
-def propagate_job(state: dict, case: Any, scribbles: np.ndarray):
+def propagate_job(
+    state: dict,
+    case: Any,
+    scribbles: np.ndarray,
+    probabilities: np.ndarray | None = None,
+    predict: bool = False,
+):
     """Worker generator: build the propagator once per case (cached in ``state``), update.
+
+    Parameters
+    ----------
+    state : dict
+        Per-panel cache: ``propagator``/``case`` and ``probabilities``/``prob_case``.
+    case : Case
+    scribbles : (Z, Y, X) ndarray of uint8
+        Internal scribble codes.
+    probabilities : (4, Z, Y, X) or (3, Z, Y, X) ndarray, optional
+        Class (or region WT/TC/ET) probabilities: model-assisted propagation.
+    predict : bool
+        Without ``probabilities``: run the default model once (cached in ``state``).
 
     Returns
     -------
     PropagationResult
     """
-    from napari_ssseg.core.scribbles import ScribblePropagator
+    from napari_ssseg.core.scribbles import ScribblePropagator, classes_from_region_probabilities
+
+    if probabilities is None and predict:
+        if state.get("prob_case") is case and state.get("probabilities") is not None:
+            probabilities = state["probabilities"]
+        else:
+            yield {"step": 0, "total": 3, "message": "running the model (once per case)"}
+            from napari_ssseg.ml.inference import predict_case  # torch: worker only
+
+            out = predict_case(case, None, device="cpu")
+            probabilities = np.asarray(out["probabilities"], np.float32)
+            state["probabilities"], state["prob_case"] = probabilities, case
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities)
+        if probabilities.ndim == 4 and probabilities.shape[0] == 3:
+            probabilities = classes_from_region_probabilities(probabilities)
 
     prop = state.get("propagator")
     if prop is None or state.get("case") is not case:
@@ -75,7 +123,7 @@ def propagate_job(state: dict, case: Any, scribbles: np.ndarray):
     yield {"step": 1, "total": 2, "message": "propagating"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return prop.update(scribbles)
+        return prop.update(scribbles, probabilities)
 
 
 class ScribbleWidget(Container):
@@ -87,6 +135,9 @@ class ScribbleWidget(Container):
         self.case_box = ComboBox(label="case", choices=self._case_choices)
         self.new_button = PushButton(text="New scribble layer")
         self.live = CheckBox(text="live preview", value=True)
+        self.region = CheckBox(text="region mode (tumour / background)", value=False)
+        self.use_model = CheckBox(text="use model probabilities", value=False)
+        self.show_weights = CheckBox(text="show weight map", value=False)
         self.propagate_button = PushButton(text="Propagate")
         self.accept_button = PushButton(text="Accept into labels")
         self.save_path = FileEdit(mode="w", label="save to", filter="*.nii.gz")
@@ -98,6 +149,9 @@ class ScribbleWidget(Container):
                 self.case_box,
                 self.new_button,
                 self.live,
+                self.region,
+                self.use_model,
+                self.show_weights,
                 self.propagate_button,
                 self.effort,
                 self.accept_button,
@@ -118,12 +172,15 @@ class ScribbleWidget(Container):
         self.propagate_button.changed.connect(self.propagate)
         self.accept_button.changed.connect(self.accept)
         self.save_button.changed.connect(self.save)
+        self.region.changed.connect(self._on_region)
+        self.show_weights.changed.connect(lambda *_: self._show_weights())
         viewer.layers.events.inserted.connect(lambda *_: self.case_box.reset_choices())
         viewer.layers.events.removed.connect(lambda *_: self.case_box.reset_choices())
 
     # ------------------------------------------------------------------ helpers
-    def _case_choices(self, *_: Any) -> list:
-        return list(cases_in_viewer(self.viewer).values())
+    def _case_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        # (name, case): a bare Case would be shown by its (very long) repr
+        return list(cases_in_viewer(self.viewer).items())
 
     @property
     def case(self):
@@ -169,12 +226,70 @@ class ScribbleWidget(Container):
             metadata={CASE_KEY: CaseHandle(case), "ssseg_role": _ROLE},
         )
         layer.brush_size = 2
-        layer.selected_label = 2
+        layer.selected_label = TUMOUR if self.region.value else 2
         layer.mode = "paint"
-        for key in range(1, 5):
-            layer.bind_key(str(key), _selector(key), overwrite=True)
+        for key in range(1, 6):
+            layer.bind_key(str(key), self._selector(key), overwrite=True)
         layer.events.paint.connect(self._on_paint)
         return layer
+
+    def _selector(self, key: int):
+        def select(layer: Any) -> None:
+            layer.selected_label = self.code_for_key(key)
+
+        return select
+
+    def code_for_key(self, key: int) -> int:
+        """Scribble code a number key selects (depends on region mode)."""
+        if self.region.value:
+            return BACKGROUND if key == 4 else TUMOUR
+        return int(key)
+
+    def _on_region(self, on: bool) -> None:
+        layer = self.scribble_layer
+        if layer is not None:
+            layer.selected_label = TUMOUR if on else 2
+        self.status.value = (
+            "region mode: draw tumour (5) / background (4)" if on else "class mode: 1-4"
+        )
+
+    def model_probabilities(self) -> np.ndarray | None:
+        """Class probabilities for the current case: cached, or a docked Propose panel's.
+
+        Returns
+        -------
+        (K, Z, Y, X) ndarray or None
+            ``None`` when neither exists (the worker then runs the default model).
+        """
+        case = self.case_box.value
+        if case is None:
+            return None
+        if self._state.get("prob_case") is case and self._state.get("probabilities") is not None:
+            return self._state["probabilities"]
+        from napari_ssseg._napari.widgets.propose import ProposeWidget
+
+        for dock in list(getattr(self.viewer.window, "dock_widgets", {}).values()):
+            inner = dock
+            if not isinstance(inner, ProposeWidget):
+                inner = getattr(dock, "inner_widget", None) or getattr(dock, "widget", None)
+                if callable(inner) and not isinstance(inner, ProposeWidget):
+                    try:
+                        inner = inner()
+                    except TypeError:
+                        inner = None
+                inner = _magicgui_owner(inner)
+            if not isinstance(inner, ProposeWidget) or not inner.last_result:
+                continue
+            prob = inner.last_result.get("probabilities")
+            owner = getattr(inner, "_running_case", None)
+            if owner is None:
+                owner = inner.case.value
+            if prob is None or owner is not case:
+                continue
+            prob = np.asarray(prob)
+            if prob.ndim == 4 and prob.shape[1:] == tuple(case.shape):
+                return prob
+        return None
 
     def _on_paint(self, *_: Any) -> None:
         self._update_effort(None)
@@ -206,12 +321,18 @@ class ScribbleWidget(Container):
         except InputError as exc:
             notify_error(exc)
             return
-        self.status.value = "propagating..."
+        probabilities, predict = None, False
+        if self.use_model.value:
+            probabilities = self.model_probabilities()
+            predict = probabilities is None
+        self.status.value = "running the model..." if predict else "propagating..."
         self.task = start_task(
             propagate_job,
             self._state,
             case,
             np.asarray(layer.data).copy(),
+            probabilities,
+            predict,
             desc="scribble propagation",
             on_returned=self._show,
             on_error=self._failed,
@@ -248,9 +369,37 @@ class ScribbleWidget(Container):
         else:
             layer.data = result.labels
         self._update_effort(result)
+        self._show_weights()
         self.status.value = (
             f"preview: {result.info['mode']}, {result.info['seconds'] * 1000:.0f} ms"
         )
+
+    def _show_weights(self) -> None:
+        """Add / update / remove the translucent ``1 - weight`` layer (1 = ignored voxel)."""
+        layer = self._layer(_ROLE_WEIGHTS)
+        if not self.show_weights.value or self.result is None:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            return
+        data = 1.0 - self.result.weights
+        if layer is not None:
+            layer.data = data
+            return
+        case = self.case
+        self.viewer.add_image(
+            data,
+            name=f"{case.name} scribble 1 - weight",
+            scale=case.scale,
+            translate=case.translate,
+            colormap="red",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.6,
+            blending="additive",
+            metadata={CASE_KEY: CaseHandle(case), "ssseg_role": _ROLE_WEIGHTS},
+        )
+        scr = self.scribble_layer
+        if scr is not None:
+            self.viewer.layers.selection.active = scr
 
     def accept(self, *_: Any) -> np.ndarray | None:
         """Write the preview into the case's labels layer (one undoable step).
@@ -289,7 +438,7 @@ class ScribbleWidget(Container):
         return changed
 
     def save(self, *_: Any) -> None:
-        """Save the strokes (case convention, background 255) with the case's geometry."""
+        """Save the strokes (case convention, background 255, tumour 254) with the geometry."""
         from napari_ssseg.core.scribbles import encode_scribbles
         from napari_ssseg.io.writers import save_image
 
@@ -308,8 +457,9 @@ class ScribbleWidget(Container):
         notify_info(f"saved scribbles to {path}")
 
 
-def _selector(code: int):
-    def select(layer: Any) -> None:
-        layer.selected_label = code
-
-    return select
+def _magicgui_owner(widget: Any) -> Any:
+    """The magicgui widget owning a Qt widget (dock widgets hold the native widget)."""
+    if widget is None:
+        return None
+    owner = getattr(widget, "_magic_widget", None)
+    return owner if owner is not None else widget

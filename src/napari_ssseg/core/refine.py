@@ -1291,16 +1291,8 @@ class RefinementSession:
                 tolerance=mutual_tolerance,
             )
         else:
-            members, merged = grow_fast(
-                self.stats,
-                self.adjacency,
-                self.model,
-                seed.members,
-                sim0,
-                n_c,
-                best_other=self._best_other,
-                mutual=mutual,
-                tolerance=mutual_tolerance,
+            members, merged = self.grow(
+                seed, sim0, n_c, mutual=mutual, mutual_tolerance=mutual_tolerance
             )
         removed: list[int] = []
         if shrink:

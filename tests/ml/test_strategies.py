@@ -78,11 +78,18 @@ def _logits_for(target, k=4, scale=10.0):
 
 def test_registry():
     get_strategy("supervised")
-    assert {"supervised", "pseudo-label", "mean-teacher", "uamt", "self-training"} <= set(
-        STRATEGIES
-    )
-    with pytest.raises(InputError, match="Unknown training strategy 'cps'"):
-        get_strategy("cps")
+    assert set(STRATEGIES) == {
+        "supervised",
+        "pseudo-label",
+        "pseudo-label-superpixel",
+        "cps",
+        "mean-teacher",
+        "uamt",
+        "self-training",
+        "sp3",
+    }
+    with pytest.raises(InputError, match="Unknown training strategy 'fixmatch'.*cps"):
+        get_strategy("fixmatch")
 
 
 def test_masked_dice_ce_perfect_and_wrong():

@@ -32,6 +32,7 @@ from napari_ssseg.errors import InputError
 
 __all__ = [
     "IGNORE_INDEX",
+    "EXTRA_KEYS",
     "PreparedCase",
     "DataSplit",
     "discover_cases",
@@ -39,12 +40,18 @@ __all__ = [
     "prepare_case",
     "prepare_dataset",
     "split_cases",
+    "prepared_to_case",
     "CropSampler",
     "scribbles_to_target",
 ]
 
 #: Label value of voxels excluded from the loss.
 IGNORE_INDEX = 255
+
+#: Per-voxel arrays a strategy's targets may carry besides ``"label"`` (cropped, flipped
+#: with it): ``"weight"`` (loss weight, float) and ``"pseudo"`` (1 where the target is a
+#: pseudo-label rather than an annotation).
+EXTRA_KEYS: tuple[str, ...] = ("weight", "pseudo")
 
 
 @dataclass
@@ -63,6 +70,9 @@ class PreparedCase:
         Spatial shape (z, y, x) at the model voxel size.
     weak : bool
         The label file holds scribbles only (unannotated voxels = :data:`IGNORE_INDEX`).
+    spacing : tuple of 3 float or None
+        Voxel size (z, y, x) in mm of the prepared arrays (None: unknown, from an older
+        cache; treated as 1 mm).
     """
 
     name: str
@@ -70,6 +80,7 @@ class PreparedCase:
     label: Path | None
     shape: tuple[int, int, int]
     weak: bool = False
+    spacing: tuple[float, float, float] | None = None
 
     def load_image(self) -> np.ndarray:
         """Memory-mapped (C, z, y, x) float32 array."""
@@ -88,6 +99,8 @@ class DataSplit:
     val: list[PreparedCase]
     unlabelled: list[PreparedCase]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: what a strategy's ``split_data`` changed (reported in the ``start`` event)
+    notes: list[str] = field(default_factory=list)
 
 
 class CancelledError(Exception):
@@ -314,7 +327,16 @@ def prepare_case(
             with open(tmp, "wb") as fh:
                 np.save(fh, lab)
     shape = tuple(int(s) for s in size)
-    return PreparedCase(name, img_path, lab_path, shape, weak=weak_labels is not None)  # type: ignore[arg-type]
+    # the voxel size actually reached after rounding the grid size
+    spacing = tuple(float(n * s / m) for n, s, m in zip(crop_shape, sp, size))
+    return PreparedCase(
+        name,
+        img_path,
+        lab_path,
+        shape,  # type: ignore[arg-type]
+        weak=weak_labels is not None,
+        spacing=spacing,  # type: ignore[arg-type]
+    )
 
 
 def prepare_dataset(
@@ -365,6 +387,7 @@ def prepare_dataset(
                     None if ent["label"] is None else Path(ent["label"]),
                     tuple(ent["shape"]),  # type: ignore[arg-type]
                     weak=bool(ent.get("weak", False)),
+                    spacing=tuple(ent["spacing"]) if ent.get("spacing") else None,  # type: ignore[arg-type]
                 )
             )
             continue
@@ -398,9 +421,30 @@ def prepare_dataset(
             "label": None if pc.label is None else str(pc.label),
             "shape": list(pc.shape),
             "weak": pc.weak,
+            "spacing": None if pc.spacing is None else list(pc.spacing),
         }
     atomic_write_text(index_path, json.dumps(index, indent=1))
     return cases, skipped
+
+
+def prepared_to_case(pc: PreparedCase, modalities: Sequence[str]) -> Any:
+    """A :class:`~napari_ssseg.core.case.Case` of a prepared case's arrays (for core/).
+
+    The arrays are the network input (brain crop, z-scored, at the model voxel size), on a
+    grid with the prepared spacing, identity direction and origin 0: enough for the
+    superpixel refinement and scribble propagation, which work in voxel space.
+    """
+    from napari_ssseg.core.case import Case, Geometry
+
+    sp = pc.spacing or (1.0, 1.0, 1.0)
+    lab = pc.load_label()
+    return Case(
+        images=np.array(pc.load_image(), dtype=np.float32),
+        modalities=tuple(modalities),
+        geometry=Geometry(spacing=(sp[2], sp[1], sp[0]), origin=(0.0, 0.0, 0.0)),
+        labels=None if lab is None or pc.weak else np.array(lab, dtype=np.uint8),
+        name=pc.name,
+    )
 
 
 def split_cases(
@@ -458,23 +502,25 @@ class CropSampler:
 
         self.patch_size = tuple(int(p) for p in patch_size)
         pos = float(pos_ratio)
+        keys = ("image", "label", *EXTRA_KEYS)
         common = [
-            T.RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0, allow_missing_keys=True),
-            T.RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1, allow_missing_keys=True),
-            T.RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=2, allow_missing_keys=True),
+            T.RandFlipd(keys=keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+            T.RandFlipd(keys=keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
+            T.RandFlipd(keys=keys, prob=0.5, spatial_axis=2, allow_missing_keys=True),
             T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5, channel_wise=True),
             T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5, channel_wise=True),
         ]
         self._labelled = T.Compose(
             [
                 T.RandCropByPosNegLabeld(
-                    keys=("image", "label"),
+                    keys=keys,
                     label_key="fg",
                     spatial_size=self.patch_size,
                     pos=pos,
                     neg=1.0 - pos,
                     num_samples=1,
                     allow_smaller=True,
+                    allow_missing_keys=True,
                 ),
                 *common,
             ]
@@ -488,24 +534,33 @@ class CropSampler:
         cases: Sequence[PreparedCase],
         indices: Sequence[int],
         seed: int,
-        labels: dict[str, np.ndarray] | None = None,
+        labels: dict[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Return a batch ``{"image": (B, C, *patch), "label": (B, *patch) long}``.
 
-        ``label`` is only present for labelled cases (or when ``labels`` gives pseudo-labels
-        by case name; voxels equal to :data:`IGNORE_INDEX` are ignored by the loss).
+        ``label`` is only present for labelled cases, or when ``labels`` gives targets by
+        case name: an array (a pseudo-label; voxels equal to :data:`IGNORE_INDEX` are
+        ignored by the loss) or a dict with ``"label"`` and any of :data:`EXTRA_KEYS`
+        ((z, y, x) arrays cropped and flipped with the label; returned as float tensors).
         """
         imgs, labs = [], []
+        extras: dict[str, list[torch.Tensor]] = {k: [] for k in EXTRA_KEYS}
         for j, i in enumerate(indices):
             case = cases[int(i)]
             img = np.array(case.load_image(), dtype=np.float32)
             lab = labels.get(case.name) if labels is not None else case.load_label()
+            extra: dict[str, np.ndarray] = {}
+            if isinstance(lab, dict):
+                extra = {k: lab[k] for k in EXTRA_KEYS if lab.get(k) is not None}
+                lab = lab["label"]
             img = _pad_to(img, self.patch_size, 0.0)
             if lab is not None:
                 lab = _pad_to(np.asarray(lab), self.patch_size, IGNORE_INDEX)[None]
                 fg = ((lab >= 1) & (lab <= 3)).astype(np.float32)  # tumour, not ignored
                 tf = self._labelled
                 d = {"image": img, "label": lab.astype(np.float32), "fg": fg}
+                for k, v in extra.items():
+                    d[k] = _pad_to(np.asarray(v, dtype=np.float32), self.patch_size, 0.0)[None]
             else:
                 tf = self._unlabelled
                 d = {"image": img}
@@ -516,7 +571,12 @@ class CropSampler:
             imgs.append(torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32))
             if "label" in out:
                 labs.append(torch.as_tensor(np.asarray(out["label"]))[0].round().long())
+            for k in extra:
+                extras[k].append(torch.as_tensor(np.asarray(out[k]), dtype=torch.float32)[0])
         batch = {"image": torch.stack(imgs)}
         if labs and len(labs) == len(imgs):
             batch["label"] = torch.stack(labs)
+            for k, v in extras.items():
+                if v and len(v) == len(imgs):
+                    batch[k] = torch.stack(v)
         return batch

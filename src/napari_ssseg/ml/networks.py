@@ -36,6 +36,7 @@ __all__ = [
     "ARCH_DEFAULTS",
     "validate_config",
     "build_network",
+    "enable_gradient_checkpointing",
     "network_class",
     "has_dropout",
     "set_mc_dropout",
@@ -210,6 +211,49 @@ def build_network(config: Mapping[str, Any] | None = None) -> nn.Module:
             f"Could not build {cfg['name']} from the config {cfg!r}: {exc}. Check the values "
             f"against the MONAI documentation of monai.networks.nets.{cfg['name']}."
         ) from None
+
+
+def _checkpointed_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``type(module).forward`` under ``torch.utils.checkpoint`` while gradients are on."""
+    fwd = type(module).forward
+    if not torch.is_grad_enabled():
+        return fwd(module, *args, **kwargs)
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(fwd, module, *args, use_reentrant=False, **kwargs)
+
+
+def enable_gradient_checkpointing(net: nn.Module) -> int:
+    """Recompute the activations of ``net``'s MONAI blocks in the backward pass.
+
+    Every top-most sub-module whose class comes from ``monai.networks.blocks`` (e.g. the
+    UNet's ``ResidualUnit``/``Convolution`` levels, SegResNet's ``ResBlock``, the UNETR /
+    DynUNet blocks, transformer blocks) runs under :func:`torch.utils.checkpoint.checkpoint`
+    (non-reentrant, random state preserved, so dropout masks are the same in the
+    recomputation) when gradients are enabled: its intermediate activations are not kept
+    for the backward pass, trading memory for about one more forward pass. Weights,
+    state-dict keys and outputs are unchanged; inference (no gradients) is not affected.
+    The instance's ``forward`` is replaced by a :func:`functools.partial` bound to the
+    module, so ``copy.deepcopy`` (e.g. a mean teacher) re-binds it to the copy.
+
+    Returns
+    -------
+    int
+        Number of blocks wrapped (0: nothing to checkpoint in this architecture).
+    """
+    import functools
+
+    wrapped: list[str] = []
+    for name, m in net.named_modules():
+        if not name or any(name.startswith(w + ".") for w in wrapped):
+            continue
+        if not type(m).__module__.startswith("monai.networks.blocks"):
+            continue
+        if not any(True for _ in m.parameters()):
+            continue
+        m.forward = functools.partial(_checkpointed_forward, m)  # type: ignore[method-assign]
+        wrapped.append(name)
+    return len(wrapped)
 
 
 def has_dropout(module: nn.Module) -> bool:

@@ -87,6 +87,12 @@ class TrainConfig:
         Validate every this many epochs (and after the last).
     strategy_params : dict
         Strategy parameters (see ``docs/training.md``).
+    amp : bool
+        Automatic mixed precision (float16 autocast + gradient scaling) on CUDA; ignored,
+        with a note in the ``start`` event, on other devices.
+    gradient_checkpointing : bool
+        Recompute each network block's activations in the backward pass instead of
+        storing them (``torch.utils.checkpoint``): less memory, more compute.
     """
 
     data: str
@@ -109,6 +115,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_every: int = 1
     strategy_params: dict[str, Any] = field(default_factory=dict)
+    amp: bool = False
+    gradient_checkpointing: bool = False
 
     def check(self) -> None:
         """Validate the values (InputError naming the bad option)."""
@@ -187,6 +195,8 @@ def _describe(rec: dict[str, Any]) -> str:
         )
     if ev == "checkpoint":
         return f"checkpoint {rec['kind']}: {rec['path']}"
+    if ev == "strategy":
+        return f"{rec.get('strategy')}: {rec.get('message', '')}".rstrip(": ")
     if ev in ("error", "skipped"):
         return f"{ev}: {rec.get('message') or rec.get('reason')}"
     return ev + ("" if ev != "start" else f": {rec.get('strategy')} on {rec.get('device')}")
@@ -266,13 +276,18 @@ class _Cosine:
         return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _save(path: Path, net: nn.Module, meta: dict[str, Any], state: dict | None = None) -> Path:
-    """Write a package checkpoint (+ optional training state) atomically."""
+def _save(
+    path: Path, nets: Sequence[nn.Module], meta: dict[str, Any], state: dict | None = None
+) -> Path:
+    """Write a package checkpoint (+ optional training state) atomically.
+
+    Several networks (a CPS pair) make an ensemble checkpoint (prediction averages them).
+    """
     from napari_ssseg.io.atomic import atomic_path
     from napari_ssseg.ml.checkpoint import Checkpoint
 
     ckpt = Checkpoint(
-        networks=[{k: v.detach().cpu().clone() for k, v in net.state_dict().items()}],
+        networks=[{k: v.detach().cpu().clone() for k, v in n.state_dict().items()} for n in nets],
         config=dict(meta["config"]),
         modalities=tuple(meta["modalities"]),
         normalization=dict(meta["normalization"]),
@@ -344,11 +359,8 @@ def no_labels_message(data: str, strategy: str) -> str:
     get_strategy("supervised")
     can = sorted(n for n, c in STRATEGIES.items() if not c.needs_labels)
     alt = (
-        f"Strategies that can run without fully labelled cases: {', '.join(can)}."
-        if can
-        else "Every strategy built so far (" + ", ".join(sorted(STRATEGIES)) + ") needs at "
-        "least one labelled case, or a workspace case with saved scribbles (trained on its "
-        "strokes only); 'sp3' (scribble propagation) is planned but not built yet."
+        f"Strategies that can run without labelled cases: {', '.join(can)} (it needs "
+        "scribbles: a workspace whose cases have strokes saved from the Scribble panel)."
     )
     return (
         f"Training data {data!r} has no labelled case (no case folder with a label file "
@@ -412,8 +424,15 @@ def train(
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if is_oom_error(exc):
             msg = (
-                f"Out of memory ({msg}). Reduce --patch-size or --batch-size, or use a "
-                "smaller network."
+                f"Out of memory ({msg}). To use less memory: --gradient-checkpointing "
+                "(recomputes activations, ~30% slower), --amp (mixed precision, on CUDA), a "
+                "smaller --patch-size or --batch-size, or a smaller --network"
+                + (
+                    " (cps trains two networks, about twice the memory)"
+                    if config.strategy == "cps"
+                    else ""
+                )
+                + "."
             )
             events.write("error", message=msg)
             raise SsegError(msg) from exc
@@ -436,7 +455,12 @@ def _train(
     from napari_ssseg.ml.checkpoint import DEFAULT_NORMALIZATION, load_checkpoint
     from napari_ssseg.ml.data import CropSampler, prepare_dataset, split_cases
     from napari_ssseg.ml.device import resolve_device
-    from napari_ssseg.ml.networks import DEFAULT_CONFIG, build_network, roi_divisor
+    from napari_ssseg.ml.networks import (
+        DEFAULT_CONFIG,
+        build_network,
+        enable_gradient_checkpointing,
+        roi_divisor,
+    )
     from napari_ssseg.ml.strategies.base import get_strategy
 
     t_start = time.monotonic()
@@ -474,10 +498,16 @@ def _train(
         patch = tuple(int(p) for p in cfg.patch_size)
         if cfg.init:
             init = load_checkpoint(cfg.init)
-            if init.output != "classes" or init.axis_order != "zyx" or init.n_networks != 1:
+            if init.output != "classes" or init.axis_order != "zyx":
                 raise InputError(
-                    f"--init {cfg.init!r}: only single-network 'classes' checkpoints in (z, y, "
-                    "x) order can be fine-tuned."
+                    f"--init {cfg.init!r}: only 'classes' checkpoints in (z, y, x) order can be "
+                    "fine-tuned."
+                )
+            if init.n_networks not in (1, strategy_cls.n_networks):
+                raise InputError(
+                    f"--init {cfg.init!r} holds {init.n_networks} networks (a CPS pair); "
+                    f"strategy {cfg.strategy!r} trains {strategy_cls.n_networks}. Use it with "
+                    "--strategy cps, or --init a single-network checkpoint."
                 )
             net_cfg = dict(init.config)
             modalities = tuple(init.modalities)
@@ -525,6 +555,9 @@ def _train(
     if distributed and rank == 0:
         torch.distributed.barrier()
     split = split_cases(cases, cfg.val_fraction, seed=cfg.seed)
+    n_weak_cases = sum(c.weak for c in cases)
+    if split.train or split.val or not strategy_cls.needs_labels:
+        split = strategy_cls.split_data(split)
     if not split.train and not split.val:
         if strategy_cls.needs_labels:
             raise InputError(no_labels_message(str(cfg.data), cfg.strategy))
@@ -536,22 +569,51 @@ def _train(
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
 
-    # ---- model, optimiser, schedule, strategy
-    torch.manual_seed(cfg.seed)
-    net = build_network(net_cfg)
+    # ---- model(s), optimiser, schedule, strategy
+    n_nets = strategy_cls.n_networks
+    nets: list[nn.Module] = []
+    for i in range(n_nets):
+        torch.manual_seed(cfg.seed + 7_777 * i)  # a CPS pair starts differently initialised
+        nets.append(build_network(net_cfg))
+    net = nets[0]
     if resume_data is not None:
-        # the student (the saved network may be a mean teacher)
-        net.load_state_dict(resume_data[_STATE_KEY]["model"])
+        # the students (the saved network may be a mean teacher)
+        st_models = [resume_data[_STATE_KEY]["model"], *resume_data[_STATE_KEY].get("extra", [])]
+        for n, sd in zip(nets, st_models):
+            n.load_state_dict(sd)
     elif cfg.init:
-        net.load_state_dict(init.networks[0])
-    net.to(device)
-    model: nn.Module = net
-    if distributed:
-        model = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
+        for i, n in enumerate(nets):
+            if i < init.n_networks:
+                n.load_state_dict(init.networks[i])
+            # a single-network --init for a CPS pair: network 2 keeps its own random start
+    notes: list[str] = []
+    if cfg.gradient_checkpointing:
+        n_ckpt = sum(enable_gradient_checkpointing(n) for n in nets)
+        if n_ckpt == 0:
+            notes.append(
+                f"--gradient-checkpointing: {net_cfg.get('name')} has no MONAI block to "
+                "checkpoint; it has no effect."
+            )
+    use_amp = bool(cfg.amp) and device.type in ("cuda", "cpu")
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if cfg.amp and not use_amp:
+        notes.append(f"--amp is not supported on {device.type}; training in float32.")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
+    models: list[nn.Module] = []
+    for n in nets:
+        n.to(device)
+        models.append(
+            nn.parallel.DistributedDataParallel(
+                n, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            if distributed
+            else n
         )
+    model: nn.Module = models[0]
     total = cfg.epochs * cfg.iterations_per_epoch
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for n in nets for p in n.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     cosine = _Cosine(total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     schedule = {
@@ -570,6 +632,7 @@ def _train(
             )
         params = saved
     strategy = strategy_cls(model, params, schedule)
+    strategy.set_networks(models)
     strategy.device = device  # type: ignore[attr-defined]
     strategy.patch_size = patch  # type: ignore[attr-defined]
     step = 0
@@ -580,6 +643,8 @@ def _train(
         st = resume_data[_STATE_KEY]
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        if st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
         cosine.total = total  # --epochs may have been extended
         strategy.load_state_dict(st.get("strategy_state") or {})
         step = int(st["step"])
@@ -599,9 +664,9 @@ def _train(
         "patch_size": patch,
         "provenance": {
             "strategy": cfg.strategy,
-            "n_labelled": len(split.train) + len(split.val),
-            "n_weak": sum(c.weak for c in split.train),
-            "n_unlabelled": len(split.unlabelled),
+            "n_labelled": sum(c.label is not None and not c.weak for c in cases),
+            "n_weak": n_weak_cases,
+            "n_unlabelled": sum(c.label is None for c in cases),
             "val_metrics": None,
             "seed": cfg.seed,
             "data": str(cfg.data),
@@ -619,14 +684,18 @@ def _train(
         device=str(device),
         world_size=world,
         n_train=len(split.train),
-        n_weak=sum(c.weak for c in split.train),
+        n_weak=n_weak_cases,
         n_val=len(split.val),
-        n_unlabelled=len(split.unlabelled),
+        n_unlabelled=sum(c.label is None for c in cases),
         train_cases=[c.name for c in split.train],
         val_cases=[c.name for c in split.val],
         skipped=[s["case"] for s in skipped],
         resumed_from_step=step if resume_data is not None else None,
         total_steps=total,
+        networks=n_nets,
+        amp=str(amp_dtype).replace("torch.", "") if use_amp else None,
+        gradient_checkpointing=bool(cfg.gradient_checkpointing),
+        notes=notes + list(split.notes),
     )
 
     def training_state() -> dict[str, Any]:
@@ -635,7 +704,11 @@ def _train(
             "strategy_params": dict(params),
             "step": step,
             "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "extra": [
+                {k: v.detach().cpu().clone() for k, v in n.state_dict().items()} for n in nets[1:]
+            ],
             "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "scheduler": sched.state_dict(),
             "strategy_state": strategy.state_dict(),
             "best_metric": best_metric if math.isfinite(best_metric) else -1.0,
@@ -647,7 +720,7 @@ def _train(
     def save_last() -> None:
         if rank != 0:
             return
-        _save(last_path, strategy.eval_model(), meta, training_state())
+        _save(last_path, strategy.save_networks(), meta, training_state())
         events.write("checkpoint", kind="last", path=str(last_path), step=step)
 
     def run_validation(epoch: int) -> dict[str, float] | None:
@@ -662,7 +735,7 @@ def _train(
         score = metrics["mean"] if metrics else float(step)
         if score > best_metric or not best_path.exists():
             best_metric = max(best_metric, score)
-            _save(best_path, strategy.eval_model(), meta)
+            _save(best_path, strategy.save_networks(), meta)
             events.write("checkpoint", kind="best", path=str(best_path), step=step)
         return metrics
 
@@ -685,7 +758,16 @@ def _train(
     while step < total:
         epoch = step // iters
         if step % iters == 0 or resume_data is not None:
-            view = _EngineView(strategy, split, patch, device)
+            view = _EngineView(
+                strategy,
+                split,
+                patch,
+                device,
+                modalities,
+                events,
+                rank,
+                should_stop=lambda: stop.signum is not None,
+            )
             view.reset_model = reset_model  # type: ignore[attr-defined]
             strategy.on_epoch_start(epoch, view)
             resume_data = None
@@ -713,10 +795,12 @@ def _train(
                 device,
             )
         torch.manual_seed(s_seed)
-        losses = strategy.training_step(batch_l, batch_u, step)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            losses = strategy.training_step(batch_l, batch_u, step)
         opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         strategy.after_step(step)
         step += 1
@@ -801,16 +885,47 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 class _EngineView:
     """What a strategy's ``on_epoch_start`` may use.
 
-    ``split`` (train / val / unlabelled prepared cases), ``predict_probabilities(net, case)``
-    and ``reset_model()`` (re-initialise the student, clear the optimiser state and restart
-    the cosine schedule over the remaining steps).
+    ``split`` (train / val / unlabelled prepared cases), ``predict_probabilities(net,
+    case)``, ``as_case(case)`` (a core ``Case`` of a prepared case, for refinement and
+    propagation), ``log(**fields)`` (a ``strategy`` event, rank 0), ``should_stop()`` and
+    ``reset_model()`` (re-initialise the student, clear the optimiser state and restart the
+    cosine schedule over the remaining steps).
     """
 
-    def __init__(self, strategy: Any, split: Any, patch: Sequence[int], device: torch.device):
+    def __init__(
+        self,
+        strategy: Any,
+        split: Any,
+        patch: Sequence[int],
+        device: torch.device,
+        modalities: Sequence[str] = ("t1", "t1ce", "t2", "flair"),
+        events: EventLog | None = None,
+        rank: int = 0,
+        should_stop: Callable[[], bool] | None = None,
+    ):
         self.strategy = strategy
         self.split = split
         self.patch_size = tuple(patch)
         self.device = device
+        self.modalities = tuple(modalities)
+        self._events = events
+        self.rank = rank
+        self._should_stop = should_stop
+
+    def as_case(self, case: Any) -> Any:
+        """The prepared case as a :class:`~napari_ssseg.core.case.Case`."""
+        from napari_ssseg.ml.data import prepared_to_case
+
+        return prepared_to_case(case, self.modalities)
+
+    def log(self, **fields: Any) -> None:
+        """Write a ``strategy`` event (what a strategy did, e.g. pseudo-label statistics)."""
+        if self._events is not None and self.rank == 0:
+            self._events.write("strategy", strategy=getattr(self.strategy, "name", ""), **fields)
+
+    def should_stop(self) -> bool:
+        """Whether a stop was requested (long strategy work should check it per case)."""
+        return bool(self._should_stop and self._should_stop())
 
     @torch.no_grad()
     def predict_probabilities(self, net: nn.Module, case: Any) -> np.ndarray:

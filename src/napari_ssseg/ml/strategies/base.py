@@ -29,7 +29,14 @@ __all__ = [
 IGNORE_INDEX = 255
 
 #: Modules of this package that define strategies.
-_MODULES: tuple[str, ...] = ("supervised", "pseudo_label", "mean_teacher", "self_training")
+_MODULES: tuple[str, ...] = (
+    "supervised",
+    "pseudo_label",
+    "cps",
+    "mean_teacher",
+    "self_training",
+    "sp3",
+)
 
 #: name -> Strategy subclass (filled by :func:`register`).
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -135,6 +142,9 @@ class Strategy:
     uses_unlabelled: ClassVar[bool] = False
     #: Whether it can run without any labelled case.
     needs_labels: ClassVar[bool] = True
+    #: Networks trained together (2 for cross pseudo supervision); the engine builds,
+    #: initialises (differently seeded), optimises and checkpoints all of them.
+    n_networks: ClassVar[int] = 1
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
@@ -148,8 +158,27 @@ class Strategy:
                 f"{sorted(self.defaults) or 'none'}."
             )
         self.model = model
+        self.models: list[nn.Module] = [model]
         self.params = {**self.defaults, **params}
         self.schedule = dict(schedule)
+
+    def set_networks(self, models: list[nn.Module]) -> None:
+        """Give the strategy all its networks (``models[0]`` is :attr:`model`)."""
+        if len(models) != self.n_networks:
+            raise InputError(
+                f"{self.name!r} trains {self.n_networks} network(s), not {len(models)}."
+            )
+        self.models = list(models)
+        self.model = self.models[0]
+
+    @classmethod
+    def split_data(cls, split: Any) -> Any:
+        """Reassign the prepared cases before training (default: unchanged).
+
+        ``split`` is a :class:`~napari_ssseg.ml.data.DataSplit`; e.g. ``sp3`` moves the
+        scribbled cases from ``train`` to the pool it pseudo-labels.
+        """
+        return split
 
     # --------------------------------------------------------------- hooks
     def on_epoch_start(self, epoch: int, engine: Any) -> None:
@@ -176,8 +205,15 @@ class Strategy:
         """Called after each optimiser step (e.g. EMA update)."""
 
     def eval_model(self) -> nn.Module:
-        """The network to validate and save (default: the unwrapped student)."""
+        """The network to validate (default: the unwrapped student)."""
         return getattr(self.model, "module", self.model)
+
+    def save_networks(self) -> list[nn.Module]:
+        """The networks written to ``best.pt``/``last.pt`` (default: :meth:`eval_model`).
+
+        Several networks make an ensemble checkpoint: prediction averages their softmax.
+        """
+        return [self.eval_model()]
 
     def state_dict(self) -> dict[str, Any]:
         """Extra state to checkpoint (tensors and plain values only)."""

@@ -303,3 +303,28 @@ def test_out_of_memory_names_the_memory_options(data_dir, tmp_path, monkeypatch)
         train(tiny_config(data_dir, out, strategy="cps", epochs=1))
     assert "Out of memory" in read_events(out / "events.jsonl")[-1]["message"]
     assert TINY["name"] == "UNet"
+
+
+def test_cps_with_gradient_checkpointing_under_ddp_gloo(data_dir, tmp_path):
+    """Two DDP-wrapped networks (and checkpointed blocks) on 2 CPU processes."""
+    import json
+    import subprocess
+    import sys
+
+    from napari_ssseg.ml.checkpoint import load_checkpoint
+
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "napari_ssseg.commands.train", str(data_dir), "--out", str(out),
+        "--strategy", "cps", "--param", "warmup_fraction=0.25", "--gradient-checkpointing",
+        "--epochs", "2", "--iterations-per-epoch", "2", "--patch-size", "16",
+        "--device", "cpu", "--network", json.dumps(TINY), "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    ev = read_events(out / "events.jsonl")
+    assert ev[0]["world_size"] == 2 and ev[0]["networks"] == 2
+    assert ev[0]["gradient_checkpointing"] is True and ev[-1]["event"] == "done"
+    assert [e for e in ev if e["event"] == "epoch"][-1]["losses"]["cps"] > 0
+    assert load_checkpoint(out / "best.pt").n_networks == 2

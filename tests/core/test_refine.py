@@ -340,6 +340,38 @@ def test_whole_brain_pseudo_label_warns():
     assert res.merged == []
 
 
+def test_notices_are_returned_and_warn_false_issues_none():
+    """``warn=False`` returns the notices without warnings (a GUI shows them itself, with no
+    need to change the process-wide filters, which is not thread-safe)."""
+    img, sp, brain, p0, _ = _toy(0)
+    s = RefinementSession(img, None, sp, brain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        fit = s.fit(brain, warn=False)
+        res = s.refine(brain, warn=False)
+    assert len(fit.notices) == 1 and "brain mask rather than a tumour" in fit.notices[0]
+    assert fit.notices[0] in fit.messages
+    assert res.notices == fit.notices
+    with pytest.warns(UserWarning, match="brain mask rather than a tumour"):
+        assert s.fit(brain).notices == fit.notices
+    assert s.fit(p0).notices == []
+
+
+def test_refine_labels_notes_and_warn_false():
+    img, sp, brain, p0, _ = _toy(0)
+    images = np.stack([img[0]] * 4)
+    mods = ("t1", "t1ce", "t2", "flair")
+    oedema = np.where(p0, 2, 0).astype(np.uint8)  # no tumour core: TC is skipped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = refine_labels(images, mods, oedema, sp, sp, brain, warn=False)
+    assert out.info["notes"] == [out.info["regions"]["tc"]["skipped"]]
+    with pytest.warns(UserWarning, match="TC refinement skipped"):
+        again = refine_labels(images, mods, oedema, sp, sp, brain)
+    assert again.info["notes"] == out.info["notes"]
+    np.testing.assert_array_equal(again.labels, out.labels)
+
+
 @pytest.mark.parametrize(
     "sim0, match",
     [
@@ -569,7 +601,27 @@ def test_refine_case_end_to_end():
     assert not np.any((out.labels > 0) & ~ph.brain)
     json.dumps(out.info)  # JSON-friendly (the demo writes it to summary.json)
     assert set(out.info["regions"]) == {"wt", "tc"}
-    assert calls[-1] == 1.0
+    assert calls[-1] == 1.0 and calls == sorted(calls)
+    # per-stage timings (the CLI prints them), in order, adding up to the total
+    assert list(out.info["timings"]) == [
+        "brain mask",
+        "superpixels WT",
+        "superpixels TC",
+        "features+graph WT",
+        "features+graph TC",
+        "refine",
+    ]
+    assert all(t >= 0 for t in out.info["timings"].values())
+    assert sum(out.info["timings"].values()) <= out.info["seconds"]
+    assert set(out.info["feature_cache_hit"]) == {"wt", "tc"}
+    assert out.info["superpixels"]["wt"] > 1 and out.info["notes"] == []
+    # the assembly options reach refine_labels
+    union = refine_case(
+        case, pseudo, brain=ph.brain, n_segments=150, output="union", fill=0.5, fill_edge=np.inf
+    )
+    added = refine_case(case, pseudo, brain=ph.brain, n_segments=150, output="added")
+    assert np.all((added.labels > 0) <= (union.labels > 0))
+    assert (union.labels > 0).sum() > (added.labels > 0).sum()
     with pytest.raises(GeometryError, match="case's grid"):
         refine_case(case, pseudo[1:])
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 
 from napari_ssseg._napari.layers import case_of_layer
 from napari_ssseg._napari.widgets.loader import PREPROCESSING, LoaderWidget
@@ -234,3 +235,46 @@ def test_detected_shows_problem_for_unrecognised_folder(loader, tmp_path):
     widget.folder.value = tmp_path
     assert widget.detected.value.startswith("No images found")
     assert "BraTS 2021 names" in widget.detected.tooltip  # the full message
+
+
+def test_event_loop_ticks_while_a_case_loads(loader, qtbot, tmp_path, monkeypatch):
+    """A 20 ms QTimer never waits more than 250 ms while the worker reads a case, and the
+    progress bar never reaches 100 % (napari's bar at 100 % can cost ~0.2 s of GUI time;
+    it is closed when the load ends anyway)."""
+    from napari.layers import Layer
+
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.writers import write_case
+
+    case = make_phantom(shape=(96, 128, 128), spacing=(1.5, 1.5, 1.5), seed=1).to_case(name="t")
+    folder = write_case(case, tmp_path, naming="brats2021")
+    viewer, widget = loader
+    widget.folder.value = folder
+    # the worker phase ends when the GUI thread starts adding the layers (napari's own work)
+    adding: list[float] = []
+    create = Layer.create
+
+    def timed_create(*args, **kwargs):
+        adding.append(time.perf_counter())
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(Layer, "create", staticmethod(timed_create))
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    qtbot.wait(100)
+    timer.start()
+    t0 = time.perf_counter()
+    _click_load(qtbot, widget)
+    qtbot.waitUntil(lambda: bool(adding), timeout=60_000)
+    timer.stop()
+    gaps = np.diff([t0, *[t for t in ticks if t < adding[0]], adding[0]])
+    read = adding[0] - t0
+    print(f"\nread {read:.2f} s, {gaps.size} ticks, longest gap {gaps.max() * 1000:.0f} ms")
+    _wait_done(qtbot, widget, timeout=60_000)
+    assert len(viewer.layers) == 5
+    assert gaps.size >= 5
+    assert gaps.max() < 0.25
+    pbar = widget.task.pbar
+    assert pbar.total == 1000 and 900 <= pbar.n < pbar.total

@@ -117,6 +117,9 @@ def test_propose_adds_layers_matching_the_engine(panel, qtbot, shown, tiny_case)
     assert shown["error"] == []
     assert widget.status.value.startswith("proposed tiny")
     assert len(viewer.layers) == n_before + 2
+    # the bar stopped just short of 100 % (napari's bar at 100 % can cost ~0.2 s of GUI time)
+    pbar = widget.task.pbar
+    assert pbar.total > 1 and pbar.n == pbar.total - 1
     proposal = viewer.layers["tiny proposal"]
     unc = viewer.layers["tiny uncertainty"]
     expected = predict_case(tiny_case, str(widget.checkpoint_file.value), device="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -145,3 +146,147 @@ def test_cancel_closes_generator_and_clears_stop_event(qtbot):
     qtbot.waitUntil(lambda: not handle.running, timeout=5000)
     assert events == [handle.stop_event] and handle.stop_event.is_set()
     qtbot.waitUntil(lambda: bool(closed), timeout=2000)  # finally ran at the cancel, not at GC
+
+
+# ----------------------------------------------------------------------------- warnings
+# warnings.catch_warnings is not thread-safe on Python < 3.14 (it swaps process-wide state);
+# tasks must neither lose what the GUI thread does with warnings nor capture its warnings.
+
+
+def _warn(text):
+    warnings.warn(text, UserWarning, stacklevel=1)
+
+
+def _waiting_job(entered, go):
+    """Job that warns, then waits (between two yields) for the test's go-ahead."""
+    _warn("raised in the task's thread")
+    entered.set()
+    yield {"message": "waiting"}
+    assert go.wait(5)
+    for _ in callback_generator(_warn, "raised in a helper thread", progress_kwarg=""):
+        pass
+    return "ok"
+
+
+@pytest.mark.gui
+def test_task_leaves_gui_thread_warnings_alone(qtbot, monkeypatch, recwarn):
+    """Fails with superqt's worker (catch_warnings around every job) or a job using it:
+    a filter added on the GUI thread while a task runs is lost when the task ends, and a
+    warning raised on the GUI thread meanwhile lands in the task's notifications."""
+    relayed: list[str] = []
+    monkeypatch.setattr(
+        "napari_ssseg._napari.workers.notify_warning", lambda w: relayed.append(str(w[0]))
+    )
+    entered, go = threading.Event(), threading.Event()
+    handle = start_task(_waiting_job, entered, go, show_progress=False)
+    assert entered.wait(5)
+    warnings.filterwarnings("ignore", message="added on the GUI thread during a task")
+    _warn("raised on the GUI thread during a task")
+    go.set()
+    qtbot.waitUntil(lambda: not handle.running, timeout=5000)
+    assert any(
+        f[0] == "ignore" and f[1] is not None and f[1].pattern.startswith("added on the GUI")
+        for f in warnings.filters
+    ), "the GUI thread's filter was lost when the task ended"
+    ours = [str(w.message) for w in recwarn]
+    assert "raised on the GUI thread during a task" in ours
+    assert "raised on the GUI thread during a task" not in relayed
+    # the task's own warnings (its thread and its helper thread) became notifications
+    qtbot.waitUntil(lambda: len(relayed) >= 2, timeout=2000)
+    assert relayed == ["raised in the task's thread", "raised in a helper thread"]
+    assert not any("raised in" in m for m in ours)
+
+
+def test_recorded_warnings_are_per_thread_and_repeatable(recwarn):
+    from napari_ssseg._napari.workers import recorded_warnings
+
+    warnings.simplefilter("default", UserWarning)  # Python's default: once per location
+    warnings.filterwarnings("ignore", message="ignored by a filter")
+    before = list(warnings.filters)
+    recording, go = threading.Event(), threading.Event()
+    out: dict[str, list[str]] = {}
+
+    def other() -> None:
+        with recorded_warnings(UserWarning) as log:
+            recording.set()
+            go.wait(5)
+            for _ in range(2):  # the same line twice: recorded twice ("always")
+                _warn("raised in the recording thread")
+            _warn("ignored by a filter")
+            for _ in callback_generator(_warn, "raised in its helper", progress_kwarg=""):
+                pass
+        out["log"] = [str(w.message) for w in log]
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert recording.wait(5)
+    _warn("raised in the main thread meanwhile")
+    go.set()
+    thread.join(10)
+    assert out["log"] == [
+        "raised in the recording thread",
+        "raised in the recording thread",
+        "raised in its helper",
+    ]
+    assert [str(w.message) for w in recwarn] == ["raised in the main thread meanwhile"]
+    assert warnings.filters == before  # the recording changed no filter
+
+
+def test_router_survives_a_hook_that_calls_it_back(monkeypatch, recwarn):
+    from napari_ssseg._napari import workers
+
+    workers._install_router()
+    router = warnings.showwarning
+    seen: list[str] = []
+
+    def chaining(*args):  # a hook that saved the router as "the original" and calls it
+        seen.append(str(args[0]))
+        router(*args)
+
+    monkeypatch.setattr(warnings, "showwarning", chaining)
+    workers._install_router()  # the router's previous hook is now `chaining`
+    _warn("shown once, no endless loop")
+    assert seen == ["shown once, no endless loop"]
+    assert [str(w.message) for w in recwarn] == ["shown once, no endless loop"]
+
+
+def test_below_total_keeps_step_under_total():
+    from napari_ssseg._napari.workers import below_total
+
+    def gen():
+        yield {"step": 0, "total": 4, "message": "a"}
+        yield None
+        yield {"step": 4, "total": 4, "message": "b"}
+        yield {"step": 7, "total": 0}
+        yield {"message": "c"}
+        return "result"
+
+    wrapped = below_total(gen())
+    reports = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            reports.append(next(wrapped))
+    assert stop.value.value == "result"
+    assert reports == [
+        {"step": 0, "total": 4, "message": "a"},
+        None,
+        {"step": 3, "total": 4, "message": "b"},
+        {"step": 7, "total": 0},
+        {"message": "c"},
+    ]
+
+
+@pytest.mark.gui
+def test_runtime_error_in_a_job_is_an_error_not_a_hang(qtbot):
+    errors, finished = [], []
+
+    def job():
+        yield {"message": "about to fail"}
+        raise RuntimeError("CUDA out of memory (torch raises RuntimeErrors)")
+
+    handle = start_task(
+        job, on_error=errors.append, on_finished=lambda: finished.append(1), show_progress=False
+    )
+    qtbot.waitUntil(lambda: not handle.running, timeout=5000)
+    assert finished == [1]
+    assert len(errors) == 1 and "out of memory" in str(errors[0])

@@ -39,6 +39,21 @@ notifications by default (a :class:`~napari_ssseg.errors.SsegError` as its plain
 and warnings issued by the task shown as warning notifications. All callbacks run on the GUI
 thread; the generator must never touch widgets or layers (read what it needs before starting
 the task).
+
+Warnings
+--------
+``warnings.catch_warnings`` is not thread-safe before Python 3.14: it swaps the process-wide
+filter list and ``showwarning`` hook, so using it in a worker (superqt's worker does, around
+every job) can swallow a warning raised meanwhile on the GUI thread, or lose a filter the GUI
+thread installs. Tasks started here instead run in :class:`TaskWorker`, which never touches
+the filters: a process-wide ``showwarning`` router (installed once, from the thread starting
+the task) sends each warning to the *sink* of the thread that raised it -- the task's
+``warned`` signal, or a :func:`recorded_warnings` block -- and every other thread's warnings
+to the hook that was installed before (napari's notifications, pytest's recorder...). Helper
+threads started by :func:`callback_generator` inherit the sink of the thread starting them.
+A warning delivered to a sink is not marked as already shown, so the next identical warning
+is delivered again (what superqt's ``filterwarnings("always")`` gave), while filters installed
+by the application (e.g. ``ignore``) still apply.
 """
 
 from __future__ import annotations
@@ -46,7 +61,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import queue
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +77,13 @@ from napari_ssseg.core.progress import Cancelled
 
 __all__ = [
     "TaskCancelled",
+    "TaskWorker",
     "current_stop_event",
     "TaskHandle",
+    "below_total",
     "callback_generator",
     "normalise_progress",
+    "recorded_warnings",
     "start_task",
 ]
 
@@ -112,6 +132,226 @@ _FRACTION_STEPS = 1000
 def current_stop_event() -> threading.Event | None:
     """The cancel event of the task running in this thread (set by :func:`start_task`)."""
     return getattr(_CURRENT, "stop", None)
+
+
+def below_total(gen: Iterator[Any]) -> Generator[Any, None, Any]:
+    """Pass on the reports of the generator ``gen`` with ``step`` kept below ``total``.
+
+    napari's progress bar reaching 100 % costs ~0.2 s of GUI-thread time (measured by the
+    Workspace panel), and :func:`start_task` closes the bar as soon as the task ends anyway,
+    so a report with ``step >= total`` is passed on with ``step = total - 1``. Other reports
+    (``None`` heartbeats, messages without a total) pass unchanged.
+
+    Returns
+    -------
+    object
+        Whatever ``gen`` returned. Closing this generator closes ``gen``.
+    """
+    try:
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(report, dict):
+                step, total = report.get("step"), report.get("total")
+                if step is not None and total is not None and 0 < int(total) <= int(step):
+                    report = {**report, "step": int(total) - 1}
+            yield report
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+
+
+# ----------------------------------------------------------------------------- warnings
+#: A warning sink: called, in the thread that raised the warning, with its WarningMessage.
+WarningSink = Callable[[warnings.WarningMessage], None]
+#: thread id -> stack of sinks (innermost last)
+_SINKS: dict[int, list[WarningSink]] = {}
+_SINKS_LOCK = threading.Lock()
+#: the ``warnings.showwarning`` found when the router was installed
+_PREVIOUS_HOOK: list[Callable[..., Any]] = []
+#: per thread: inside the previous hook (guards against a hook that calls the router back)
+_ROUTING = threading.local()
+
+
+def _push_sink(ident: int, sink: WarningSink) -> None:
+    with _SINKS_LOCK:
+        _SINKS.setdefault(ident, []).append(sink)
+
+
+def _remove_sink(ident: int, sink: WarningSink) -> None:
+    # by thread id and identity: a generator finalised in another thread must not remove
+    # that thread's sinks
+    with _SINKS_LOCK:
+        stack = _SINKS.get(ident, [])
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is sink:
+                del stack[i]
+                break
+        if not stack:
+            _SINKS.pop(ident, None)
+
+
+def _current_sink() -> WarningSink | None:
+    with _SINKS_LOCK:
+        stack = _SINKS.get(threading.get_ident())
+        return stack[-1] if stack else None
+
+
+def _show_elsewhere(w: warnings.WarningMessage) -> None:
+    """Hand a warning to the hook that was installed before the router."""
+    hook = _PREVIOUS_HOOK[0] if _PREVIOUS_HOOK else warnings._showwarning_orig
+    if getattr(_ROUTING, "active", False):
+        # that hook called back into the router (it had saved the router as its original)
+        hook = warnings._showwarning_orig
+    _ROUTING.active = True
+    try:
+        hook(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    finally:
+        _ROUTING.active = False
+
+
+def _forget_shown(message: Any, category: type[Warning], filename: str, lineno: int) -> None:
+    """Drop the "already shown" mark the ``"default"`` action just left in the raising
+    module's ``__warningregistry__`` (key ``(text, category, lineno)``), so an identical
+    warning raised later reaches its sink again. No filter is touched."""
+    if isinstance(message, Warning):
+        text, category = str(message), type(message)
+    else:
+        text = str(message)
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_lineno == lineno and frame.f_code.co_filename == filename:
+            registry = frame.f_globals.get("__warningregistry__")
+            if isinstance(registry, dict):
+                registry.pop((text, category, lineno), None)
+            return
+        frame = frame.f_back
+
+
+def _route_warning(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """The process-wide ``warnings.showwarning``: deliver to the raising thread's sink."""
+    w = warnings.WarningMessage(message, category, filename, lineno, file, line)
+    sink = _current_sink()
+    if sink is None:
+        _show_elsewhere(w)
+        return
+    _forget_shown(message, category, filename, lineno)
+    sink(w)
+
+
+def _install_router() -> None:
+    """Make :func:`_route_warning` the ``showwarning`` hook (no-op when it already is).
+
+    Re-installed at every task start: something else (``catch_warnings``, napari's
+    notification hooks) may have replaced it meanwhile; the hook found is kept for the
+    threads without a sink.
+    """
+    with _SINKS_LOCK:
+        current = warnings.showwarning
+        if current is not _route_warning:
+            _PREVIOUS_HOOK[:] = [current]
+            warnings.showwarning = _route_warning
+
+
+@contextlib.contextmanager
+def recorded_warnings(
+    category: type[Warning] = Warning,
+) -> Iterator[list[warnings.WarningMessage]]:
+    """Record the warnings of ``category`` raised in this thread, thread-safely.
+
+    A replacement for ``warnings.catch_warnings(record=True)`` in worker code: the filters
+    and the process-wide hooks are left alone, so warnings of other threads (the GUI thread,
+    other tasks) are neither recorded here nor lost. Helper threads started meanwhile by
+    :func:`callback_generator` record into the same list. Warnings of other categories go on
+    to the enclosing sink (the task's ``warned`` signal, shown as notifications) or, without
+    one, to the previous ``showwarning`` hook.
+
+    Parameters
+    ----------
+    category : Warning subclass
+        What to record (default: every warning).
+
+    Yields
+    ------
+    list of warnings.WarningMessage
+        Filled as warnings are raised. Recording the same warning twice records it twice
+        (as the ``"always"`` action would), unless a filter ignores it.
+    """
+    log: list[warnings.WarningMessage] = []
+    outer = _current_sink()
+
+    def sink(w: warnings.WarningMessage) -> None:
+        if issubclass(w.category, category):
+            log.append(w)
+        elif outer is not None:
+            outer(w)
+        else:
+            _show_elsewhere(w)
+
+    ident = threading.get_ident()
+    _install_router()
+    _push_sink(ident, sink)
+    try:
+        yield log
+    finally:
+        _remove_sink(ident, sink)
+
+
+class TaskWorker(GeneratorWorker):
+    """napari's generator worker without superqt's process-wide ``catch_warnings``.
+
+    superqt's ``WorkerBase.run`` wraps every job in ``warnings.catch_warnings()`` with
+    ``filterwarnings("always")`` and a replaced ``showwarning``: process-wide state swapped
+    from the worker thread (see the module docstring). This ``run`` is the same minus that:
+    warnings raised in the worker thread (and in its :func:`callback_generator` helpers) reach
+    the ``warned`` signal through the warnings router.
+    """
+
+    def run(self) -> None:
+        """Run the job (called by the thread pool); emits the worker's signals."""
+        self.started.emit()
+        self._running = True
+        ident = threading.get_ident()
+        sink = self._relay_warning  # one bound-method object: removed by identity below
+        _push_sink(ident, sink)
+        try:
+            try:
+                result = self.work()
+            finally:
+                _remove_sink(ident, sink)
+            if isinstance(result, RuntimeError):
+                # superqt's work() returns a RuntimeError instead of raising it, taking it for
+                # a deleted worker; but jobs raise RuntimeErrors too (torch does): report it
+                # as an error, unless the worker's signals are really gone
+                try:
+                    self.errored.emit(result)
+                except RuntimeError:
+                    warnings.warn(
+                        f"RuntimeError in aborted thread: {result}", RuntimeWarning, stacklevel=2
+                    )
+                    return
+            elif isinstance(result, Exception):
+                raise result
+            elif not self.abort_requested:
+                self.returned.emit(result)
+        except Exception as exc:  # noqa: BLE001 - relayed to the GUI thread
+            self.errored.emit(exc)
+        self._running = False
+        self.finished.emit()
+        self._finished.emit(self)
+
+    def _relay_warning(self, w: warnings.WarningMessage) -> None:
+        self.warned.emit((w.message, w.category, w.filename, w.lineno, w.file, w.line))
 
 
 def callback_generator(
@@ -168,6 +408,9 @@ def callback_generator(
         reports.put(normalise_progress(*cb_args, **cb_kwargs))
 
     def target() -> None:
+        ident = threading.get_ident()
+        if sink is not None:
+            _push_sink(ident, sink)
         try:
             if progress_kwarg:
                 kwargs[progress_kwarg] = callback
@@ -177,8 +420,11 @@ def callback_generator(
         except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
             outcome["error"] = exc
         finally:
+            if sink is not None:
+                _remove_sink(ident, sink)
             reports.put(_DONE)
 
+    sink = _current_sink()  # the helper's warnings go where this thread's go
     thread = threading.Thread(target=target, name=f"ssseg-{getattr(func, '__name__', 'task')}")
     thread.daemon = True
     thread.start()
@@ -282,8 +528,14 @@ def start_task(
             _CURRENT.stop = None
 
     run_with_stop_event.__name__ = getattr(gen_func, "__name__", "task")
+    _install_router()
     worker = create_worker(
-        run_with_stop_event, *args, _start_thread=False, _ignore_errors=True, **kwargs
+        run_with_stop_event,
+        *args,
+        _start_thread=False,
+        _ignore_errors=True,
+        _worker_class=TaskWorker,
+        **kwargs,
     )
     # napari relays worker errors to its notification manager (traceback notification);
     # we show our own (a SsegError as its plain message), so drop the relay to avoid two.
@@ -344,8 +596,9 @@ def start_task(
 
     worker.errored.connect(_errored)
     # warnings raised in the task (e.g. an oblique image, a resampled modality) become
-    # notifications; napari's own relay is not connected in napari 0.9 (its mixin's __init__
-    # does not run), and napari deduplicates if it ever is.
+    # notifications (TaskWorker relays them without touching the filters); napari's own
+    # relay is not connected in napari 0.9 (its mixin's __init__ does not run), and napari
+    # deduplicates if it ever is.
     worker.warned.connect(notify_warning)
     worker.aborted.connect(_aborted)
 

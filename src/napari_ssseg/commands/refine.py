@@ -144,8 +144,6 @@ def _dice(a, b) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Refine ``--pseudo`` on CASE and write ``--out``; returns 0."""
-    import warnings
-
     import numpy as np
 
     from napari_ssseg.core import refine as R
@@ -191,61 +189,31 @@ def run(args: argparse.Namespace) -> int:
         )
     t = lap("load", t)
 
-    from napari_ssseg.core.preprocess import brain_mask
-    from napari_ssseg.core.superpixels import region_superpixels
-
-    brain = brain_mask(case.images)
-    spacing = tuple(float(s) for s in case.scale)
-    t = lap("brain mask", t)
-    sp = {}
-    for r in regions:
-        sp[r] = region_superpixels(
-            case.images,
-            case.modalities,
-            r.upper(),
-            mask=brain,
-            spacing=spacing,
-            n_segments=args.n_segments,
-            compactness=args.compactness,
-            sigma=args.sigma,
-            cache=not args.no_cache,
-        )
-        t = lap(f"superpixels {r.upper()} ({int(sp[r].max())})", t)
-    sessions = {}
-    for r in regions:
-        sessions[r] = R.RefinementSession(
-            case.images,
-            case.modalities,
-            sp[r],
-            brain,
-            spacing,
-            region=r,
-            cache=not args.no_cache,
-        )
-        t = lap(f"features+graph {r.upper()}", t)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        result = R.refine_labels(
-            case.images,
-            case.modalities,
-            pseudo,
-            sp.get("wt"),
-            sp.get("tc"),
-            brain,
-            spacing=spacing,
-            sim0=sim0,
-            n_c=n_c,
-            regions=regions,
-            shrink=args.shrink,
-            output=output,
-            fill=args.fill,
-            fill_edge=args.fill_edge,
-            sessions=sessions,
-            components=False if (args.keep_components or args.paper) else None,
-            mutual="region" if args.paper else args.mutual,
-            mutual_tolerance=0.0 if args.paper else args.mutual_tolerance,
-        )
-    t = lap("refine", t)
+    result = R.refine_case(
+        case,
+        pseudo,
+        sim0=sim0,
+        n_c=n_c,
+        n_segments=args.n_segments,
+        compactness=args.compactness,
+        sigma=args.sigma,
+        regions=regions,
+        shrink=args.shrink,
+        output=output,
+        fill=args.fill,
+        fill_edge=args.fill_edge,
+        cache=not args.no_cache,
+        components=False if (args.keep_components or args.paper) else None,
+        mutual="region" if args.paper else args.mutual,
+        mutual_tolerance=0.0 if args.paper else args.mutual_tolerance,
+    )
+    # refine_case's per-stage timings: brain mask, superpixels, features+graph, refine
+    n_sp = result.info["superpixels"]
+    for name, seconds in result.info["timings"].items():
+        if name.startswith("superpixels "):
+            name += f" ({n_sp[name.split()[-1].lower()]})"
+        times.append((name, seconds))
+    t = time.perf_counter()
     out = save_labels(result.labels, case, args.out)
     t = lap("write", t)
 
@@ -272,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}     {b:7.4f}  {a:7.4f}  {a - b:+8.4f}")
     print(f"wrote {out}")
     total = time.perf_counter() - t_start
-    hits = [r.upper() for r, ss in sessions.items() if ss.cache_hit]
+    hits = [r.upper() for r, hit in result.info["feature_cache_hit"].items() if hit]
     print(
         "timing (cold start of the process"
         + (f"; feature cache hit for {', '.join(hits)}" if hits else "")

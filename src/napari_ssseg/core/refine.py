@@ -709,12 +709,19 @@ class FittedSeed:
         The pseudo-label on the session's crop, inside the superpixel domain.
     outside : int
         Voxels of ``p0`` outside the superpixel domain (dropped).
+    messages : list of str
+        What the fit did or found (notices included).
+    notices : list of str
+        The messages that warrant telling the user (a pseudo-label covering most of the
+        brain, no superpixel half covered); issued as :class:`UserWarning` too unless
+        :meth:`RefinementSession.fit` was called with ``warn=False``.
     """
 
     members: np.ndarray
     p0: np.ndarray
     outside: int = 0
     messages: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
     coverage: np.ndarray | None = None
     cut_border: np.ndarray | None = None
     #: connected components of ``p0`` dropped by the component pre-step **[ours]**
@@ -749,6 +756,8 @@ class RefineResult:
     dropped_components : int
         Components of ``p0`` removed by the component pre-step **[ours]** (their voxels are
         not in ``mask``).
+    notices : list of str
+        The fit's notices (:attr:`FittedSeed.notices`).
     """
 
     mask: np.ndarray
@@ -759,6 +768,7 @@ class RefineResult:
     removed: list[int]
     seconds: float
     dropped_components: int = 0
+    notices: list[str] = field(default_factory=list)
 
 
 class RefinementSession:
@@ -967,6 +977,7 @@ class RefinementSession:
         components: bool | None = None,
         component_sim: float | None = None,
         component_keep: float | None = None,
+        warn: bool = True,
     ) -> FittedSeed:
         """Fit a pseudo-label to the superpixels (majority rule).
 
@@ -1000,6 +1011,10 @@ class RefinementSession:
         component_keep : float in [0, 1], optional
             Components with at least this fraction of the largest component's voxels are
             always kept (default :data:`DEFAULT_COMPONENT_KEEP`).
+        warn : bool
+            Issue the fit's notices (:attr:`FittedSeed.notices`) as :class:`UserWarning`;
+            ``False`` only returns them (e.g. for a GUI that shows them itself, without
+            touching the process-wide warning filters).
 
         Returns
         -------
@@ -1037,7 +1052,8 @@ class RefinementSession:
                 "the pseudo-label is empty inside the brain: nothing to grow from. Give a "
                 "pseudo-label with at least a few voxels of the region to refine."
             )
-        msgs = []
+        msgs: list[str] = []
+        notices: list[str] = []
         n_dom = int(np.count_nonzero(self._domain))
         if inside >= 0.5 * n_dom:
             msg = (
@@ -1046,7 +1062,7 @@ class RefinementSession:
                 f"(growth only adds superpixels)."
             )
             msgs.append(msg)
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            notices.append(msg)
         dropped = None
         comp_info: list[dict] = []
         if components:
@@ -1072,12 +1088,15 @@ class RefinementSession:
                 f"the best-covered one (label {best}, {100 * frac[best]:.0f}% covered)."
             )
             msgs.append(msg)
+            notices.append(msg)
+        for msg in notices if warn else ():
             warnings.warn(msg, UserWarning, stacklevel=2)
         return FittedSeed(
             members=members,
             p0=pc,
             outside=total - inside,
             messages=msgs,
+            notices=notices,
             coverage=frac,
             cut_border=self._cut_border(pc),
             dropped_components=sum(1 for c in comp_info if not c["kept"]),
@@ -1204,6 +1223,7 @@ class RefinementSession:
         component_keep: float | None = None,
         mutual: str | None = None,
         mutual_tolerance: float | None = None,
+        warn: bool = True,
     ) -> RefineResult:
         """Refine a pseudo-label with Algorithm 1.
 
@@ -1247,6 +1267,9 @@ class RefinementSession:
         mutual_tolerance : float in [0, 1), optional
             Tolerance of the mutual-best test **[ours]** (default
             :data:`DEFAULT_MUTUAL_TOLERANCE`; 0 is the paper's rule).
+        warn : bool
+            When ``p0`` is a mask: issue the fit's notices as warnings (see :meth:`fit`); they
+            are in ``RefineResult.notices`` either way.
 
         Returns
         -------
@@ -1277,6 +1300,7 @@ class RefinementSession:
                 components=components,
                 component_sim=component_sim,
                 component_keep=component_keep,
+                warn=warn,
             )
         mutual, mutual_tolerance = self._mutual_options(mutual, mutual_tolerance)
         t0 = time.perf_counter()
@@ -1309,6 +1333,7 @@ class RefinementSession:
             removed=removed,
             seconds=time.perf_counter() - t0,
             dropped_components=seed.dropped_components,
+            notices=list(seed.notices),
         )
 
     def grow(
@@ -1508,6 +1533,7 @@ def refine_labels(
     component_keep: float | None = None,
     mutual: str | Mapping[str, str] | None = None,
     mutual_tolerance: float | Mapping[str, float] | None = None,
+    warn: bool = True,
 ) -> RefinedLabels:
     """Refine a multi-class internal label map: WT and TC separately, TC clipped to WT.
 
@@ -1548,12 +1574,17 @@ def refine_labels(
     mutual, mutual_tolerance
         Mutual-best rule of the growth **[ours]** (see :meth:`RefinementSession.refine`);
         ``None``: the region's defaults; may be ``{"wt": ..., "tc": ...}``.
+    warn : bool
+        Issue the notices (TC skipped, the fits' notices) as :class:`UserWarning`; they are
+        in ``info["notes"]`` either way. ``False`` suits callers that show them themselves
+        (no need to change the process-wide warning filters, which is not thread-safe).
 
     Returns
     -------
     RefinedLabels
         ``labels`` (uint8 internal), ``provenance`` (bool: voxels that came from
-        superpixels) and ``info`` (per-region seed / merged counts, timings, messages).
+        superpixels) and ``info`` (per-region seed / merged counts, timings, messages;
+        ``"notes"``: the notices, in order).
     """
     from scipy import ndimage
 
@@ -1587,7 +1618,7 @@ def refine_labels(
         )
     sessions = dict(sessions or {})
     sp = {"wt": superpixels_wt, "tc": superpixels_tc}
-    info: dict = {"regions": {}}
+    info: dict = {"regions": {}, "notes": []}
     wt = wt0 & brain
     tc = tc0 & brain
     prov = np.zeros(labels.shape, bool)
@@ -1596,7 +1627,9 @@ def refine_labels(
         p0 = wt0 if region == "wt" else tc0
         if region == "tc" and not np.any(p0 & brain):
             msg = "the pseudo-label has no tumour core (NCR/ET): TC refinement skipped."
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            if warn:
+                warnings.warn(msg, UserWarning, stacklevel=2)
+            info["notes"].append(msg)
             info["regions"][region] = {"skipped": msg}
             continue
         sess = sessions.get(region)
@@ -1624,7 +1657,9 @@ def refine_labels(
             component_keep=component_keep,
             mutual=_per_region(mutual, region, "mutual"),
             mutual_tolerance=_per_region(mutual_tolerance, region, "mutual_tolerance"),
+            warn=warn,
         )
+        info["notes"].extend(f"{region.upper()}: {n}" for n in res.notices)
         info["regions"][region] = {
             "seed_superpixels": int(res.seed.sum()),
             "merged": len(res.merged),
@@ -1680,6 +1715,9 @@ def refine_case(
     sigma: float = 1.0,
     regions: Sequence[str] = ("wt", "tc"),
     shrink: bool = False,
+    output: str | None = None,
+    fill: float | None = None,
+    fill_edge: float | None = None,
     cache=None,
     progress: ProgressCallback | None = None,
     should_stop: StopCallback | None = None,
@@ -1690,8 +1728,9 @@ def refine_case(
 ) -> RefinedLabels:
     """Refine a pseudo-label of a :class:`~napari_ssseg.core.case.Case` end to end.
 
-    Computes the region superpixels (WT: FLAIR, TC: T2 + T1Gd) inside the brain mask, builds
-    the refinement sessions and calls :func:`refine_labels` with the tuned defaults.
+    Computes the brain mask (unless given), the region superpixels (WT: FLAIR, TC: T2 +
+    T1Gd) inside it, the refinement sessions, and calls :func:`refine_labels` with the tuned
+    defaults. The wall time of each stage is returned in ``info["timings"]``.
 
     Parameters
     ----------
@@ -1703,7 +1742,7 @@ def refine_case(
         Result of :func:`~napari_ssseg.core.preprocess.preprocess_case`; its brain mask is
         used. Otherwise ``brain``, or :func:`~napari_ssseg.core.preprocess.brain_mask`.
     brain : (Z, Y, X) ndarray of bool, optional
-    sim0, n_c, regions, shrink
+    sim0, n_c, regions, shrink, output, fill, fill_edge
         As for :func:`refine_labels`.
     n_segments, compactness, sigma
         SLIC parameters (paper defaults).
@@ -1718,12 +1757,24 @@ def refine_case(
     Returns
     -------
     RefinedLabels
-        ``labels``, ``provenance`` and a JSON-friendly ``info`` (per-region seed/merge counts,
-        superpixel counts, parameters, seconds).
+        ``labels``, ``provenance`` and a JSON-friendly ``info``: per-region seed/merge counts
+        (``"regions"``), superpixel counts (``"superpixels"``), whether each region's
+        features came from the cache (``"feature_cache_hit"``), the parameters, ``"notes"``
+        (see :func:`refine_labels`), ``"timings"`` (seconds per stage, in order: ``"brain
+        mask"``, ``"superpixels WT"``..., ``"features+graph WT"``..., ``"refine"``) and the
+        total ``"seconds"``.
     """
     from napari_ssseg.core.superpixels import region_superpixels
 
     t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    lap = [t0]
+
+    def stage(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = now - lap[0]
+        lap[0] = now
+
     images = np.asarray(case.images)
     shape = tuple(images.shape[1:])
     pseudo = np.asarray(pseudo)
@@ -1732,6 +1783,7 @@ def refine_case(
             f"the pseudo-label has shape {pseudo.shape} but case {getattr(case, 'name', '')!r} "
             f"has shape {shape}; it must be on the case's grid."
         )
+    regions = [check_choice("region", r, ("wt", "tc")) for r in regions]
     if brain is None and preprocessed is not None:
         brain = np.asarray(preprocessed.uncrop(preprocessed.mask.astype(np.uint8)), bool)
     if brain is None:
@@ -1739,13 +1791,13 @@ def refine_case(
 
         brain = brain_mask(images)
     spacing = tuple(float(s) for s in case.scale)
-    regions = [check_choice("region", r, ("wt", "tc")) for r in regions]
-    sessions: dict[str, RefinementSession] = {}
-    n_sp: dict[str, int] = {}
+    stage("brain mask")
+    n_stages = 2 * len(regions) + 1
+    superpixels: dict[str, np.ndarray] = {}
     for k, r in enumerate(regions):
         check_cancel(should_stop, "refinement")
-        report(progress, k / (len(regions) + 1), f"superpixels {r.upper()}")
-        sp = region_superpixels(
+        report(progress, k / n_stages, f"superpixels {r.upper()}")
+        superpixels[r] = region_superpixels(
             images,
             case.modalities,
             r.upper(),
@@ -1757,19 +1809,23 @@ def refine_case(
             cache=cache,
             should_stop=should_stop,
         )
-        report(progress, (k + 0.5) / (len(regions) + 1), f"features {r.upper()}")
+        stage(f"superpixels {r.upper()}")
+    sessions: dict[str, RefinementSession] = {}
+    for k, r in enumerate(regions):
+        check_cancel(should_stop, "refinement")
+        report(progress, (len(regions) + k) / n_stages, f"features {r.upper()}")
         sessions[r] = RefinementSession(
             images,
             case.modalities,
-            sp,
+            superpixels[r],
             brain,
             spacing,
             region=r,
             cache=cache,
             should_stop=should_stop,
         )
-        n_sp[r] = sessions[r].n_superpixels
-    report(progress, len(regions) / (len(regions) + 1), "refining")
+        stage(f"features+graph {r.upper()}")
+    report(progress, 2 * len(regions) / n_stages, "refining")
     out = refine_labels(
         images,
         case.modalities,
@@ -1782,20 +1838,27 @@ def refine_case(
         n_c=n_c,
         regions=regions,
         shrink=shrink,
+        output=output,
+        fill=fill,
+        fill_edge=fill_edge,
         sessions=sessions,
         components=components,
         component_sim=component_sim,
         mutual=mutual,
         mutual_tolerance=mutual_tolerance,
     )
+    stage("refine")
     report(progress, 1.0, "refined")
     info = {
         "regions": out.info["regions"],
-        "superpixels": n_sp,
+        "superpixels": {r: sess.n_superpixels for r, sess in sessions.items()},
+        "feature_cache_hit": {r: bool(sess.cache_hit) for r, sess in sessions.items()},
         "sim0": dict(sim0) if isinstance(sim0, Mapping) else float(sim0),
         "n_c": int(n_c),
         "n_segments": int(n_segments),
         "voxels_from_superpixels": int(out.provenance.sum()),
+        "notes": list(out.info["notes"]),
+        "timings": timings,
         "seconds": time.perf_counter() - t0,
     }
     return RefinedLabels(labels=out.labels, provenance=out.provenance, info=info)

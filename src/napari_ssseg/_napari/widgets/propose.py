@@ -24,7 +24,6 @@ Torch and MONAI are imported inside the worker, never on the GUI thread.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,13 @@ from napari_ssseg._napari.layers import (
     labels_features,
 )
 from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
-from napari_ssseg._napari.workers import TaskHandle, current_stop_event, start_task
+from napari_ssseg._napari.workers import (
+    TaskHandle,
+    below_total,
+    current_stop_event,
+    recorded_warnings,
+    start_task,
+)
 from napari_ssseg.core.provenance import MODEL, PROVENANCE_KEY
 from napari_ssseg.errors import InputError
 
@@ -90,14 +95,17 @@ def propose_job(case: Any, model: Any, options: dict[str, Any]):
     Yields
     ------
     dict
-        Progress dicts (``step``, ``total``, ``message``).
+        Progress dicts (``step``, ``total``, ``message``); ``step`` stays below ``total``
+        (:func:`~napari_ssseg._napari.workers.below_total`).
 
     Returns
     -------
     dict
         The result event (``labels``, ``uncertainty``, ``probabilities``, ``info``) plus
-        ``"warnings"``: messages of the warnings raised (reordered modalities, CPU fallback,
-        MC dropout ignored...).
+        ``"warnings"``: the engine's notes (``info["notes"]``) and the messages of the
+        :class:`UserWarning` warnings raised in this task (reordered modalities, CPU
+        fallback, MC dropout ignored...), each once. The warnings are recorded per thread
+        (:func:`~napari_ssseg._napari.workers.recorded_warnings`): no filter is changed.
 
     Raises
     ------
@@ -109,31 +117,33 @@ def propose_job(case: Any, model: Any, options: dict[str, Any]):
 
     stop = current_stop_event()
     should_stop = stop.is_set if stop is not None else None
-    result = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        gen = predict_case_iter(case, model, should_stop=should_stop, **options)
-        try:
-            for event in gen:
-                if event.get("event") == "result":
-                    result = dict(event)
-                    break
-                yield {
-                    "step": int(event.get("done", 0)),
-                    "total": int(event.get("total", 1)),
-                    "message": str(event.get("message", "")),
-                    "stage": event.get("stage"),
-                }
-        finally:
-            gen.close()
-    if result is None:  # pragma: no cover - the engine ends with a result or raises
-        raise RuntimeError("prediction ended without a result")
+    with recorded_warnings() as caught:
+        events = predict_case_iter(case, model, should_stop=should_stop, **options)
+        result = yield from below_total(_progress_of(events))
     seen: list[str] = []
-    for w in caught:
-        if issubclass(w.category, UserWarning) and str(w.message) not in seen:
-            seen.append(str(w.message))
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for msg in [*messages, *map(str, result.get("info", {}).get("notes", []))]:
+        if msg not in seen:
+            seen.append(msg)
     result["warnings"] = seen
     return result
+
+
+def _progress_of(events: Any):
+    """Turn the engine's events into progress dicts; return its result event (a dict)."""
+    try:
+        for event in events:
+            if event.get("event") == "result":
+                return dict(event)
+            yield {
+                "step": int(event.get("done", 0)),
+                "total": int(event.get("total", 1)),
+                "message": str(event.get("message", "")),
+                "stage": event.get("stage"),
+            }
+    finally:
+        events.close()
+    raise RuntimeError("prediction ended without a result")  # pragma: no cover
 
 
 class ProposeWidget(Container):

@@ -35,7 +35,6 @@ refinement of the pseudo-label. Undo restores the labels but not the provenance 
 from __future__ import annotations
 
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +54,12 @@ from magicgui.widgets import (
 
 from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
 from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
-from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
+from napari_ssseg._napari.workers import (
+    TaskHandle,
+    callback_generator,
+    recorded_warnings,
+    start_task,
+)
 from napari_ssseg.core.provenance import PROVENANCE_KEY, SUPERPIXEL, update_provenance
 from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
 from napari_ssseg.errors import GeometryError, InputError
@@ -232,8 +236,9 @@ def compute_setup_job(
         if region in reuse:
             superpixels[region], sessions[region] = reuse[region]
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # fallbacks are reported up front
+        # user warnings (channel fallbacks) are reported up front by the panel: dropped here,
+        # recorded per thread (catch_warnings would swap the process-wide filters)
+        with recorded_warnings(UserWarning):
             sp = yield from _scaled(
                 callback_generator(
                     region_superpixels,
@@ -695,8 +700,7 @@ class RefineWidget(Container):
     def _warn_fallbacks(self, case: Any, regions: tuple[str, ...]) -> None:
         from napari_ssseg.core.superpixels import channels_for_region
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with recorded_warnings() as caught:  # this thread's only; filters untouched
             for region in regions:
                 channels_for_region(list(case.modalities), region.upper())
         for w in caught:
@@ -782,18 +786,18 @@ class RefineWidget(Container):
         self.last_preview_seconds = 0.0
 
     def _fit_seeds(self) -> None:
-        """Fit the pseudo-label to each region's superpixels; show the fit's warnings (e.g. a
+        """Fit the pseudo-label to each region's superpixels; show the fit's notices (e.g. a
         pseudo-label covering most of the brain) as notifications."""
         seeds = self._region_seeds(self._pseudo)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            self._seeds = {r: self.setup.sessions[r].fit(seeds[r]) for r in self.setup.regions}
+        self._seeds = {
+            r: self.setup.sessions[r].fit(seeds[r], warn=False) for r in self.setup.regions
+        }
         shown: set[str] = set()
-        for w in caught:
-            text = str(w.message)
-            if issubclass(w.category, UserWarning) and text not in shown:
-                shown.add(text)
-                notify_info(text)
+        for seed in self._seeds.values():
+            for text in seed.notices:
+                if text not in shown:
+                    shown.add(text)
+                    notify_info(text)
 
     def _disconnect_target(self) -> None:
         if self._target is not None:
@@ -1040,21 +1044,20 @@ class RefineWidget(Container):
         try:
             self._current_inputs()
             sim0, n_c = self._slider_values()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                out = refine_labels(
-                    setup.case.images,
-                    setup.case.modalities,
-                    self._pseudo,
-                    None,
-                    None,
-                    setup.brain,
-                    spacing=tuple(float(s) for s in setup.case.scale),
-                    sim0=sim0,
-                    n_c=n_c,
-                    regions=setup.regions,
-                    sessions=setup.sessions,
-                )
+            out = refine_labels(  # its notices were shown when the seeds were fitted
+                setup.case.images,
+                setup.case.modalities,
+                self._pseudo,
+                None,
+                None,
+                setup.brain,
+                spacing=tuple(float(s) for s in setup.case.scale),
+                sim0=sim0,
+                n_c=n_c,
+                regions=setup.regions,
+                sessions=setup.sessions,
+                warn=False,
+            )
         except Exception as exc:  # noqa: BLE001
             notify_error(exc)
             return None

@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ from napari_ssseg._napari.layers import (
     labels_layer_of_case,
 )
 from napari_ssseg._napari.widgets._common import notify_error, notify_info
-from napari_ssseg._napari.workers import start_task
+from napari_ssseg._napari.workers import recorded_warnings, start_task
 from napari_ssseg.core.provenance import PROVENANCE_KEY, SCRIBBLE, update_provenance
 from napari_ssseg.core.scribbles import BACKGROUND, TUMOUR
 from napari_ssseg.errors import InputError
@@ -116,13 +115,13 @@ def propagate_job(
     prop = state.get("propagator")
     if prop is None or state.get("case") is not case:
         yield {"step": 0, "total": 2, "message": "superpixels and features"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        # user warnings (channel fallbacks) are dropped, as before; recorded per thread
+        # instead of catch_warnings, which would swap the process-wide filters
+        with recorded_warnings(UserWarning):
             prop = ScribblePropagator(case.images, case.modalities, None, case.scale)
         state["propagator"], state["case"] = prop, case
     yield {"step": 1, "total": 2, "message": "propagating"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with recorded_warnings(UserWarning):
         return prop.update(scribbles, probabilities)
 
 

@@ -162,3 +162,26 @@ def test_suggest_model_without_ml_stack_says_so(ws_path, capsys, monkeypatch):
     assert main(["workspace", "suggest", str(ws_path), "--model", "m.pt"]) == 0
     err = capsys.readouterr().err
     assert "--model ignored" in err and "random baseline" in err
+
+
+def test_runs_and_add_run_without_torch(ws_path, tmp_path, capsys):
+    """`runs` on an empty list, `add-run` of a run folder written by hand, bad folders."""
+    assert main(["workspace", "runs", str(ws_path)]) == 0
+    assert "no training run recorded" in capsys.readouterr().out
+    run = tmp_path / "run"
+    run.mkdir()
+    events = [
+        {"event": "start", "strategy": "cps", "config": {"epochs": 3}},
+        {"event": "error", "message": "Out of memory (CUDA). Reduce --patch-size"},
+    ]
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert main(["workspace", "add-run", str(ws_path), str(run), "--name", "big-cps"]) == 0
+    assert "run big-cps recorded: failed" in capsys.readouterr().out
+    assert main(["workspace", "runs", str(ws_path)]) == 0
+    out = capsys.readouterr().out
+    assert "big-cps" in out and "failed" in out and "cps" in out and "Out of memory" in out
+    (tmp_path / "plain").mkdir()
+    assert main(["workspace", "add-run", str(ws_path), str(tmp_path / "plain")]) == 2
+    assert "not a training run folder" in capsys.readouterr().err
+    with Workspace.open(ws_path, readonly=True) as ws:
+        assert [r["id"] for r in ws.runs] == ["big-cps"] and ws.models == []

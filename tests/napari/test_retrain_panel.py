@@ -204,9 +204,14 @@ def test_panel_cancel_resume_done_reproposes(make_napari_viewer, qtbot, data_dir
 
     beat.timeout.connect(on_beat)
 
-    # 1. one click: labelled + unlabelled -> pseudo-label; cancel once it has started
+    # 1. one click: labelled + unlabelled -> the best semi-supervised strategy registered
+    # (pseudo-label-superpixel, or pseudo-label before it exists); cancel once it has started
+    from napari_ssseg._napari.widgets.retrain import available_strategies
+
+    expected, _ = choose_strategy(DataSummary("folder", 2, 0, 2), available_strategies())
+    assert expected.startswith("pseudo-label")
     proc = widget.retrain()
-    assert proc is not None and "pseudo-label" in proc.args
+    assert proc is not None and proc.args[proc.args.index("--strategy") + 1] == expected
     beat.start()
     qtbot.waitUntil(lambda: any(e["event"] == "start" for e in proc.events), timeout=90_000)
     widget.cancel()

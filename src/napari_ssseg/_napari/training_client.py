@@ -8,15 +8,22 @@ since the previous call by reading ``RUN_DIR/events.jsonl`` from the byte offset
 stopped; a partial last line (the child is writing it) is kept for the next call. Every call
 is non-blocking, so a GUI can call it from a timer.
 
+The child gets the environment variable ``SSSEG_PARENT_PID`` (this process): if this process
+dies without stopping it (a crash, ``kill -9``), the child notices within a second and stops
+as on SIGTERM (``last.pt``, ``cancelled``).
+
 The module also holds the data inspection behind the Retrain panel's one-click strategy
 choice: :func:`summarize_data` (counts of labelled, scribbled and unlabelled cases of a case
-folder or workspace) and :func:`choose_strategy`.
+folder or workspace) and :func:`choose_strategy`; :func:`resume_args` (the command that
+continues an earlier run folder) and :func:`failure_advice` (what to change after an
+out-of-memory error).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +39,8 @@ __all__ = [
     "DataSummary",
     "TrainingProcess",
     "choose_strategy",
+    "failure_advice",
+    "resume_args",
     "summarize_data",
 ]
 
@@ -99,6 +108,7 @@ class TrainingProcess:
         cmd = [sys.executable, "-m", "napari_ssseg", "train", *args]
         child_env = dict(os.environ)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
+        child_env["SSSEG_PARENT_PID"] = str(os.getpid())  # the child stops if we die
         if env:
             child_env.update(env)
         kwargs: dict[str, Any] = {}
@@ -371,10 +381,12 @@ def choose_strategy(
         for name in SCRIBBLE_PREFERENCE:
             if name in avail:
                 why = f"{summary.n_scribbled} case(s) with scribbles"
-                if name != "sp3":
+                if name == "sp3":
+                    why += ": sp3 propagates the scribbles and adds pseudo-labels"
+                else:
                     why += (
-                        ": 'sp3' is not available yet, so 'supervised' trains on the scribbles "
-                        "(loss on scribbled voxels only) and the labelled cases"
+                        ": 'sp3' is not available in this installation, so 'supervised' trains "
+                        "on the scribbles (loss on scribbled voxels only) and the labelled cases"
                     )
                 return name, why + "."
     if summary.n_labelled == 0:
@@ -388,6 +400,124 @@ def choose_strategy(
             if name in avail:
                 why = f"labelled + {summary.n_unlabelled} unlabelled case(s): semi-supervised"
                 if name != SEMI_SUPERVISED_PREFERENCE[0]:
-                    why += f" ({SEMI_SUPERVISED_PREFERENCE[0]!r} is not available yet)"
+                    why += (
+                        f" ({SEMI_SUPERVISED_PREFERENCE[0]!r} is not available in this "
+                        "installation)"
+                    )
                 return name, why + "."
     return "supervised", "every case is labelled: supervised training."
+
+
+# ----------------------------------------------------------------------------- resume, faults
+#: ``TrainConfig`` fields that ``--resume`` needs on the command line (the network, the
+#: normalisation, the patch size and the strategy parameters are restored from ``last.pt``).
+_RESUME_OPTIONS = (
+    ("epochs", "--epochs"),
+    ("iterations_per_epoch", "--iterations-per-epoch"),
+    ("budget_minutes", "--budget-minutes"),
+    ("device", "--device"),
+    ("seed", "--seed"),
+    ("batch_size", "--batch-size"),
+    ("lr", "--lr"),
+    ("val_fraction", "--val-fraction"),
+)
+
+
+def resume_args(
+    run_dir: str | os.PathLike, data: str | None = None
+) -> tuple[list[str], str | None, dict[str, Any]]:
+    """The ``ssseg train`` arguments that continue the run in ``run_dir`` (``--resume``).
+
+    The options come from the run's last ``start`` event (its ``config``), so the resumed run
+    uses the same data, schedule, seed and device. Without a ``start`` event the strategy is
+    left out (``ssseg train --resume`` then reads it from ``last.pt``) and ``data`` is used.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A folder written by ``ssseg train --out`` that holds ``last.pt``.
+    data : str, optional
+        Training data when the run folder does not name it.
+
+    Returns
+    -------
+    (list of str, str or None, dict)
+        Arguments (with ``--out`` and ``--resume``), the strategy (None: read from
+        ``last.pt`` by the child) and :func:`napari_ssseg.io.workspace.read_run`'s summary.
+
+    Raises
+    ------
+    InputError
+        No ``last.pt`` (nothing to resume), no data, or the run looks still active.
+    """
+    import time
+
+    from napari_ssseg.io.workspace import read_run
+
+    root = Path(run_dir).expanduser()
+    if not str(run_dir).strip() or not root.is_dir():
+        raise InputError(
+            f"Run folder {str(run_dir)!r} is not a folder. Pick the folder of an earlier run "
+            "(the one given to `ssseg train --out`, holding last.pt)."
+        )
+    if not (root / "last.pt").is_file():
+        raise InputError(
+            f"Run folder {str(root)!r} has no last.pt, so there is nothing to resume (the run "
+            "never finished an epoch, or this is not a run folder). Start a new run instead."
+        )
+    info = read_run(root)
+    events = root / "events.jsonl"
+    if info["state"] == "running" and events.is_file():
+        age = time.time() - events.stat().st_mtime
+        if age < 120:
+            raise InputError(
+                f"The run in {str(root)!r} seems to be still training (no end event, and "
+                f"events.jsonl changed {age:.0f} s ago). Cancel it first, or wait for it to end; "
+                "two processes must not train in the same run folder."
+            )
+    cfg = info["config"] or {}
+    data_arg = cfg.get("data") or data
+    if not data_arg or not str(data_arg).strip():
+        raise InputError(
+            f"The run in {str(root)!r} does not name its training data (no start event): type "
+            "the data folder in 'Data' and resume again."
+        )
+    args = [str(data_arg)]
+    strategy = info["strategy"]
+    if strategy:
+        args += ["--strategy", str(strategy)]
+    for key, flag in _RESUME_OPTIONS:
+        value = cfg.get(key)
+        if value is not None:
+            args += [flag, str(value)]
+    for key, flag in (("amp", "--amp"), ("gradient_checkpointing", "--gradient-checkpointing")):
+        if cfg.get(key):
+            args.append(flag)
+    args += ["--out", str(root), "--resume"]
+    return args, strategy, info
+
+
+_OOM = re.compile(r"out of memory", re.IGNORECASE)
+
+
+def failure_advice(message: str) -> str:
+    """What to change after a failed run: memory-reducing options for an out-of-memory error.
+
+    Parameters
+    ----------
+    message : str
+        The ``error`` event's message (or the tail of the child's stderr).
+
+    Returns
+    -------
+    str
+        Advice, or ``""`` when there is none for this message.
+    """
+    if not _OOM.search(message or ""):
+        return ""
+    return (
+        "To use less memory: a smaller patch size (Advanced > Patch size, --patch-size) or "
+        "batch size (--batch-size), mixed precision on CUDA (Advanced > Mixed precision, --amp), "
+        "gradient checkpointing (Advanced > Gradient checkpointing, --gradient-checkpointing; "
+        "about 30% slower), or a smaller network."
+    )

@@ -138,8 +138,8 @@ def _watch_parent(interval: float = 1.0) -> None:
         parent = int(os.environ.get(PARENT_PID_ENV, ""))
     except ValueError:
         return
-    if parent <= 1 or os.name != "posix":
-        return
+    if parent <= 1 or os.name != "posix" or os.getppid() != parent:
+        return  # not started directly by that program (e.g. a torchrun worker): no watch
 
     def watch() -> None:
         while True:
@@ -206,12 +206,11 @@ class _WorkspaceRecorder:
         self.warned = False
 
     def _record(self, **fields) -> bool:
-        from napari_ssseg.errors import InputError
         from napari_ssseg.io.workspace import add_run_command, record_run_in
 
         try:
             entry = record_run_in(self.root, self.out, **fields)
-        except (InputError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - recording must never fail the run
             if not self.warned:
                 print(
                     f"warning: this run could not be recorded in workspace {str(self.root)!r} "

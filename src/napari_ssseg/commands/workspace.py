@@ -12,6 +12,8 @@ docs/workspace.md). Subcommands:
   export    write nnU-Net v2, MSD or BraTS folders (never overwrites files)
   import    create a workspace from an nnU-Net v2 or MSD dataset
   snapshot  frozen copy of the current labels (what a training run reads)
+  runs      list the training runs: state, strategy, validation Dice, model (read-only)
+  add-run   record a training run folder (ssseg train --out RUN_DIR) in the workspace
 """
 
 from __future__ import annotations
@@ -103,6 +105,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("dest", metavar="DEST", help="new or empty folder")
     p.add_argument("--status", nargs="+", metavar="STATUS", help="only cases with these statuses")
 
+    p = sub.add_parser("runs", help="list the training runs and their models")
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "add-run",
+        help="record a training run folder (state, metrics, best.pt as a model)",
+        description=(
+            "Record (or update) the training run in RUN_DIR from its events.jsonl: state "
+            "(done, cancelled, failed, or running when it has not ended), strategy, options, "
+            "final validation metrics; best.pt of a done or cancelled run is registered as a "
+            "model. Use it when `ssseg train WS` could not record the run because another "
+            "program had the workspace open. Recording the same run again updates it."
+        ),
+    )
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the folder given to ssseg train --out")
+    p.add_argument("--name", metavar="ID", help="run id for a new record (default run-NNN)")
+
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen subcommand."""
@@ -112,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if cmd is None:
         raise InputError(
             "ssseg workspace needs a subcommand: init, status, suggest, evaluate, export, "
-            "import or snapshot (see `ssseg workspace --help`)."
+            "import, snapshot, runs or add-run (see `ssseg workspace --help`)."
         )
     return {
         "init": _init,
@@ -122,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         "export": _export,
         "import": _import,
         "snapshot": _snapshot,
+        "runs": _runs,
+        "add-run": _add_run,
     }[cmd](args)
 
 
@@ -386,4 +409,61 @@ def _snapshot(args: argparse.Namespace) -> int:
     with Workspace.open(args.workspace, readonly=True) as ws:
         dest = ws.snapshot(args.dest, statuses=args.status)
     print(f"snapshot written to {dest}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_ssseg.io.workspace import Workspace
+
+    with Workspace.open(args.workspace, readonly=True) as ws:
+        runs = ws.runs
+        models = {m["id"]: m["path"] for m in ws.models}
+        for r in runs:
+            r["dir"] = str(ws._abs(r.get("dir")))
+            r["model_path"] = models.get(r.get("model"))
+    if args.json:
+        print(json.dumps(runs, indent=1))
+        return 0
+    if not runs:
+        print(
+            f"workspace {args.workspace}: no training run recorded (ssseg train WS records its "
+            "runs; ssseg workspace add-run WS RUN_DIR records one afterwards)"
+        )
+        return 0
+    print(
+        f"{'run':<10}{'state':<10}{'strategy':<25}{'step':>6}  {'WT':>6}{'TC':>6}{'ET':>6}"
+        f"{'mean':>6}  {'model':<10}{'ended (UTC)':<20}folder"
+    )
+    for r in runs:
+        m = r.get("metrics") or {}
+        dice = "".join(
+            f"{m[k]:>6.3f}" if isinstance(m.get(k), (int, float)) else f"{'-':>6}"
+            for k in ("WT", "TC", "ET", "mean")
+        )
+        ended = (r.get("finished") or "")[:19] or "-"
+        step = r.get("step")
+        print(
+            f"{r['id']:<10}{r.get('state', '?'):<10}{(r.get('strategy') or '-'):<25}"
+            f"{(str(step) if step is not None else '-'):>6}  {dice}  "
+            f"{(r.get('model') or '-'):<10}{ended:<20}{r['dir']}"
+        )
+        if r.get("message"):
+            print(f"{'':<10}message: {' '.join(str(r['message']).split())[:200]}")
+    return 0
+
+
+def _add_run(args: argparse.Namespace) -> int:
+    from napari_ssseg.io.workspace import Workspace
+
+    with Workspace.open(args.workspace) as ws:
+        entry = ws.record_run_from_dir(args.run_dir, name=args.name)
+    model = f", model {entry['model']}" if entry.get("model") else ""
+    print(f"run {entry['id']} recorded: {entry['state']}{model} ({args.run_dir})")
+    if entry["state"] == "running":
+        print(
+            "note: the run has no end event yet (still training, or killed): record it again "
+            "once it has ended (or resume it with ssseg train ... --resume)"
+        )
     return 0

@@ -73,6 +73,10 @@ __all__ = [
     "WorkspaceLockedError",
     "Autosaver",
     "read_snapshot",
+    "RUN_STATES",
+    "read_run",
+    "record_run_in",
+    "add_run_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -1455,30 +1459,205 @@ class Workspace:
                 )
         return dest
 
-    def begin_run(self, name: str | None = None, config: dict | None = None) -> TrainingRun:
-        """Start a training run: a run folder with a fresh snapshot of the labels.
+    def begin_run(
+        self,
+        name: str | None = None,
+        config: dict | None = None,
+        *,
+        snapshot: bool = True,
+        run_dir: str | os.PathLike | None = None,
+        strategy: str | None = None,
+    ) -> TrainingRun:
+        """Start recording a training run (state ``running``).
 
-        This is the hook for ``ssseg train WS`` (issue 6): train on ``run.snapshot``
-        (:func:`read_snapshot`), then call :meth:`finish_run`.
+        Parameters
+        ----------
+        name : str, optional
+            Run id (default ``run-NNN``).
+        config : dict, optional
+            The run's options (recorded as they are, JSON-able).
+        snapshot : bool
+            Freeze the current labels into ``RUN_DIR/snapshot`` (:meth:`snapshot`). False
+            when the trainer makes its own snapshot (``ssseg train WS`` does).
+        run_dir : path-like, optional
+            Run folder (default ``WS/runs/<id>``); may be outside the workspace.
+        strategy : str, optional
+            Training strategy name.
+
+        Returns
+        -------
+        TrainingRun
+            Train on ``run.snapshot`` (:func:`read_snapshot`), then call :meth:`finish_run`
+            (or :meth:`record_run` with the end state).
         """
         self._check_writable()
-        rid = _check_id(name, "run name") if name else f"run-{len(self._m['runs']) + 1:03d}"
-        if any(r["id"] == rid for r in self._m["runs"]):
-            raise InputError(f"Workspace already has a training run {rid!r}; choose a new name.")
-        run_dir = self.root / "runs" / rid
-        snap = self.snapshot(run_dir / "snapshot")
-        with self._transaction() as m:
-            m["runs"].append(
-                {
-                    "id": rid,
-                    "dir": self._ref(run_dir),
-                    "snapshot": self._ref(snap),
-                    "config": json.loads(json.dumps(config or {}, default=str)),
-                    "started": _now(),
-                    "state": "running",
-                }
-            )
-        return TrainingRun(rid, run_dir, snap)
+        if name:
+            _check_id(name, "run name")
+            if any(r["id"] == name for r in self._m["runs"]):
+                raise InputError(
+                    f"Workspace already has a training run {name!r}; choose a new name."
+                )
+        rid = name or _next_id("run", [r["id"] for r in self._m["runs"]])
+        rdir = Path(run_dir).expanduser().absolute() if run_dir else self.root / "runs" / rid
+        snap = rdir / "snapshot"
+        if snapshot:
+            self.snapshot(snap)
+        self.record_run(rdir, state="running", strategy=strategy, config=config, name=rid)
+        return TrainingRun(rid, rdir, snap)
+
+    def find_run(self, run: str | os.PathLike) -> dict | None:
+        """The manifest entry (a copy) of a run, by run id or run folder; None if unknown."""
+        ref = None
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            ref = self._ref(Path(run).expanduser())
+        for r in self._m["runs"]:
+            if r.get("id") == str(run) or (ref is not None and r.get("dir") == ref):
+                return copy.deepcopy(r)
+        return None
+
+    def record_run(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        state: str,
+        strategy: str | None = None,
+        config: dict | None = None,
+        metrics: dict | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        step: int | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+        name: str | None = None,
+    ) -> dict:
+        """Create or update the record of the training run in ``run_dir`` (one manifest write).
+
+        Runs are identified by their folder, so recording the same run twice (e.g. by the
+        training process and by the Retrain panel) updates one entry; recording an end state
+        that is already recorded (same state and step) changes nothing. ``state="running"``
+        on a finished run (``--resume``) marks it running again and adds the time to
+        ``resumed``.
+
+        Parameters
+        ----------
+        run_dir : path-like
+            The run folder (``ssseg train --out``); inside or outside the workspace.
+        state : {"running", "done", "cancelled", "failed"}
+        strategy : str, optional
+        config : dict, optional
+            Run options (replace the recorded ones when given).
+        metrics : dict, optional
+            Final validation metrics (end states).
+        checkpoint : path-like, optional
+            The run's best checkpoint: registered as a model (:attr:`models`); the same file
+            recorded again updates its model entry instead of adding one.
+        step : int, optional
+            Optimiser steps done.
+        reason, message : str, optional
+            Why the run ended (``finished``/``budget``/``SIGTERM``...); error message.
+        name : str, optional
+            Run id for a new entry (default ``run-NNN``).
+
+        Returns
+        -------
+        dict
+            The run's manifest entry (a copy).
+        """
+        self._check_writable()
+        state = check_choice("state", state, RUN_STATES)
+        rdir = Path(run_dir).expanduser().absolute()
+        ref = self._ref(rdir)
+        ckpt = None
+        if checkpoint is not None:
+            ckpt = Path(checkpoint).expanduser()
+            if not ckpt.exists():
+                raise InputError(f"Model file {str(ckpt)!r} does not exist.")
+        with self._lock:
+            old = next((r for r in self._m["runs"] if r.get("dir") == ref), None)
+            if (
+                old is not None
+                and state != "running"
+                and old.get("state") == state
+                and old.get("step") == step
+                and (ckpt is None or old.get("model"))
+            ):
+                return copy.deepcopy(old)
+            with self._transaction() as m:
+                now = _now()
+                entry = next((r for r in m["runs"] if r.get("dir") == ref), None)
+                if entry is None:
+                    if name:
+                        _check_id(name, "run name")
+                        if any(r["id"] == name for r in m["runs"]):
+                            raise InputError(
+                                f"Workspace already has a training run {name!r}; choose a new name."
+                            )
+                    rid = name or _next_id("run", [r["id"] for r in m["runs"]])
+                    entry = {"id": rid, "dir": ref, "config": {}, "started": now}
+                    m["runs"].append(entry)
+                elif state == "running" and entry.get("state") != "running":
+                    entry.setdefault("resumed", []).append(now)
+                if (rdir / "snapshot" / SNAPSHOT_MANIFEST).exists() or "snapshot" not in entry:
+                    entry["snapshot"] = self._ref(rdir / "snapshot")
+                if strategy:
+                    entry["strategy"] = str(strategy)
+                if config is not None:
+                    entry["config"] = json.loads(json.dumps(config, default=str))
+                entry["state"] = state
+                if step is not None:
+                    entry["step"] = int(step)
+                if state == "running":
+                    for key in ("finished", "reason", "message"):
+                        entry.pop(key, None)
+                else:
+                    entry["finished"] = now
+                    entry["reason"] = reason
+                    entry["metrics"] = json.loads(json.dumps(metrics or {}, default=str))
+                    if message:
+                        entry["message"] = str(message)
+                    else:
+                        entry.pop("message", None)
+                    if ckpt is not None:
+                        entry["model"] = self._upsert_model(
+                            m, ckpt, {"run": entry["id"], "state": state, "metrics": metrics or {}}
+                        )
+                    else:
+                        entry.setdefault("model", None)
+                result = copy.deepcopy(entry)
+        return result
+
+    def _upsert_model(self, m: dict, path: Path, info: dict) -> str:
+        """Add (or update, same file) a model entry in manifest ``m``; return its id."""
+        ref = self._ref(path)
+        info = json.loads(json.dumps(info, default=str))
+        for mm in m["models"]:
+            if mm.get("path") == ref:
+                mm.update(info=info, time=_now())
+                return mm["id"]
+        mid = _next_id("model", [mm["id"] for mm in m["models"]])
+        m["models"].append({"id": mid, "path": ref, "info": info, "time": _now()})
+        return mid
+
+    def record_run_from_dir(self, run_dir: str | os.PathLike, *, name: str | None = None) -> dict:
+        """Record a run from what its folder holds (``events.jsonl``, ``best.pt``).
+
+        The state is the run's end event (``done``, ``cancelled``; ``error`` -> ``failed``),
+        or ``running`` when it has none yet (still training, or killed); the metrics are the
+        end event's (else the last validation); ``best.pt`` of a ``done`` or ``cancelled`` run
+        is registered as a model. See :func:`read_run`.
+        """
+        info = read_run(run_dir)
+        return self.record_run(
+            run_dir,
+            state=info["state"],
+            strategy=info["strategy"],
+            config=info["config"] or None,
+            metrics=info["metrics"],
+            checkpoint=info["best"] if info["state"] in ("done", "cancelled") else None,
+            step=info["step"],
+            reason=info["reason"],
+            message=info["message"],
+            name=name,
+        )
 
     def finish_run(
         self,
@@ -1490,21 +1669,10 @@ class Workspace:
     ) -> None:
         """Record the end of a run (its checkpoint is registered as a model)."""
         state = check_choice("state", state, ("done", "failed", "cancelled"))
-        mid = None
-        if checkpoint is not None:
-            mid = self.register_model(checkpoint, {"run": run_id, "metrics": metrics or {}})
-        with self._transaction() as m:
-            for r in m["runs"]:
-                if r["id"] == run_id:
-                    r.update(
-                        state=state,
-                        finished=_now(),
-                        model=mid,
-                        metrics=json.loads(json.dumps(metrics or {}, default=str)),
-                    )
-                    break
-            else:
-                raise InputError(f"Workspace has no training run {run_id!r}.")
+        run = next((r for r in self._m["runs"] if r["id"] == run_id), None)
+        if run is None:
+            raise InputError(f"Workspace has no training run {run_id!r}.")
+        self.record_run(self._abs(run["dir"]), state=state, metrics=metrics, checkpoint=checkpoint)
 
     @property
     def runs(self) -> list[dict]:
@@ -1584,6 +1752,155 @@ def read_snapshot(path: str | os.PathLike) -> dict:
             if c.get(key):
                 c[key] = root / _check_relative(c[key], mpath, "a snapshot file")
     return snap
+
+
+# ----------------------------------------------------------------------------- training runs
+#: States of a recorded training run.
+RUN_STATES: tuple[str, ...] = ("running", "done", "cancelled", "failed")
+_END_STATE = {"done": "done", "cancelled": "cancelled", "error": "failed"}
+
+
+def _next_id(prefix: str, taken: Sequence[str]) -> str:
+    """``prefix-NNN`` one above the highest number in ``taken``."""
+    nums = [0]
+    for t in taken:
+        mt = re.fullmatch(rf"{re.escape(prefix)}-(\d+)", str(t))
+        if mt:
+            nums.append(int(mt.group(1)))
+    return f"{prefix}-{max(nums) + 1:03d}"
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    """What a training run folder says about the run (``events.jsonl``; no torch).
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A folder written by ``ssseg train --out RUN_DIR``.
+
+    Returns
+    -------
+    dict
+        ``run_dir`` (Path), ``strategy``, ``config`` (the last ``start`` event's), ``data``,
+        ``state`` (of the first end event after the last ``start``, so a refused
+        ``--resume`` does not count; ``running`` when there is none: still training, or
+        killed), ``reason``, ``step``, ``metrics`` (the end event's, else the last
+        validation's; ``{}`` without one), ``best`` (path of ``best.pt`` or None), ``last``,
+        ``message`` (of an ``error`` event).
+
+    Raises
+    ------
+    InputError
+        The folder has neither ``events.jsonl`` nor ``last.pt``.
+    """
+    root = Path(run_dir).expanduser().absolute()
+    events_path = root / "events.jsonl"
+    if not events_path.is_file() and not (root / "last.pt").is_file():
+        raise InputError(
+            f"{str(root)!r} is not a training run folder: it has no events.jsonl and no "
+            "last.pt. Give the folder passed to `ssseg train --out`."
+        )
+    events: list[dict] = []
+    if events_path.is_file():
+        for line in events_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if isinstance(rec, dict) and "event" in rec:
+                    events.append(rec)
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
+    first = starts[-1] if starts else 0
+    start = events[first] if starts else {}
+    tail = events[first:]
+    # each start has one end: a later error without a new start is a refused --resume
+    end = next((e for e in tail if e["event"] in _END_STATE), None)
+    if not starts:  # refused before any start event (bad options, data)
+        end = next((e for e in reversed(events) if e["event"] in _END_STATE), None)
+    metrics: dict = {}
+    if end is not None and isinstance(end.get("metrics"), dict):
+        metrics = end["metrics"]
+    else:
+        vals = [e for e in tail if e["event"] == "validation"]
+        if vals and isinstance(vals[-1].get("metrics"), dict):
+            metrics = vals[-1]["metrics"]
+    steps = [e.get("step") for e in tail if isinstance(e.get("step"), int)]
+    best = root / "best.pt"
+    config = start.get("config") if isinstance(start.get("config"), dict) else {}
+    return {
+        "run_dir": root,
+        "strategy": start.get("strategy") or config.get("strategy"),
+        "config": config,
+        "data": config.get("data"),
+        "state": _END_STATE[end["event"]] if end is not None else "running",
+        "reason": None if end is None else end.get("reason"),
+        "step": steps[-1] if steps else None,
+        "metrics": metrics,
+        "best": str(best) if best.is_file() else None,
+        "last": str(root / "last.pt") if (root / "last.pt").is_file() else None,
+        "message": None if end is None else end.get("message"),
+    }
+
+
+def record_run_in(
+    workspace: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    attempts: int = 3,
+    delay: float = 0.25,
+    **fields: Any,
+) -> dict:
+    """Open ``workspace`` for writing just long enough to record a run, then close it.
+
+    For a process that does not hold the workspace open (``ssseg train WS``, ``ssseg
+    workspace add-run``). The lock is tried ``attempts`` times, ``delay`` seconds apart, so a
+    program opening or closing the workspace at that moment is waited for briefly; a program
+    that keeps it open (the annotator's napari) is never waited for.
+
+    Parameters
+    ----------
+    workspace, run_dir : path-like
+    attempts : int
+    delay : float
+    **fields
+        Passed to :meth:`Workspace.record_run` (``state`` required); without any,
+        :meth:`Workspace.record_run_from_dir` reads the run folder.
+
+    Returns
+    -------
+    dict
+        The run's manifest entry.
+
+    Raises
+    ------
+    WorkspaceLockedError
+        Another program holds the lock (the message names it).
+    InputError
+        Not a workspace, not writable, not a run folder, ...
+    """
+    last: WorkspaceLockedError | None = None
+    for i in range(max(1, attempts)):
+        try:
+            ws = Workspace.open(workspace)
+        except WorkspaceLockedError as exc:
+            last = exc
+            if i + 1 < attempts:
+                time.sleep(delay)
+            continue
+        with ws:
+            if fields:
+                return ws.record_run(run_dir, **fields)
+            return ws.record_run_from_dir(run_dir)
+    assert last is not None
+    raise last
+
+
+def add_run_command(workspace: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """The shell command that records ``run_dir`` in ``workspace`` later."""
+    import shlex
+
+    return (
+        f"ssseg workspace add-run {shlex.quote(str(workspace))} "
+        f"{shlex.quote(str(Path(run_dir).expanduser().absolute()))}"
+    )
 
 
 # ----------------------------------------------------------------------------- autosave

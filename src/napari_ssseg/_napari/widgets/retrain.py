@@ -10,26 +10,42 @@ and two small curves: the mean training loss per epoch and the validation Dice p
 
 **Retrain** looks at what the data holds
 (:func:`~napari_ssseg._napari.training_client.summarize_data`) and picks the strategy
-(:func:`~napari_ssseg._napari.training_client.choose_strategy`): labelled + unlabelled cases ->
-the best registered semi-supervised strategy (``pseudo-label-superpixel`` when it exists,
-today ``pseudo-label``); scribbles -> ``sp3`` when it exists, today ``supervised`` on the
-scribbles (the status line says so). The **Advanced** section exposes the strategy, epochs,
-iterations per epoch, time budget, device, initial checkpoint (default: the shipped default
-model), seed and run folder; **Start** uses those values as they are.
+(:func:`~napari_ssseg._napari.training_client.choose_strategy`): cases with scribbles ->
+``sp3``; labelled + unlabelled cases -> ``pseudo-label-superpixel``; only labelled cases ->
+``supervised`` (when a preferred strategy is not registered, the next best one is used and the
+panel says so). The **Advanced** section exposes the strategy, epochs, iterations per epoch,
+time budget, device, initial checkpoint (default: the shipped default model), seed, patch and
+batch size, mixed precision, gradient checkpointing and run folder; **Start** uses those
+values as they are.
 
 **Cancel** sends SIGTERM: the child saves ``last.pt``, writes ``cancelled`` and exits.
-**Resume** starts the same command again with ``--resume`` in the same run folder.
+**Resume** starts the same command again with ``--resume`` in the same run folder; **Resume
+run folder** continues a run of an earlier session (the options come from its
+``events.jsonl``, see :func:`~napari_ssseg._napari.training_client.resume_args`). Closing the
+panel or the viewer stops a running child with SIGTERM (it saves ``last.pt`` and writes
+``cancelled``).
 
 When a run ends with ``done``, its ``best.pt`` becomes the panel's :attr:`active_model`; the
 Propose panel (the docked one, or a hidden one the panel creates) is switched to that
 checkpoint and re-proposes the current case in its worker thread. An ``error`` event or a
-crash shows a notification with the message; ``cancelled`` shows in the status line.
+crash shows a notification with the message (and, for out-of-memory, the options that use
+less memory); ``cancelled`` shows in the status line.
+
+**Workspace record.** When the data is a workspace, the run is recorded in it
+(:meth:`~napari_ssseg.io.workspace.Workspace.record_run`). If the docked Workspace panel has
+that workspace open (it holds the write lock), the Retrain panel records the run through the
+panel's open :class:`~napari_ssseg.io.workspace.Workspace` object: ``running`` at the start,
+the end state, metrics and ``best.pt`` (as a model) when the child exits. Otherwise the child
+(``ssseg train WS``) records the run itself, and the panel, once the child has exited, records
+it again if it can take the lock for a moment (records are idempotent, keyed by run folder).
 
 Torch is never imported on the GUI thread.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
 import time
@@ -48,7 +64,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QPointF, QTimer
+from qtpy.QtCore import QEvent, QObject, QPointF, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
@@ -56,6 +72,8 @@ from napari_ssseg._napari.layers import cases_in_viewer, handle_of_layer
 from napari_ssseg._napari.training_client import (
     TrainingProcess,
     choose_strategy,
+    failure_advice,
+    resume_args,
     summarize_data,
 )
 from napari_ssseg._napari.widgets._common import button_row, notify_error, notify_info
@@ -248,6 +266,9 @@ class RetrainWidget(Container):
         )
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         self.patch = SpinBox(label="Patch size", value=64, min=16, max=256, step=16)
+        self.batch = SpinBox(label="Batch size", value=2, min=1, max=64)
+        self.amp = CheckBox(text="Mixed precision (AMP, CUDA only)", value=False)
+        self.grad_ckpt = CheckBox(text="Gradient checkpointing (less memory)", value=False)
         self.run_folder = LineEdit(label="Run folder", value="")
         self.start_button = PushButton(text="Start")
         self.advanced_box = Container(
@@ -260,12 +281,20 @@ class RetrainWidget(Container):
                 self.init,
                 self.seed,
                 self.patch,
+                self.batch,
+                self.amp,
+                self.grad_ckpt,
                 self.run_folder,
                 self.start_button,
             ]
         )
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
+        self.previous_run = FileEdit(mode="d", label="Earlier run", nullable=True)
+        self.previous_run.tooltip = (
+            "The folder of a run from an earlier session (with last.pt) to continue."
+        )
+        self.resume_previous_button = PushButton(text="Resume run folder")
         self.progress = ProgressBar(value=0, min=0, max=1, label="Progress")
         self.status = Label(label="Status", value="")
         self.status.native.setWordWrap(True)
@@ -282,6 +311,8 @@ class RetrainWidget(Container):
                 self.advanced,
                 self.advanced_box,
                 button_row(self.cancel_button, self.resume_button),
+                self.previous_run,
+                self.resume_previous_button,
                 self.progress,
                 self.status,
                 plots,
@@ -290,6 +321,9 @@ class RetrainWidget(Container):
         self.max_width = 440
         self.process: TrainingProcess | None = None
         self.active_model: Path | None = None
+        #: The workspace record of the current run (manifest entry), or None.
+        self.workspace_run: dict | None = None
+        self.workspace_note = ""
         self.args: list[str] = []
         self.run_dir: Path | None = None
         self.outcome = ""
@@ -306,6 +340,15 @@ class RetrainWidget(Container):
         self.start_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.resume_button.changed.connect(self.resume)
+        self.resume_previous_button.changed.connect(self.resume_previous)
+        self.previous_run.changed.connect(self._on_previous_run)
+        # stop a running child when the panel (or the viewer holding it) is destroyed; the
+        # slot must not be a method of the dying widget, so it gets a holder of the process
+        self._child: list[TrainingProcess | None] = [None]
+        self.native.destroyed.connect(functools.partial(_stop_child, self._child))
+        # napari's dock close button (remove_dock_widget) only un-parents the panel
+        self._undock_watch = _UndockWatcher(functools.partial(_stop_child, self._child))
+        self.native.installEventFilter(self._undock_watch)
         self.data.changed.connect(self._on_data_changed)
         self._on_data_changed()
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -349,6 +392,26 @@ class RetrainWidget(Container):
         except (InputError, OSError, ValueError) as exc:
             self.summary.value = " ".join(str(exc).split())[:160]
 
+    def _on_previous_run(self, *_: Any) -> None:
+        """Describe the picked earlier run folder (reads its ``events.jsonl`` only)."""
+        from napari_ssseg.io.workspace import read_run
+
+        value = self.previous_run.value
+        text = "" if value in (None, Path("."), Path("")) else str(value).strip()
+        if not text or self.running:
+            return
+        try:
+            info = read_run(text)
+        except (InputError, OSError) as exc:
+            self.status.value = " ".join(str(exc).split())[:160]
+            return
+        step = f" at step {info['step']}" if info["step"] is not None else ""
+        resumable = "Resume run folder continues it" if info["last"] else "no last.pt to resume"
+        self.status.value = (
+            f"earlier run: {info['strategy'] or 'strategy in last.pt'}, {info['state']}{step}; "
+            + resumable
+        )
+
     def _run_dir(self, data: str) -> Path:
         text = str(self.run_folder.value).strip()
         if text:
@@ -372,7 +435,13 @@ class RetrainWidget(Container):
             str(int(self.seed.value)),
             "--patch-size",
             str(int(self.patch.value)),
+            "--batch-size",
+            str(int(self.batch.value)),
         ]
+        if self.amp.value:
+            args.append("--amp")
+        if self.grad_ckpt.value:
+            args.append("--gradient-checkpointing")
         if float(self.budget.value) > 0:
             args += ["--budget-minutes", str(float(self.budget.value))]
         init = self.init.value
@@ -424,11 +493,16 @@ class RetrainWidget(Container):
             )
         return data
 
-    def _launch(self, strategy: str, resume: bool) -> TrainingProcess | None:
+    def _launch(
+        self, strategy: str, resume: bool, args: list[str] | None = None
+    ) -> TrainingProcess | None:
         if self.running:
             return self.process
         try:
-            if resume:
+            if args is not None:  # a run folder of an earlier session (resume_previous)
+                run_dir = self.run_dir
+                assert run_dir is not None
+            elif resume:
                 if not self.args or self.run_dir is None:
                     raise InputError("Nothing to resume: start a training run first.")
                 args = [*self.args, "--resume"]
@@ -445,11 +519,14 @@ class RetrainWidget(Container):
             _notify_error(exc)
             self.status.value = "not started: " + " ".join(str(exc).split())[:120]
             return None
+        self._child[0] = self.process
         self.outcome = ""
         self._t_start = time.monotonic()
         self._step0, self._total = 0, 0
         self.progress.max, self.progress.value = 1, 0
         self.status.value = ("resuming " if resume else "starting ") + f"{strategy} in {run_dir}"
+        self.workspace_run, self.workspace_note = None, ""
+        self._record_in_workspace(self.process, start=True)
         self._set_running(True)
         self.timer.start()
         return self.process
@@ -465,13 +542,154 @@ class RetrainWidget(Container):
         strategy = self.args[self.args.index("--strategy") + 1] if self.args else ""
         return self._launch(strategy, resume=True)
 
+    def resume_previous(self, *_: Any, run_dir: str | Path | None = None) -> TrainingProcess | None:
+        """Continue a run folder of an earlier session (default: the *Earlier run* field).
+
+        The data, strategy and options come from the folder's ``events.jsonl`` (its last
+        ``start`` event; without one, the strategy is read from ``last.pt`` by the child and
+        the data is the *Data* field). The curves are redrawn from the folder's events.
+        """
+        if self.running:
+            return self.process
+        folder = run_dir if run_dir is not None else self.previous_run.value
+        text = "" if folder in (None, Path("."), Path("")) else str(folder).strip()
+        try:
+            if not text:
+                raise InputError(
+                    "No run folder to resume: pick the folder of an earlier run (the one given "
+                    "to `ssseg train --out`, holding last.pt) in 'Earlier run'."
+                )
+            args, strategy, info = resume_args(text, data=str(self.data.value).strip() or None)
+        except InputError as exc:
+            _notify_error(exc)
+            self.status.value = "not resumed: " + " ".join(str(exc).split())[:160]
+            return None
+        self.run_dir = Path(text).expanduser()
+        self.args = [a for a in args if a != "--resume"]
+        if info.get("data") and not self.running:
+            with self.data.changed.blocked():
+                self.data.value = str(info["data"])
+            self._on_data_changed()
+        self.loss_plot.clear()
+        self.dice_plot.clear()
+        self._replay(self.run_dir / "events.jsonl")
+        return self._launch(strategy or "(strategy of last.pt)", resume=True, args=args)
+
+    def _replay(self, events_path: Path) -> None:
+        """Draw the curves of the events already in a run's ``events.jsonl``."""
+        try:
+            lines = events_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") in ("epoch", "validation"):
+                self._on_event(ev)
+
     def _set_running(self, running: bool) -> None:
-        for w in (self.retrain_button, self.start_button, self.data):
+        for w in (
+            self.retrain_button,
+            self.start_button,
+            self.data,
+            self.resume_previous_button,
+            self.previous_run,
+        ):
             w.enabled = not running
         self.cancel_button.enabled = running
         self.resume_button.enabled = (
             (not running) and self.run_dir is not None and ((self.run_dir / "last.pt").exists())
         )
+
+    # ------------------------------------------------------------------ workspace record
+    def _workspace_root(self) -> Path | None:
+        """The training data's folder when it is a workspace (``workspace.json``)."""
+        from napari_ssseg.io.workspace import MANIFEST_NAME
+
+        text = str(self.data.value).strip()
+        if not text:
+            return None
+        root = Path(text).expanduser()
+        return root if (root / MANIFEST_NAME).is_file() else None
+
+    def open_workspace_of(self, root: Path) -> Any:
+        """The writable workspace at ``root`` held open by a docked Workspace panel, or None."""
+        from napari_ssseg._napari.widgets.workspace import WorkspaceWidget
+
+        window = getattr(self.viewer, "window", None)
+        try:
+            docked = list(window.dock_widgets.values()) if window is not None else []
+        except Exception:  # noqa: BLE001 - older napari without dock_widgets
+            docked = []
+        try:
+            key = root.resolve()
+        except OSError:
+            return None
+        for w in docked:
+            w = getattr(w, "_magic_widget", w)
+            ws = getattr(w, "ws", None) if isinstance(w, WorkspaceWidget) else None
+            if ws is None or ws.readonly or getattr(ws, "_closed", False):
+                continue
+            try:
+                if Path(ws.root).resolve() == key:
+                    return ws
+            except OSError:
+                continue
+        return None
+
+    def _record_in_workspace(self, proc: TrainingProcess, start: bool) -> None:
+        """Record the run in the data's workspace (never raises; notes go to the status).
+
+        At the start only through a Workspace panel that holds the workspace open (otherwise
+        the child records itself); at the end through that panel, else by opening the
+        workspace for a moment (the child has exited: it cannot race with us).
+        """
+        from napari_ssseg.io.workspace import add_run_command, read_run, record_run_in
+
+        root = self._workspace_root()
+        if root is None:
+            return
+        ws = self.open_workspace_of(root)
+        try:
+            if start:
+                if ws is None:
+                    return
+                strategy = (
+                    proc.args[proc.args.index("--strategy") + 1]
+                    if ("--strategy" in proc.args)
+                    else None
+                )
+                self.workspace_run = ws.record_run(
+                    proc.run_dir,
+                    state="running",
+                    strategy=strategy,
+                    config={"command": ["ssseg", "train", *proc.args]},
+                )
+                return
+            fields: dict[str, Any] = {}
+            info = read_run(proc.run_dir) if (proc.run_dir / "events.jsonl").exists() else None
+            if info is None or info["state"] == "running":  # died without an end event
+                message = proc.error_text() or "the training process ended without a message"
+                fields = {"state": "failed", "message": message}
+            if ws is not None:
+                entry = (
+                    ws.record_run(proc.run_dir, **fields)
+                    if fields
+                    else ws.record_run_from_dir(proc.run_dir)
+                )
+            else:
+                entry = record_run_in(root, proc.run_dir, attempts=1, **fields)
+            self.workspace_run = entry
+            model = f", model {entry['model']}" if entry.get("model") else ""
+            self.workspace_note = f"recorded in the workspace as {entry['id']}{model}"
+        except Exception as exc:  # noqa: BLE001 - recording must never break the panel
+            self.workspace_note = (
+                "not recorded in the workspace ("
+                + " ".join(str(exc).split())[:160]
+                + f"); record it later with: {add_run_command(root, proc.run_dir)}"
+            )
 
     # ------------------------------------------------------------------ polling (GUI thread)
     def poll(self) -> None:
@@ -534,6 +752,8 @@ class RetrainWidget(Container):
     def _finish(self, proc: TrainingProcess) -> None:
         end = proc.end_event
         kind = end.get("event") if end else None
+        self._record_in_workspace(proc, start=False)
+        note = f" ({self.workspace_note})" if self.workspace_note else ""
         if kind == "done":
             best = end.get("best") or str(proc.run_dir / "best.pt")
             self.active_model = Path(best)
@@ -544,20 +764,31 @@ class RetrainWidget(Container):
                 f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float))
             )
             self.outcome = "done"
-            self.status.value = f"done: new model {best}" + (f" ({dice})" if dice else "")
+            self.status.value = f"done: new model {best}" + (f" ({dice})" if dice else "") + note
             notify_info(f"Retraining finished; the new model is active: {best}")
             self._repropose()
         elif kind == "cancelled":
             self.outcome = "cancelled"
             self.status.value = (
                 f"cancelled at step {end.get('step')}: last.pt saved; Resume continues the run."
+                + note
             )
         else:
             self.outcome = "error"
             message = proc.error_text() or "the training process ended without a message"
-            self.status.value = "failed: " + " ".join(message.split())[:200]
-            _notify_error(InputError(f"Retraining failed: {message}"))
+            advice = failure_advice(message)
+            self.status.value = (
+                "failed: " + " ".join(message.split())[:200] + (f" {advice}" if advice else "")
+            ) + note
+            _notify_error(
+                InputError(f"Retraining failed: {message}" + (f"\n\n{advice}" if advice else ""))
+            )
         self._set_running(False)
+
+    def stop(self) -> None:
+        """Stop the poll timer and send SIGTERM to a running child (the panel is closing)."""
+        self.timer.stop()
+        _stop_child([self.process])
 
     # ------------------------------------------------------------------ new model
     def find_propose_widget(self) -> Any:
@@ -603,6 +834,32 @@ class RetrainWidget(Container):
 def _fmt_seconds(s: float) -> str:
     s = max(0, int(round(s)))
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+class _UndockWatcher(QObject):
+    """Calls ``callback`` when the watched widget loses its parent after having had one (the
+    panel was removed from the viewer's dock)."""
+
+    def __init__(self, callback: Any) -> None:
+        super().__init__()
+        self.callback = callback
+        self.was_docked = False
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.ParentChange:
+            if obj.parent() is not None:
+                self.was_docked = True
+            elif self.was_docked:
+                self.was_docked = False
+                self.callback()
+        return False
+
+
+def _stop_child(holder: list, *_: Any) -> None:
+    """SIGTERM the running child in ``holder[0]`` (the panel or viewer is being destroyed)."""
+    proc = holder[0] if holder else None
+    if proc is not None and proc.returncode is None:
+        proc.cancel()
 
 
 def _notify_error(exc: BaseException) -> None:

@@ -328,3 +328,44 @@ def test_cps_with_gradient_checkpointing_under_ddp_gloo(data_dir, tmp_path):
     assert ev[0]["gradient_checkpointing"] is True and ev[-1]["event"] == "done"
     assert [e for e in ev if e["event"] == "epoch"][-1]["losses"]["cps"] > 0
     assert load_checkpoint(out / "best.pt").n_networks == 2
+
+
+def test_sp3_reinference_keeps_annotations_and_pseudo_labels_apart(tmp_path):
+    """Each re-inference starts from the expanded strokes, not from the last pseudo-labels."""
+    from types import SimpleNamespace
+
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.core.scribbles import simulate_scribbles
+    from napari_ssseg.ml.data import prepare_case, scribbles_to_target
+    from napari_ssseg.ml.strategies.sp3 import SP3
+    from napari_ssseg.ml.train import _EngineView
+
+    case = make_phantom((32, 40, 40), (2.0, 2.0, 2.0), seed=6).to_case(name="s")
+    mods = ("t1", "t1ce", "t2", "flair")
+    norm = {"margin": 2, "clip": [0.5, 99.5], "n4": False, "spacing_zyx": [2.0, 2.0, 2.0]}
+    weak = scribbles_to_target(simulate_scribbles(case.labels, n_slices=2))
+    pc = prepare_case(case, tmp_path, modalities=mods, normalization=norm, weak_labels=weak)
+    gt = prepare_case(case, tmp_path / "gt", modalities=mods, normalization=norm).load_label()
+    probs = np.full((4, *pc.shape), 0.02, np.float32)
+    for k in range(4):
+        probs[k][np.asarray(gt) == k] = 0.94  # a confident, correct "model"
+    s = SP3(
+        torch.nn.Identity(),
+        {"n_segments": 300},
+        {"epochs": 5, "iterations_per_epoch": 2, "total_steps": 10},
+    )
+    view = _EngineView(s, SimpleNamespace(unlabelled=[pc]), (16, 16, 16), torch.device("cpu"), mods)
+    view.predict_probabilities = lambda net, c: probs
+    s.on_epoch_start(0, view)
+    expanded = s.targets["s"]["label"].copy()
+    known = expanded != 255
+    assert known.any() and not s.targets["s"]["pseudo"].any()
+    for epoch in (1, 2):  # two re-inferences
+        s._pseudo_labels(epoch, [pc], view)
+        t = s.targets["s"]
+        pseudo = t["pseudo"] > 0
+        assert np.array_equal((t["label"] != 255) & ~pseudo, known)
+        assert np.array_equal(t["label"][known], expanded[known])
+        assert pseudo.mean() > 0.5  # the confident model's superpixels are accepted
+        agree = (t["label"][pseudo] == np.asarray(gt)[pseudo]).mean()
+        assert agree > 0.9

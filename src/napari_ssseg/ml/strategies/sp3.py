@@ -128,6 +128,7 @@ class SP3(Strategy):
         self.tau: np.ndarray | None = None
         self._props: dict[str, Any] = {}
         self._codes: dict[str, np.ndarray] = {}
+        self._expanded: dict[str, np.ndarray] = {}
         self.epoch = 0
 
     # ------------------------------------------------------------------ data
@@ -169,6 +170,9 @@ class SP3(Strategy):
                 uncertainty_scale=float(self.params["uncertainty_scale"]),
             )
             self._codes[case.name] = scribble_codes(case.load_label())
+            self._expanded[case.name] = expanded_target(
+                self._props[case.name], self._codes[case.name]
+            )
         return self._props[case.name]
 
     def on_epoch_start(self, epoch: int, engine: Any) -> None:  # noqa: D102
@@ -181,9 +185,15 @@ class SP3(Strategy):
             for c in pool:
                 if engine.should_stop():
                     return
-                prop = self._propagator(c, engine)
-                tgt = expanded_target(prop, self._codes[c.name])
-                self.targets[c.name] = {"label": tgt}
+                self._propagator(c, engine)
+                tgt = self._expanded[c.name]
+                # every target carries the same keys, so that crops of cases with and
+                # without pseudo-labels can share a batch
+                self.targets[c.name] = {
+                    "label": tgt,
+                    "weight": np.ones(tgt.shape, np.float16),
+                    "pseudo": np.zeros(tgt.shape, np.uint8),
+                }
             known = np.mean([(t["label"] != IGNORE_INDEX).mean() for t in self.targets.values()])
             engine.log(
                 message=(
@@ -213,11 +223,17 @@ class SP3(Strategy):
                 with warnings.catch_warnings():  # strokes outside the brain: dropped
                     warnings.simplefilter("ignore")
                     res = prop.update(self._codes[c.name], probs)
-            except InputError as exc:  # e.g. only background strokes: keep the expansion
+            except InputError as exc:  # e.g. only background strokes: the expansion only
                 failed.append(f"{c.name}: {exc}")
+                tgt = self._expanded[c.name]
+                self.targets[c.name] = {
+                    "label": tgt,
+                    "weight": np.ones(tgt.shape, np.float16),
+                    "pseudo": np.zeros(tgt.shape, np.uint8),
+                }
                 continue
             self.tau = None if prop.tau is None else np.array(prop.tau, dtype=np.float64)
-            base = self.targets[c.name]["label"]
+            base = self._expanded[c.name]
             known = base != IGNORE_INDEX
             pseudo = ~known & ~res.ignore
             label = np.where(known, base, np.where(pseudo, res.labels, IGNORE_INDEX))

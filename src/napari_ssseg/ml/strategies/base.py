@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from napari_ssseg.errors import InputError
@@ -102,19 +101,21 @@ def masked_dice_ce(
             f"masked_dice_ce needs logits (B, K, Z, Y, X) and target (B, Z, Y, X); got "
             f"{tuple(logits.shape)} and {tuple(target.shape)}."
         )
-    k = logits.shape[1]
-    valid = (target != ignore_index).float()
-    w = valid if weight is None else valid * weight.float()
-    tgt = torch.where(target == ignore_index, torch.zeros_like(target), target).long()
-    ce_vox = F.cross_entropy(logits.float(), tgt, reduction="none")
+    valid = target != ignore_index
+    w = valid.float() if weight is None else valid.float() * weight.float()
+    tgt = torch.where(valid, target, torch.zeros_like(target)).long()
+    # one log-softmax for both terms; a float one-hot built in place (channel-contiguous)
+    logp = torch.log_softmax(logits.float(), dim=1)
+    ce_vox = -logp.gather(1, tgt[:, None])[:, 0]
     wsum = w.sum()
     ce = (ce_vox * w).sum() / wsum.clamp_min(1e-8)
-    p = torch.softmax(logits.float(), dim=1)
-    onehot = F.one_hot(tgt, k).permute(0, 4, 1, 2, 3).float()
+    p = logp.exp()
+    onehot = torch.zeros_like(p).scatter_(1, tgt[:, None], 1.0)
     wk = w[:, None]
     dims = (0, 2, 3, 4)
-    inter = (p * onehot * wk).sum(dims)
-    denom = (p * wk).sum(dims) + (onehot * wk).sum(dims)
+    pw = p * wk
+    inter = (pw * onehot).sum(dims)
+    denom = pw.sum(dims) + (onehot * wk).sum(dims)
     dice = 1.0 - ((2.0 * inter + smooth) / (denom + smooth)).mean()
     if float(wsum) == 0.0:
         zero = logits.sum() * 0.0

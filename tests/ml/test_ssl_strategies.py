@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from test_train import TINY, tiny_config, weights, write_phantoms  # noqa: E402
+from test_train import TINY, _rank_errors, tiny_config, weights, write_phantoms  # noqa: E402
 
 from napari_ssseg.errors import InputError, SsegError  # noqa: E402
 from napari_ssseg.ml.train import read_events, train  # noqa: E402
@@ -322,7 +322,7 @@ def test_cps_with_gradient_checkpointing_under_ddp_gloo(data_dir, tmp_path):
         "--device", "cpu", "--network", json.dumps(TINY), "--quiet",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.returncode == 0, _rank_errors(proc.stderr.decode())
     ev = read_events(out / "events.jsonl")
     assert ev[0]["world_size"] == 2 and ev[0]["networks"] == 2
     assert ev[0]["gradient_checkpointing"] is True and ev[-1]["event"] == "done"

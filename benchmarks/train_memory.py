@@ -58,6 +58,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.atomic import atomic_write_text
     from napari_ssseg.io.writers import write_case
 
     env = dict(os.environ, OMP_NUM_THREADS="2")
@@ -98,8 +99,8 @@ def main() -> None:
         secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         print(f"| {r['config']} | {r['peak_mib']:.0f} | {above:.0f} | {ratio:.2f}× | {secs} |")
     if args.out:
-        Path(args.out).write_text(
-            json.dumps({"patch": args.patch, "steps": args.steps, "rows": rows}, indent=1)
+        atomic_write_text(
+            args.out, json.dumps({"patch": args.patch, "steps": args.steps, "rows": rows}, indent=1)
         )
 
 

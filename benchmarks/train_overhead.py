@@ -529,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix=f"ssseg_components_{size}_") as tmp:
                 comps.append(components(size, args.threads, args.reps, Path(tmp)))
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": machine(), "components": comps}))
+            from napari_ssseg.io.atomic import atomic_write_text
+
+            atomic_write_text(args.json, json.dumps({"machine": machine(), "components": comps}))
         for c in comps:
             print(components_table(c) + "\n")
         return 0
@@ -543,7 +545,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run(size, steps, args.iters, args.threads, Path(tmp)))
     info = machine()
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
+        from napari_ssseg.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"machine": info, "results": results}, indent=1))
     print(table(results))
     print(f"\nmachine: {info}")
     return 0

@@ -53,12 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# benchmarks/ssl.py (issue 6's name) would shadow the standard library's ``ssl`` module,
-# which torch imports: drop this script's folder from the import path.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 TINY_NET = {
     "name": "UNet",

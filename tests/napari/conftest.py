@@ -59,3 +59,18 @@ def make_geo_case(tiny_phantom):
 def case_folder(tmp_path, tiny_case):
     """The tiny phantom written as a BraTS 2021 case folder; returns the folder."""
     return write_case(tiny_case, tmp_path / "data", naming="brats2021", name="Tiny_001")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Retrain tests: 4 phantom case folders at 2 mm, P_000, P_001 labelled, P_002, P_003
+    unlabelled (one folder per test module)."""
+    import dataclasses
+
+    root = tmp_path_factory.mktemp("retrain") / "data"
+    for i in range(4):
+        case = make_phantom(shape=TINY_SHAPE, spacing=(2.0, 2.0, 2.0), seed=i).to_case(name=f"P{i}")
+        if i >= 2:
+            case = dataclasses.replace(case, labels=None)
+        write_case(case, root, naming="brats2021", name=f"P_{i:03d}")
+    return root

@@ -11,11 +11,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from napari_ssseg._napari.training_client import TrainingProcess  # noqa: E402
-from napari_ssseg.io.readers import load_case  # noqa: E402
-from napari_ssseg.io.workspace import Workspace, read_run  # noqa: E402
-
-TINY = (32, 40, 40)
 #: Short runs: 2 steps per epoch on 32^3 crops, CPU (as in test_retrain_panel.py).
 FAST = ["--iterations-per-epoch", "2", "--patch-size", "32", "--device", "cpu", "--quiet"]
 OOM_MESSAGE = (
@@ -24,21 +19,9 @@ OOM_MESSAGE = (
 )
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """4 phantom case folders at 2 mm: P_000, P_001 labelled; P_002, P_003 unlabelled."""
-    import dataclasses
-
-    from napari_ssseg.core.phantom import make_phantom
-    from napari_ssseg.io.writers import write_case
-
-    root = tmp_path_factory.mktemp("retrain_life") / "data"
-    for i in range(4):
-        case = make_phantom(shape=TINY, spacing=(2.0, 2.0, 2.0), seed=i).to_case(name=f"P{i}")
-        if i >= 2:
-            case = dataclasses.replace(case, labels=None)
-        write_case(case, root, naming="brats2021", name=f"P_{i:03d}")
-    return root
+from napari_ssseg._napari.training_client import TrainingProcess  # noqa: E402
+from napari_ssseg.io.readers import load_case  # noqa: E402
+from napari_ssseg.io.workspace import Workspace, read_run  # noqa: E402
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -24,18 +23,6 @@ from napari_ssseg.io.writers import write_case  # noqa: E402
 TINY = (32, 40, 40)
 #: Short run: 2 steps per epoch on 32^3 crops, CPU.
 FAST = ["--iterations-per-epoch", "2", "--patch-size", "32", "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """4 phantom case folders at 2 mm: P_000, P_001 labelled; P_002, P_003 unlabelled."""
-    root = tmp_path_factory.mktemp("retrain") / "data"
-    for i in range(4):
-        case = make_phantom(shape=TINY, spacing=(2.0, 2.0, 2.0), seed=i).to_case(name=f"P{i}")
-        if i >= 2:
-            case = dataclasses.replace(case, labels=None)
-        write_case(case, root, naming="brats2021", name=f"P_{i:03d}")
-    return root
 
 
 # ----------------------------------------------------------------------------- pure logic

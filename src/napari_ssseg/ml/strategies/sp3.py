@@ -175,6 +175,19 @@ class SP3(Strategy):
             )
         return self._props[case.name]
 
+    def _expansion_only(self, name: str) -> dict[str, np.ndarray]:
+        """The target of the expanded strokes alone (weight 1, nothing pseudo-labelled).
+
+        Every target carries the same keys, so that crops of cases with and without
+        pseudo-labels can share a batch.
+        """
+        tgt = self._expanded[name]
+        return {
+            "label": tgt,
+            "weight": np.ones(tgt.shape, np.float16),
+            "pseudo": np.zeros(tgt.shape, np.uint8),
+        }
+
     def on_epoch_start(self, epoch: int, engine: Any) -> None:  # noqa: D102
         self.epoch = epoch
         pool = list(engine.split.unlabelled)
@@ -186,14 +199,7 @@ class SP3(Strategy):
                 if engine.should_stop():
                     return
                 self._propagator(c, engine)
-                tgt = self._expanded[c.name]
-                # every target carries the same keys, so that crops of cases with and
-                # without pseudo-labels can share a batch
-                self.targets[c.name] = {
-                    "label": tgt,
-                    "weight": np.ones(tgt.shape, np.float16),
-                    "pseudo": np.zeros(tgt.shape, np.uint8),
-                }
+                self.targets[c.name] = self._expansion_only(c.name)
             known = np.mean([(t["label"] != IGNORE_INDEX).mean() for t in self.targets.values()])
             engine.log(
                 message=(
@@ -225,12 +231,7 @@ class SP3(Strategy):
                     res = prop.update(self._codes[c.name], probs)
             except InputError as exc:  # e.g. only background strokes: the expansion only
                 failed.append(f"{c.name}: {exc}")
-                tgt = self._expanded[c.name]
-                self.targets[c.name] = {
-                    "label": tgt,
-                    "weight": np.ones(tgt.shape, np.float16),
-                    "pseudo": np.zeros(tgt.shape, np.uint8),
-                }
+                self.targets[c.name] = self._expansion_only(c.name)
                 continue
             self.tau = None if prop.tau is None else np.array(prop.tau, dtype=np.float64)
             base = self._expanded[c.name]

@@ -555,7 +555,9 @@ def _train(
     if distributed and rank == 0:
         torch.distributed.barrier()
     split = split_cases(cases, cfg.val_fraction, seed=cfg.seed)
+    # counted before the strategy may move cases between pools (sp3)
     n_weak_cases = sum(c.weak for c in cases)
+    n_unlabelled_cases = sum(c.label is None for c in cases)
     if split.train or split.val or not strategy_cls.needs_labels:
         split = strategy_cls.split_data(split)
     if not split.train and not split.val:
@@ -666,7 +668,7 @@ def _train(
             "strategy": cfg.strategy,
             "n_labelled": sum(c.label is not None and not c.weak for c in cases),
             "n_weak": n_weak_cases,
-            "n_unlabelled": sum(c.label is None for c in cases),
+            "n_unlabelled": n_unlabelled_cases,
             "val_metrics": None,
             "seed": cfg.seed,
             "data": str(cfg.data),
@@ -686,7 +688,7 @@ def _train(
         n_train=len(split.train),
         n_weak=n_weak_cases,
         n_val=len(split.val),
-        n_unlabelled=sum(c.label is None for c in cases),
+        n_unlabelled=n_unlabelled_cases,
         train_cases=[c.name for c in split.train],
         val_cases=[c.name for c in split.val],
         skipped=[s["case"] for s in skipped],

@@ -51,7 +51,10 @@ def _seg(values=(1, 2, 4)) -> np.ndarray:
         ("BraTS-GLI-00000-000-seg.nii.gz", ("brats2023", "seg", "BraTS-GLI-00000-000")),
         ("flair.nii.gz", ("brats2021", "flair", "")),
         ("BRATS_001.nii.gz", None),
-        ("case_t1gd.nii.gz", None),
+        ("case_t1gd.nii.gz", ("upenn", "t1ce", "case")),
+        ("UPENN-GBM-00002_11_T1GD.nii.gz", ("upenn", "t1ce", "UPENN-GBM-00002_11")),
+        ("UPENN-GBM-00002_11_segm.nii.gz", ("upenn", "seg", "UPENN-GBM-00002_11")),
+        ("UPENN-GBM-00002_11_FLAIR.nii.gz", ("brats2021", "flair", "UPENN-GBM-00002_11")),
     ],
 )
 def test_match_modality(name: str, expected) -> None:

@@ -543,6 +543,32 @@ def _msd_case(image: Path) -> CaseFiles:
     )
 
 
+def _warn_unused(paths: Sequence[Path], folder: Path) -> None:
+    """Warn about image files of a case folder that were not read (never drop them silently)."""
+    if not paths:
+        return
+    labels = [p for p in paths if _is_label_stem(split_image_name(p)[0])]
+    others = [p for p in paths if p not in labels]
+    parts = []
+    if others:
+        parts.append(
+            f"image file(s) {', '.join(repr(p.name) for p in others)} match no modality name "
+            "(expected e.g. CASE_t1, CASE_t1ce/CASE_T1GD, CASE_t2, CASE_flair, CASE-t1n, "
+            "CASE-t1c, CASE-t2w, CASE-t2f)"
+        )
+    if labels:
+        parts.append(
+            f"label-like file(s) {', '.join(repr(p.name) for p in labels)} do not follow the "
+            "case's naming (CASE_seg, CASE-seg, CASE_segm)"
+        )
+    warnings.warn(
+        f"Folder {str(folder)!r}: {'; '.join(parts)}; they were NOT read. Rename them, or pass "
+        "them explicitly (--t1/--t1ce/--t2/--flair/--seg FILE).",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def _find_in_folder(folder: Path) -> CaseFiles:
     # MSD dataset layout: imagesTr/ (+ labelsTr/) with a single case
     for sub in ("imagesTr", "imagesTs"):
@@ -567,7 +593,7 @@ def _find_in_folder(folder: Path) -> CaseFiles:
             continue
         naming, key, name = m
         matched.setdefault(key, []).append(cand)
-        if key != "seg":
+        if key != "seg" or naming == "upenn":
             namings[key] = naming
         if name:
             names.setdefault(name, []).append(cand)
@@ -586,9 +612,12 @@ def _find_in_folder(folder: Path) -> CaseFiles:
                 "--t1/--t1ce/--t2/--flair/--seg."
             )
         naming_set = set(namings.values())
+        if "upenn" in naming_set and naming_set <= {"upenn", "brats2021"}:
+            naming_set = {"upenn"}  # _T1, _T2, _FLAIR are shared by both namings
         naming = naming_set.pop() if len(naming_set) == 1 else "brats2021"
-        if len(set(namings.values())) > 1:
+        if len(set(namings.values()) - {"upenn"}) > 1:
             log.warning("%s mixes BraTS 2021 and 2023 file names", folder)
+        _warn_unused(unmatched, folder)
         name = next(iter(names)) if names else folder.name
         seg = matched["seg"][0] if "seg" in matched else None
         return CaseFiles(

@@ -184,7 +184,7 @@ def test_inputs_are_not_modified():
 # ----------------------------------------------------------------- empty-mask conventions
 EMPTY = np.zeros((10, 12, 14), bool)
 SOME = cube((10, 12, 14), (2, 3, 4), (4, 4, 4))
-DIAG = math.sqrt((10 * 2.0) ** 2 + (12 * 1.0) ** 2 + (14 * 0.5) ** 2)
+DIAG = M.BRATS_MISSED_HD95  # the BraTS penalty, whatever the grid
 
 
 @pytest.mark.parametrize(
@@ -224,6 +224,13 @@ def test_empty_distance_can_be_overridden():
 
 def test_brats_grid_diagonal():
     assert M.image_diagonal((155, 240, 240), (1, 1, 1)) == pytest.approx(373.13, abs=0.01)
+    assert M.BRATS_MISSED_HD95 == pytest.approx(373.13, abs=0.01)
+    # the grid diagonal is still available as the penalty
+    sp = (2.0, 1.0, 0.5)
+    diag = math.sqrt((10 * 2.0) ** 2 + (12 * 1.0) ** 2 + (14 * 0.5) ** 2)
+    assert M.hd95(EMPTY, SOME, sp, empty_distance=M.image_diagonal(EMPTY.shape, sp)) == (
+        pytest.approx(diag)
+    )
 
 
 # ---------------------------------------------------------------------- regions, classes
@@ -356,13 +363,25 @@ def test_matches_monai(shape, spacing, seeds, tol):
                 t(pred), t(gt), [tol], include_background=True, spacing=spacing
             ),
         }
-    ours = M.binary_metrics(pred, gt, spacing, tolerance_mm=tol)
+        monai["nsd_surfels"] = mm.compute_surface_dice(
+            t(pred), t(gt), [tol], include_background=True, spacing=spacing, use_subvoxels=True
+        )
+    ours = M.binary_metrics(
+        pred, gt, spacing, tolerance_mm=tol, definition="directed-max", nsd_method="voxels"
+    )
+    ours["nsd_surfels"] = M.binary_metrics(pred, gt, spacing, tolerance_mm=tol)["nsd"]
     assert 0 < ours["dice"] <= 1
     for key, value in monai.items():
         assert ours[key] == pytest.approx(float(value), rel=1e-5, abs=1e-5), key
     # and the single-metric functions
-    assert M.hd95(pred, gt, spacing) == pytest.approx(float(monai["hd95"]), rel=1e-5)
-    assert M.nsd(pred, gt, spacing, tol) == pytest.approx(float(monai["nsd"]), rel=1e-5)
+    hd_monai = float(monai["hd95"])
+    assert M.hd95(pred, gt, spacing, definition="directed-max") == pytest.approx(hd_monai, rel=1e-5)
+    # the pooled (BraTS) definition is never above MONAI's
+    assert M.hd95(pred, gt, spacing) <= hd_monai + 1e-9
+    assert M.nsd(pred, gt, spacing, tol, nsd_method="voxels") == pytest.approx(
+        float(monai["nsd"]), rel=1e-5
+    )
+    assert M.nsd(pred, gt, spacing, tol) == pytest.approx(float(monai["nsd_surfels"]), rel=1e-5)
 
 
 def test_region_metrics_match_monai_per_region():
@@ -374,7 +393,9 @@ def test_region_metrics_match_monai_per_region():
     flip = rng.random(pred.shape) < 0.03
     pred[flip] = rng.integers(0, 4, int(flip.sum()))
     sp = (2.0, 0.9, 1.1)
-    ours = M.region_metrics(pred, gt, sp, tolerance_mm=1.0)
+    ours = M.region_metrics(
+        pred, gt, sp, tolerance_mm=1.0, definition="directed-max", nsd_method="voxels"
+    )
 
     def onehot(lab):
         return torch.as_tensor(
@@ -393,3 +414,72 @@ def test_region_metrics_match_monai_per_region():
         assert ours[region]["nsd"] == pytest.approx(float(nsd[0, i]), rel=1e-5)
         assert ours[region]["asd"] == pytest.approx(float(asd[0, i]), rel=1e-5)
         assert ours[region]["dice"] == pytest.approx(float(dsc[0, i]), rel=1e-6)
+
+
+# --------------------------------------------------------- HD95 definitions, surfel NSD
+def test_hd95_definitions_hand_computed():
+    # 2D, unit spacing: every foreground pixel is a border pixel
+    gt = np.zeros((5, 15), bool)
+    gt[2, 2] = gt[2, 12] = True
+    pred = np.zeros_like(gt)
+    pred[2, 2] = True
+    # d(pred -> gt) = [0]; d(gt -> pred) = [0, 10]
+    # pooled: P95 of [0, 0, 10] = 0 + 0.9 * 10 (position 0.95 * 2 = 1.9)
+    assert M.hd95(pred, gt, 1.0) == pytest.approx(9.0)
+    assert M.hd95(pred, gt, 1.0, definition="pooled") == pytest.approx(9.0)
+    # directed-max: max(P95([0]), P95([0, 10]) = 9.5)
+    assert M.hd95(pred, gt, 1.0, definition="directed-max") == pytest.approx(9.5)
+    # surface-distance (DeepMind): surfels on the corner grid, no interpolation: the far
+    # pixel's four surfels are 10 away and hold half of gt's surface
+    assert M.hd95(pred, gt, 1.0, definition="surface-distance") == pytest.approx(10.0)
+    with pytest.raises(InputError, match="definition"):
+        M.hd95(pred, gt, 1.0, definition="pooledd")
+
+
+def test_nsd_surfels_hand_computed_on_a_coarse_grid():
+    # one pixel each, shifted by one pixel along axis 1 whose spacing is 2 mm. Each pixel's
+    # contour is a diamond through the edge midpoints: 4 segments of 0.5 * hypot(1, 2) mm,
+    # whose surfels sit at the pixel corners (+-0.5 mm, +-1 mm). The two shared corners are at
+    # distance 0, the others 2 mm away: at 1 mm tolerance half of each surface is within.
+    a = np.zeros((3, 6), bool)
+    b = np.zeros((3, 6), bool)
+    a[1, 2] = True
+    b[1, 3] = True
+    sp = (1.0, 2.0)
+    d_ab, d_ba, w_a, w_b = M.surfel_distances(a, b, sp)
+    np.testing.assert_allclose(sorted(d_ab), [0, 0, 2, 2])
+    np.testing.assert_allclose(w_a, [0.5 * math.hypot(1, 2)] * 4)
+    assert M.nsd(a, b, sp, 1.0) == pytest.approx(0.5)
+    assert M.nsd(a, b, sp, 2.0) == pytest.approx(1.0)
+    # counting border pixels, nothing is within 1 mm on this grid
+    assert M.nsd(a, b, sp, 1.0, nsd_method="voxels") == 0.0
+    with pytest.raises(InputError, match="nsd_method"):
+        M.nsd(a, b, sp, 1.0, nsd_method="surface")
+
+
+def test_surfel_area_of_a_box():
+    # the marching-cubes surface of an a x b x c voxel box, cut at the edge midpoints, is the
+    # box shrunk by half a voxel with chamfered edges; its faces have (a-1)(b-1) ... areas
+    box = cube((8, 9, 10), (2, 2, 2), (3, 4, 5))
+    _, _, w, _ = M.surfel_distances(box, box, (1.0, 1.0, 1.0))
+    faces = 2 * (2 * 3 + 2 * 4 + 3 * 4)
+    edges = 4 * (2 + 3 + 4) * math.sqrt(0.5)  # chamfer strips of width sqrt(2)/2
+    corners = 8 * math.sqrt(3) / 8  # corner triangles
+    assert w.sum() == pytest.approx(faces + edges + corners)
+
+
+def test_surfel_table_matches_monai_for_every_code():
+    torch = pytest.importorskip("torch")
+    mu = pytest.importorskip("monai.metrics.utils")
+    import itertools
+
+    kernel = np.array(mu.ENCODING_KERNEL[3])
+    for sp in ((1.0, 1.0, 1.0), (2.5, 0.8, 1.3)):
+        theirs = mu.get_code_to_measure_table(sp)[0].cpu().numpy()
+        ours = M._surfel_area_table(sp)
+        for bits in itertools.product((0, 1), repeat=8):
+            block = np.array(bits).reshape(2, 2, 2)
+            our_code = int(M._neighbour_codes(block.astype(bool))[0, 0, 0])
+            their_code = int((block * kernel).sum())
+            assert ours[our_code] == pytest.approx(float(theirs[their_code]), abs=1e-5), bits
+    del torch

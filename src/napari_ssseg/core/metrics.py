@@ -71,6 +71,7 @@ __all__ = [
     "surfel_distances",
     "binary_metrics",
     "region_metrics",
+    "check_label_map",
     "image_diagonal",
     "to_jsonable",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 
@@ -127,8 +129,8 @@ def test_empty_reference_gives_null_not_nan(capsys, tmp_path):
     data = json.loads(out)
     assert data["ET"]["ravd"] is None
     assert data["ET"]["dice"] == 0.0
-    diag = float(np.sqrt(np.sum((np.array(SHAPE) * np.array(SPACING_ZYX)) ** 2)))
-    assert data["ET"]["hd95"] == pytest.approx(diag)
+    # the BraTS penalty for a spurious region, whatever the grid
+    assert data["ET"]["hd95"] == pytest.approx(373.13, abs=0.01)
     rc, out, _ = _run(capsys, [p, g])
     assert rc == 0 and "n/a" in out
 
@@ -239,3 +241,61 @@ def test_case_option_rejects_a_prediction_on_another_grid(capsys, tmp_path):
     rc, _, err = _run(capsys, [p, "--case", str(tmp_path / "C"), "--json"])
     assert rc == 2
     assert "pred.nii.gz" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------- HD95 definitions, lesion-wise, CSV
+def test_hd95_definition_and_nsd_method_options(capsys, pair):
+    pred_file, gt_file, pred, gt = pair
+    rc, out, err = _run(
+        capsys, [pred_file, gt_file, "--json", "--hd95", "directed-max", "--nsd-method", "voxels"]
+    )
+    assert rc == 0, err
+    data = json.loads(out)
+    expected = region_metrics(pred, gt, SPACING_ZYX, definition="directed-max", nsd_method="voxels")
+    default = region_metrics(pred, gt, SPACING_ZYX)
+    for region in WTE:
+        assert data[region] == pytest.approx(expected[region])
+        assert data[region]["hd95"] >= default[region]["hd95"]
+    rc, _, err = _run(capsys, [pred_file, gt_file, "--hd95", "pooledd"])
+    assert rc == 2 and "--hd95" in err and "pooled" in err
+
+
+def test_lesion_wise_json_csv_and_table(capsys, pair):
+    from napari_ssseg.core.lesionwise import lesionwise_metrics
+
+    pred_file, gt_file, pred, gt = pair
+    rc, out, err = _run(
+        capsys, [pred_file, gt_file, "--json", "--lesion-wise", "--challenge", "BraTS-MET"]
+    )
+    assert rc == 0, err
+    data = json.loads(out)
+    expected = lesionwise_metrics(pred, gt, SPACING_ZYX, challenge="metastasis")
+    for region in WTE:
+        lw = data[region]["lesion_wise"]
+        assert lw["dice"] == pytest.approx(expected[region]["dice"])
+        assert lw["hd95"] == pytest.approx(expected[region]["hd95"])
+        assert (lw["challenge"], lw["dilation"], lw["min_volume_mm3"]) == ("metastasis", 1, 2.0)
+        assert 0 < lw["dice"] < 1
+    rc, out, err = _run(capsys, [pred_file, gt_file, "--csv", "--lesion-wise"])
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["region"] for r in rows] == list(WTE)
+    glioma = lesionwise_metrics(pred, gt, SPACING_ZYX)
+    for r in rows:
+        assert float(r["lw_dice"]) == pytest.approx(glioma[r["region"]]["dice"], rel=1e-5)
+        assert int(r["lw_n_fp"]) == glioma[r["region"]]["n_fp"]
+        assert float(r["dice"]) == pytest.approx(
+            region_metrics(pred, gt, SPACING_ZYX)[r["region"]]["dice"], rel=1e-5
+        )
+    rc, out, _ = _run(capsys, [pred_file, gt_file, "--lesion-wise"])
+    assert rc == 0 and "lesion-wise (BraTS-GLI 2023 rules" in out
+    rc, _, err = _run(capsys, [pred_file, gt_file, "--lesion-wise", "--challenge", "glio"])
+    assert rc == 2 and "glioma" in err
+
+
+def test_csv_without_lesion_wise(capsys, pair):
+    pred_file, gt_file, _, _ = pair
+    rc, out, _ = _run(capsys, [pred_file, gt_file, "--csv"])
+    assert rc == 0
+    header = out.splitlines()[0].split(",")
+    assert header == ["region", *METRIC_NAMES]

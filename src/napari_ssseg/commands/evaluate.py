@@ -8,9 +8,18 @@ convention (BraTS 2019-2021 with ET = 4, BraTS 2023 or MSD), detected from the v
 --convention is given. With --case, the label files are read for that case (its grid and
 naming convention), and GT may be omitted to use the case's own label file.
 
+HD95 is the BraTS definition (95th percentile of the border distances of both directions
+pooled) unless --hd95 directed-max (MONAI's) is given; NSD measures surface area within the
+tolerance (surface elements, as DeepMind's surface-distance) unless --nsd-method voxels.
 Empty masks follow the BraTS conventions: both empty gives Dice 1 and HD95 0; exactly one
-empty gives Dice 0 and HD95/ASD equal to the image diagonal in mm. RAVD with an empty ground
-truth is undefined (null in --json output). See docs/metrics.md.
+empty gives Dice 0 and HD95/ASD 373.13 mm. RAVD with an empty ground truth is undefined (null
+in --json output).
+
+--lesion-wise adds the BraTS 2023+ lesion-wise Dice and HD95 of each region (26-connected
+lesions, ground truth dilated before matching, 0 / 374 mm for missed and false-positive
+lesions, small lesions ignored) with the rules of --challenge (glioma, ssa, meningioma,
+paediatric, metastasis or post-treatment). --csv prints one row per region. See
+docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -34,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CASE",
         help="case folder or file the labels belong to (checks the grid, uses its convention)",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of a table"
-    )
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    out.add_argument("--csv", action="store_true", help="print CSV (one row per region)")
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -54,6 +63,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-class",
         action="store_true",
         help="also report each class (NCR, ED, ET) on its own",
+    )
+    parser.add_argument(
+        "--hd95",
+        dest="hd95_definition",
+        default="pooled",
+        metavar="DEF",
+        help="HD95 definition: pooled (BraTS, medpy; default), directed-max (MONAI) or "
+        "surface-distance (DeepMind)",
+    )
+    parser.add_argument(
+        "--nsd-method",
+        default="surfels",
+        metavar="M",
+        help="NSD surface model: surfels (area-weighted, default) or voxels (border voxels)",
+    )
+    parser.add_argument(
+        "--lesion-wise",
+        action="store_true",
+        help="add the BraTS 2023+ lesion-wise Dice and HD95 of each region",
+    )
+    parser.add_argument(
+        "--challenge",
+        default="glioma",
+        metavar="NAME",
+        help="lesion-wise rules: glioma (default), ssa, meningioma, paediatric, metastasis or "
+        "post-treatment",
     )
 
 
@@ -81,13 +116,37 @@ def run(args: argparse.Namespace) -> int:
                 "to use the case's own label file."
             )
         pred, gt, spacing, info = _read_pair(args)
+    from napari_ssseg.core.metrics import HD95_DEFINITIONS, NSD_METHODS
+    from napari_ssseg.errors import check_choice
+
+    args.hd95_definition = check_choice("--hd95", args.hd95_definition, HD95_DEFINITIONS)
+    args.nsd_method = check_choice("--nsd-method", args.nsd_method, NSD_METHODS)
+    rules = None
+    if args.lesion_wise:
+        from napari_ssseg.core.lesionwise import get_rules
+
+        rules = get_rules(args.challenge)
     result = region_metrics(
-        pred, gt, spacing, tolerance_mm=args.tolerance, per_class=args.per_class
+        pred,
+        gt,
+        spacing,
+        tolerance_mm=args.tolerance,
+        per_class=args.per_class,
+        definition=args.hd95_definition,
+        nsd_method=args.nsd_method,
     )
+    if rules is not None:
+        from napari_ssseg.core.lesionwise import lesionwise_metrics
+
+        lw = lesionwise_metrics(pred, gt, spacing, challenge=rules)
+        for region, res in lw.items():
+            result[region]["lesion_wise"] = res
     if args.json:
         print(json.dumps(to_jsonable(result), allow_nan=False))
+    elif args.csv:
+        print(_csv(result), end="")
     else:
-        print(_table(result, spacing, args.tolerance, info))
+        print(_table(result, spacing, args.tolerance, info, rules))
     return 0
 
 
@@ -180,7 +239,39 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _table(result: dict, spacing, tolerance: float, info: dict) -> str:
+#: Lesion-wise columns of the CSV output (``lw_`` + the lesion-wise summary keys).
+LW_COLUMNS: tuple[str, ...] = ("dice", "hd95", "n_tp", "n_fn", "n_fp", "n_small")
+
+
+def _csv(result: dict) -> str:
+    """CSV text: ``region`` and the six metrics, plus ``lw_*`` columns with --lesion-wise."""
+    import csv
+    import io
+
+    from napari_ssseg.core.metrics import METRIC_NAMES
+
+    lesion = any("lesion_wise" in m for m in result.values())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["region", *METRIC_NAMES, *((f"lw_{k}" for k in LW_COLUMNS) if lesion else ())])
+    for name, m in result.items():
+        row = [name, *(_cell(m[k]) for k in METRIC_NAMES)]
+        if lesion:
+            lw = m.get("lesion_wise") or {}
+            row += [_cell(lw.get(k)) for k in LW_COLUMNS]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.6g}" if math.isfinite(v) else ""
+
+
+def _table(result: dict, spacing, tolerance: float, info: dict, rules=None) -> str:
     """Readable table of the metrics with a header saying what was compared."""
     sp = " x ".join(f"{s:g}" for s in spacing)
     lines = [
@@ -197,4 +288,19 @@ def _table(result: dict, spacing, tolerance: float, info: dict) -> str:
             f"{name:<8}{_fmt(m['dice'], 4):>8}{_fmt(m['iou'], 4):>8}{_fmt(m['hd95'], 2):>10}"
             f"{_fmt(m['asd'], 2):>9}{_fmt(m['nsd'], 4):>8}{_fmt(m['ravd'], 4):>8}"
         )
+    if rules is not None:
+        lines += [
+            "",
+            f"lesion-wise ({rules.challenge} rules: dilation {rules.dilation}, lesions above "
+            f"{rules.min_volume_mm3:g} mm3 counted, missed / false-positive lesions 0 / 374 mm)",
+            f"{'region':<8}{'Dice':>8}{'HD95 mm':>10}{'TP':>5}{'FN':>5}{'FP':>5}{'small':>7}",
+        ]
+        for name, m in result.items():
+            lw = m.get("lesion_wise")
+            if lw is None:
+                continue
+            lines.append(
+                f"{name:<8}{_fmt(lw['dice'], 4):>8}{_fmt(lw['hd95'], 2):>10}{lw['n_tp']:>5}"
+                f"{lw['n_fn']:>5}{lw['n_fp']:>5}{lw['n_small']:>7}"
+            )
     return "\n".join(lines)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,11 @@ from napari_ssseg.errors import InputError
 from napari_ssseg.io.readers import load_case, read_labels
 from napari_ssseg.io.workspace import Workspace
 from napari_ssseg.io.workspace_export import (
+    _METRICS,
     evaluate_workspace,
     export_workspace,
     import_dataset,
+    import_label_file,
     write_boxplot_png,
 )
 
@@ -189,19 +191,11 @@ def test_evaluate_writes_csv_json_png(ws, tmp_path):
 
 
 def _decode_png(data: bytes) -> np.ndarray:
-    import struct
+    from PIL import Image
 
-    pos, idat, w, h = 8, b"", 0, 0
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
-        if tag == b"IHDR":
-            w, h = struct.unpack(">II", body[:8])
-        elif tag == b"IDAT":
-            idat += body
-        pos += 12 + n
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
-    return raw[:, 1:].reshape(h, w, 3)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
 
 
 def test_boxplot_png_draws_median_at_right_height(tmp_path):
@@ -212,3 +206,126 @@ def test_boxplot_png_draws_median_at_right_height(tmp_path):
     assert red.size  # the median line exists
     top, bottom = 40, 150
     assert abs(red[:, 0].mean() - (bottom - (bottom - top) * 0.5)) <= 1.5
+
+
+# ------------------------------------------------------------ peer tools accept the exports
+def test_nnunet_dataset_json_has_the_fields_nnunet_v2_requires(ws, tmp_path):
+    """The checks of nnU-Net v2's verify_dataset_integrity on dataset.json and the files."""
+    out = tmp_path / "nn"
+    export_workspace(ws, out, "nnunet")
+    ds = json.loads((out / "dataset.json").read_text())
+    for key in ("channel_names", "labels", "numTraining", "file_ending"):
+        assert key in ds, key
+    ending = ds["file_ending"]
+    n_channels = len(ds["channel_names"])
+    assert sorted(ds["channel_names"]) == [str(i) for i in range(n_channels)]
+    labels = ds["labels"]
+    assert labels["background"] == 0
+    assert sorted(labels.values()) == list(range(len(labels)))  # consecutive from 0
+    cases = sorted(p.name[: -len(ending)] for p in (out / "labelsTr").iterdir())
+    assert len(cases) == ds["numTraining"]
+    for cid in cases:
+        for i in range(n_channels):
+            assert (out / "imagesTr" / f"{cid}_{i:04d}{ending}").is_file()
+        arr, _ = _array(out / "labelsTr" / f"{cid}{ending}")
+        assert set(np.unique(arr).tolist()) <= set(labels.values())
+    # region-based: every region is a list of label values and the class order is given
+    export_workspace(ws, tmp_path / "nnr", "nnunet", region_based=True)
+    dsr = json.loads((tmp_path / "nnr" / "dataset.json").read_text())
+    assert len(dsr["regions_class_order"]) == len(dsr["labels"]) - 1
+
+
+def test_msd_export_loads_with_monai_decathlon_dataset(ws, tmp_path):
+    pytest.importorskip("torch")
+    apps = pytest.importorskip("monai.apps")
+    from monai.transforms import LoadImaged
+
+    root = tmp_path / "decathlon"
+    export_workspace(ws, root / "Task01_BrainTumour", "msd", reference="test", licence="CC0")
+    from monai.data import load_decathlon_properties
+
+    props = load_decathlon_properties(
+        root / "Task01_BrainTumour" / "dataset.json",
+        # DecathlonDataset's default property keys: all must be present
+        property_keys=[
+            "name",
+            "description",
+            "reference",
+            "licence",
+            "tensorImageSize",
+            "modality",
+            "labels",
+            "numTraining",
+            "numTest",
+        ],
+    )
+    assert props["reference"] == "test" and props["licence"] == "CC0"
+    assert props["numTraining"] == 2
+    data = apps.DecathlonDataset(
+        root_dir=root,
+        task="Task01_BrainTumour",
+        section="training",
+        transform=LoadImaged(keys=["image", "label"], image_only=True),
+        download=False,
+        val_frac=0.0,
+        cache_rate=0.0,
+    )
+    assert len(data) == 2
+    item = data[0]
+    assert item["image"].shape[-1] == 4  # (X, Y, Z, 4 channels) as MONAI loads NIfTI
+    assert item["label"].shape == item["image"].shape[:3]
+    assert data.get_properties(keys=["name", "reference"])["reference"] == "test"
+
+
+@pytest.mark.parametrize(("year", "suffix", "et"), [("2021", "_seg", 4), ("2024", "-seg", 3)])
+def test_brats_export_in_the_layout_of_a_year(ws, tmp_path, year, suffix, et):
+    out = tmp_path / "b"
+    export_workspace(ws, out, "brats", brats_year=year)
+    names = sorted(p.name for p in (out / "caseA").iterdir())
+    if year == "2021":
+        assert names == [f"caseA_{m}.nii.gz" for m in ("flair", "seg", "t1", "t1ce", "t2")]
+    else:
+        assert names == [f"caseA-{m}.nii.gz" for m in ("seg", "t1c", "t1n", "t2f", "t2w")]
+    for cid in ("caseA", "caseB"):
+        arr, _ = _array(out / cid / f"{cid}{suffix}.nii.gz")
+        assert et in np.unique(arr)
+        np.testing.assert_array_equal(load_case(out / cid).labels, ws.latest_labels(cid))
+    with pytest.raises(InputError, match="brats_year"):
+        export_workspace(ws, tmp_path / "c", "brats", brats_year=2022)
+
+
+def test_dataset_json_has_reference_and_licence(ws, tmp_path):
+    export_workspace(ws, tmp_path / "m", "msd")
+    ds = json.loads((tmp_path / "m" / "dataset.json").read_text())
+    for key in ("name", "description", "reference", "licence", "release", "tensorImageSize"):
+        assert ds[key], key
+
+
+def test_no_verified_case_message_names_the_cli_command(ws, tmp_path):
+    ws.set_status("caseA", "corrected")
+    ws.set_status("caseB", "corrected")
+    with pytest.raises(InputError, match="ssseg workspace set-status") as err:
+        export_workspace(ws, tmp_path / "o", "nnunet")
+    assert "Workspace." not in str(err.value)
+
+
+def test_import_label_file_adds_a_version(ws, source, tmp_path):
+    seg = next((source / "caseC").glob("*seg*"), None)
+    if seg is None:  # caseC has no label file: write one on its grid
+        pytest.skip("fixture case has no label file")
+    v = import_label_file(ws, "caseC", seg, status="verified")
+    assert v.source == "import" and ws.case("caseC").status == "verified"
+    np.testing.assert_array_equal(ws.latest_labels("caseC"), ws.ground_truth("caseC"))
+    with pytest.raises(InputError, match="does not exist"):
+        import_label_file(ws, "caseC", tmp_path / "nope.nii.gz")
+
+
+def test_evaluate_lesion_wise(ws, tmp_path):
+    rep = evaluate_workspace(ws, tmp_path / "ev", lesion_wise=True, plot=False)
+    assert rep["lesion_wise"]["challenge"] == "glioma"
+    lw = rep["cases"]["caseB"]["WT"]["lesion_wise"]
+    assert lw["dice"] == pytest.approx(1.0) and lw["hd95"] == pytest.approx(0.0)
+    assert rep["summary"]["ET"]["lesion_wise"]["dice"]["n"] == 2
+    rows = list(csv.DictReader((tmp_path / "ev" / "metrics.csv").open()))
+    assert {"lw_dice", "lw_hd95", "lw_n_fp"} <= set(rows[0])
+    assert list(rep["cases"]["caseA"]["WT"])[: len(_METRICS)] == list(_METRICS)

@@ -535,8 +535,8 @@ class Workspace:
         root = Path(path).expanduser().absolute()
         if (root / MANIFEST_NAME).exists():
             raise InputError(
-                f"{str(root)!r} already holds a workspace ({MANIFEST_NAME}). Open it with "
-                "Workspace.open / `ssseg workspace status`, or choose a new folder."
+                f"{str(root)!r} already holds a workspace ({MANIFEST_NAME}). Open it "
+                "(`ssseg workspace status WS`), or choose a new folder."
             )
         if from_dir is not None and (Path(from_dir) / "dataset.json").is_file():
             from napari_ssseg.io.workspace_export import import_dataset
@@ -1012,6 +1012,39 @@ class Workspace:
         conv = detect_convention(arr, rec.convention, f"Ground truth {str(rec.ground_truth)!r}")
         _, orient, _ = self._grid(case_id)
         return orient.to_canonical(conv.decode(arr)).astype(np.uint8, copy=False)
+
+    def spacing(self, case_id: str) -> tuple[float, float, float]:
+        """Voxel size in mm of the case's canonical arrays, ``(Z, Y, X)`` order."""
+        geometry, orient, _ = self._grid(case_id)
+        g = orient.canonical_geometry(geometry, self._file_shape(case_id))
+        return tuple(float(v) for v in g.spacing_zyx)  # type: ignore[return-value]
+
+    def read_label_file(
+        self, case_id: str, path: str | os.PathLike, convention: str | None = None
+    ) -> np.ndarray:
+        """Read a label file written on the case's grid as internal canonical labels.
+
+        ``convention`` (default: detected from the values, else the case's) decodes the
+        file. Raises :class:`InputError` if the file is not on the case's grid.
+        """
+        from napari_ssseg.io.readers import detect_convention
+
+        path = Path(path).expanduser()
+        arr = self._read_on_grid(case_id, path, "Label file")
+        if convention is not None:
+            conv = get_convention(convention)
+        else:
+            conv = detect_convention(
+                arr, self.case(case_id).convention, f"Label file {str(path)!r}"
+            )
+        _, orient, _ = self._grid(case_id)
+        return orient.to_canonical(conv.decode(arr, source=str(path))).astype(np.uint8, copy=False)
+
+    def set_convention(self, case_id: str, convention: str) -> None:
+        """Set the label convention of a case's source files (exports and ground truth)."""
+        conv = get_convention(convention).name
+        with self._transaction() as m:
+            self._entry(case_id, m)["convention"] = conv
 
     def _read_on_grid(self, case_id: str, path: Path, what: str) -> np.ndarray:
         from napari_ssseg.errors import GeometryError

@@ -111,7 +111,7 @@ def test_snapshot_while_locked(ws_path, tmp_path, capsys):
         (["workspace", "suggest", "{ws}", "--strategy", "magic"], "strategy"),
         (["workspace", "suggest", "{ws}", "--n", "0"], "at least 1"),
         (["workspace", "export", "{ws}", "{tmp}/o", "--format", "zip"], "format='zip'"),
-        (["workspace", "export", "{ws}", "{tmp}/o", "--format", "msd"], "no case is verified"),
+        (["workspace", "export", "{ws}", "{tmp}/o", "--format", "msd"], "set-status WS verified"),
         (["workspace", "init", "{ws}", "--from", "{tmp}"], "already holds a workspace"),
         (["workspace"], "needs a subcommand"),
     ],
@@ -185,3 +185,74 @@ def test_runs_and_add_run_without_torch(ws_path, tmp_path, capsys):
     assert "not a training run folder" in capsys.readouterr().err
     with Workspace.open(ws_path, readonly=True) as ws:
         assert [r["id"] for r in ws.runs] == ["big-cps"] and ws.models == []
+
+
+# ------------------------------------------------------- workspace from a labelled dataset
+def test_init_labels_as_verified_exports_at_once(source, tmp_path, capsys):
+    ws = tmp_path / "wv"
+    assert main(["workspace", "init", str(ws), "--from", str(source), "--labels-as",
+                 "verified"]) == 0  # fmt: skip
+    assert "imported the label files of 3 case(s)" in capsys.readouterr().out
+    with Workspace.open(ws, readonly=True) as w:
+        for rec in w.cases:
+            assert rec.status == "verified" and rec.n_versions == 1
+            assert w.versions(rec.case_id)[0].source == "import"
+            np.testing.assert_array_equal(w.latest_labels(rec.case_id), w.ground_truth(rec.case_id))
+    out = tmp_path / "nn"
+    assert main(["workspace", "export", str(ws), str(out), "--format", "nnunet"]) == 0
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
+
+
+def test_init_labels_as_proposed_and_default_note(source, tmp_path, capsys):
+    assert main(["workspace", "init", str(tmp_path / "wp"), "--from", str(source),
+                 "--labels-as", "proposed"]) == 0  # fmt: skip
+    with Workspace.open(tmp_path / "wp", readonly=True) as w:
+        assert {r.status for r in w.cases} == {"proposed"}
+    capsys.readouterr()
+    assert main(["workspace", "init", str(tmp_path / "wd"), "--from", str(source)]) == 0
+    assert "add-labels WS --from-ground-truth" in capsys.readouterr().out
+    assert main(["workspace", "init", str(tmp_path / "wx"), "--from", str(source),
+                 "--labels-as", "verifed"]) == 2  # fmt: skip
+    assert "verified" in capsys.readouterr().err
+
+
+def test_add_labels_and_set_status(ws_path, source, tmp_path, capsys):
+    seg = next((source / "p1").glob("*seg*"))
+    assert main(["workspace", "add-labels", str(ws_path), "p1", str(seg)]) == 0
+    assert "version 1 (import) saved; status corrected" in capsys.readouterr().out
+    assert main(["workspace", "set-status", str(ws_path), "verified", "p1"]) == 0
+    with Workspace.open(ws_path, readonly=True) as w:
+        assert w.case("p1").status == "verified"
+        np.testing.assert_array_equal(w.latest_labels("p1"), w.ground_truth("p1"))
+    # p0 has no label version: it cannot be verified, and the message names the command
+    assert main(["workspace", "set-status", str(ws_path), "verified", "p0"]) == 2
+    assert "ssseg workspace add-labels" in capsys.readouterr().err
+    assert main(["workspace", "add-labels", str(ws_path), "--from-ground-truth",
+                 "--cases", "p0", "p2"]) == 0  # fmt: skip
+    with Workspace.open(ws_path, readonly=True) as w:
+        assert [w.case(c).status for c in ("p0", "p1", "p2")] == ["verified"] * 3
+    assert main(["workspace", "set-status", str(ws_path), "corrected", "--all"]) == 0
+    assert "3 case(s) set to corrected" in capsys.readouterr().out
+    assert main(["workspace", "set-status", str(ws_path), "done", "--all"]) == 2
+    assert "verified" in capsys.readouterr().err
+    assert main(["workspace", "add-labels", str(ws_path), "p0"]) == 2
+    assert "needs CASE and FILE" in capsys.readouterr().err
+    # a label file from another case's grid is refused
+    other = tmp_path / "other.nii.gz"
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.Image(5, 5, 5, sitk.sitkUInt8), str(other))
+    assert main(["workspace", "add-labels", str(ws_path), "p0", str(other)]) == 2
+    assert "not on the grid of case 'p0'" in capsys.readouterr().err
+
+
+def test_evaluate_lesion_wise_cli(ws_path, capsys):
+    with Workspace.open(ws_path) as ws:
+        ws.save_labels("p0", ws.ground_truth("p0"), source="human")
+    assert main(["workspace", "evaluate", str(ws_path), "--lesion-wise", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["cases"]["p0"]["WT"]["lesion_wise"]["dice"] == 1.0
+    assert main(["workspace", "evaluate", str(ws_path), "--lesion-wise"]) == 0
+    assert "lesion-wise (BraTS-GLI 2023 rules" in capsys.readouterr().out
+    assert main(["workspace", "evaluate", str(ws_path), "--lesion-wise", "--challenge",
+                 "nope"]) == 2  # fmt: skip

@@ -6,6 +6,8 @@ scribbles, per-voxel provenance, registered models and training runs (see
 docs/workspace.md). Subcommands:
 
   init      create a workspace from a folder of cases (or an nnU-Net / MSD dataset)
+  add-labels  import a label file as a new version of a case (or every case's ground truth)
+  set-status  set the status of cases (e.g. verified, so that they export)
   status    list the cases with their status, versions and scores (read-only)
   suggest   rank unlabelled / proposed cases to label next (uncertainty, random)
   evaluate  metrics of the latest labels against ground truth -> CSV, JSON, PNG box plot
@@ -35,6 +37,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of case folders (BraTS/MSD naming) or an nnU-Net/MSD dataset",
     )
     p.add_argument("--copy", action="store_true", help="copy the images into the workspace")
+    p.add_argument(
+        "--labels-as",
+        metavar="HOW",
+        help="what the cases' label files are: ground-truth (evaluation references; the "
+        "default for case folders), verified (imported as version 1, cases verified; the "
+        "default for nnU-Net/MSD datasets) or proposed (imported, cases to review)",
+    )
+
+    p = sub.add_parser(
+        "add-labels",
+        help="import a label file as a new version of a case",
+        description=(
+            "Add the label file FILE (written on the grid of case CASE) as a new label version "
+            "of CASE, or with --from-ground-truth the ground-truth file of every case (or of "
+            "--cases) as a version. The ground truth stays the evaluation reference."
+        ),
+    )
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("case", metavar="CASE", nargs="?", help="case id")
+    p.add_argument("file", metavar="FILE", nargs="?", help="label file on the case's grid")
+    p.add_argument(
+        "--from-ground-truth",
+        action="store_true",
+        help="import the cases' ground-truth files instead of FILE",
+    )
+    p.add_argument("--cases", nargs="+", metavar="CASE", help="with --from-ground-truth")
+    p.add_argument(
+        "--source",
+        default="import",
+        help="provenance of the version: import (default), human or model",
+    )
+    p.add_argument(
+        "--status",
+        metavar="STATUS",
+        help="status to set afterwards (default: verified with --from-ground-truth, else "
+        "what the source implies: corrected, or proposed for model)",
+    )
+    p.add_argument("--convention", help="label convention of FILE (default: detected)")
+
+    p = sub.add_parser(
+        "set-status",
+        help="set the status of cases (new, proposed, refined, corrected, verified)",
+    )
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("status", metavar="STATUS", help="new, proposed, refined, corrected, verified")
+    p.add_argument("cases", metavar="CASE", nargs="*", help="case ids")
+    p.add_argument("--all", action="store_true", help="every case that has a label version")
+    p.add_argument("--note", default="", help="note stored in the status history")
 
     p = sub.add_parser("status", help="show the cases, their status and scores")
     p.add_argument("workspace", metavar="WS")
@@ -72,6 +122,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="folder for metrics.csv/json, dice_boxplot.png")
     p.add_argument("--tolerance", type=float, default=1.0, metavar="MM", help="NSD tolerance")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--lesion-wise", action="store_true", help="add BraTS 2023+ lesion-wise Dice and HD95"
+    )
+    p.add_argument(
+        "--challenge",
+        default="glioma",
+        help="lesion-wise rules: glioma (default), ssa, meningioma, paediatric, metastasis, "
+        "post-treatment",
+    )
+    p.add_argument(
+        "--hd95",
+        dest="hd95_definition",
+        default="pooled",
+        help="HD95 definition: pooled (BraTS, default), directed-max (MONAI), surface-distance",
+    )
 
     p = sub.add_parser("export", help="write nnU-Net / MSD / BraTS folders")
     p.add_argument("workspace", metavar="WS")
@@ -88,6 +153,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="nnU-Net: region labels WT/TC/ET with regions_class_order",
     )
+    p.add_argument(
+        "--brats-year",
+        metavar="YEAR",
+        help="BraTS: write the official layout of this year (2021: _t1ce/_seg with ET = 4; "
+        "2023, 2024, 2025: -t1c/-seg with ET = 3); default: each case's own naming",
+    )
+    p.add_argument("--reference", help="nnU-Net/MSD dataset.json 'reference'")
+    p.add_argument("--licence", help="nnU-Net/MSD dataset.json 'licence'")
 
     p = sub.add_parser("import", help="create a workspace from an nnU-Net or MSD dataset")
     p.add_argument("source", metavar="DIR", help="dataset folder with dataset.json")
@@ -96,7 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--labels-as",
         default="version",
-        help="version (labels become version 1, cases verified; default) or ground_truth",
+        help="verified (labels become version 1, cases verified; default), proposed "
+        "(version 1, cases to review) or ground-truth (evaluation references)",
     )
     p.add_argument("--convention", help="label convention of the files (brats2023, msd, ...)")
 
@@ -132,11 +206,14 @@ def run(args: argparse.Namespace) -> int:
     cmd = getattr(args, "ws_command", None)
     if cmd is None:
         raise InputError(
-            "ssseg workspace needs a subcommand: init, status, suggest, evaluate, export, "
-            "import, snapshot, runs or add-run (see `ssseg workspace --help`)."
+            "ssseg workspace needs a subcommand: init, add-labels, set-status, status, suggest, "
+            "evaluate, export, import, snapshot, runs or add-run (see `ssseg workspace "
+            "--help`)."
         )
     return {
         "init": _init,
+        "add-labels": _add_labels,
+        "set-status": _set_status,
         "status": _status,
         "suggest": _suggest,
         "evaluate": _evaluate,
@@ -150,11 +227,116 @@ def run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- subcommands
 def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from napari_ssseg.errors import InputError
+    from napari_ssseg.io.dataset_import import (
+        import_dataset,
+        import_ground_truth,
+        normalise_labels_as,
+    )
     from napari_ssseg.io.workspace import Workspace
 
-    with Workspace.create(args.workspace, from_dir=args.source, copy_images=args.copy) as ws:
+    how = normalise_labels_as(args.labels_as) if args.labels_as is not None else None
+    if how is not None and args.source is None:
+        raise InputError("--labels-as needs --from DIR (a folder of cases or a dataset).")
+    is_dataset = args.source is not None and (Path(args.source) / "dataset.json").is_file()
+    if is_dataset:
+        ws = import_dataset(
+            args.source, args.workspace, copy_images=args.copy, labels_as=how or "version"
+        )
+    else:
+        ws = Workspace.create(args.workspace, from_dir=args.source, copy_images=args.copy)
+    with ws:
+        imported = []
+        if not is_dataset and how in ("version", "proposed"):
+            status = "verified" if how == "version" else "proposed"
+            imported = import_ground_truth(ws, status=status)
         s = ws.summary()
         print(f"created workspace {ws.root} with {s['n_cases']} case(s)")
+        if imported:
+            print(
+                f"imported the label files of {len(imported)} case(s) as version 1 "
+                f"(status {status})"
+            )
+        n_gt = sum(1 for r in ws.cases if r.ground_truth is not None)
+        if n_gt and not is_dataset and how is None:
+            print(
+                f"note: the label files of {n_gt} case(s) are kept as ground truth for "
+                "`ssseg workspace evaluate`; to export or train on them, import them as "
+                "versions: `ssseg workspace add-labels WS --from-ground-truth` (or create the "
+                "workspace with --labels-as verified)"
+            )
+    return 0
+
+
+def _add_labels(args: argparse.Namespace) -> int:
+    from napari_ssseg.errors import InputError, check_choice
+    from napari_ssseg.io.dataset_import import import_ground_truth, import_label_file
+    from napari_ssseg.io.workspace import SOURCES, STATUSES, Workspace
+
+    source = check_choice("--source", args.source, SOURCES[:-1])
+    status = check_choice("--status", args.status, STATUSES) if args.status else None
+    with Workspace.open(args.workspace) as ws:
+        if args.from_ground_truth:
+            if args.file is not None:
+                raise InputError("Give either --from-ground-truth or a CASE and FILE, not both.")
+            cases = list(args.cases or []) + ([args.case] if args.case else [])
+            for cid in cases:
+                ws.case(cid)  # unknown ids raise
+            done = import_ground_truth(ws, cases or None, status=status or "verified")
+            if not done:
+                raise InputError(
+                    f"No case of {args.workspace!r} (among those chosen) has a ground-truth "
+                    "file to import. Import a label file with `ssseg workspace add-labels WS "
+                    "CASE FILE`."
+                )
+            print(
+                f"imported the ground truth of {len(done)} case(s) as a label version "
+                f"(status {status or 'verified'})"
+            )
+            return 0
+        if args.case is None or args.file is None:
+            raise InputError(
+                "add-labels needs CASE and FILE (a label file on the case's grid), or "
+                "--from-ground-truth. See `ssseg workspace add-labels --help`."
+            )
+        v = import_label_file(
+            ws, args.case, args.file, convention=args.convention, source=source, status=status
+        )
+        rec = ws.case(args.case)
+    print(f"case {args.case}: version {v.version} ({v.source}) saved; status {rec.status}")
+    return 0
+
+
+def _set_status(args: argparse.Namespace) -> int:
+    from napari_ssseg.errors import InputError, check_choice
+    from napari_ssseg.io.workspace import STATUSES, Workspace
+
+    status = check_choice("STATUS", args.status, STATUSES)
+    if bool(args.cases) == bool(args.all):
+        raise InputError(
+            "set-status needs case ids or --all (every case with a label version), not both "
+            "and not neither: e.g. `ssseg workspace set-status WS verified CASE1 CASE2`."
+        )
+    with Workspace.open(args.workspace) as ws:
+        ids = list(args.cases) if args.cases else [r.case_id for r in ws.cases if r.n_versions]
+        if not ids:
+            raise InputError(
+                f"No case of {args.workspace!r} has a label version. Import labels first "
+                "(`ssseg workspace add-labels WS CASE FILE`, or --from-ground-truth)."
+            )
+        if status == "verified":
+            bad = [c for c in ids if ws.case(c).n_versions == 0]
+            if bad:
+                raise InputError(
+                    f"Case(s) {', '.join(bad[:5])} have no label version, so they cannot be "
+                    "verified. Import labels first with `ssseg workspace add-labels WS CASE "
+                    "FILE` (or --from-ground-truth)."
+                )
+        for cid in ids:
+            ws.set_status(cid, status, note=args.note)
+    print(f"{len(ids)} case(s) set to {status}")
     return 0
 
 
@@ -342,8 +524,23 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if not math.isfinite(args.tolerance) or args.tolerance < 0:
         raise InputError(f"--tolerance {args.tolerance!r} must be a distance >= 0 in mm.")
+    from napari_ssseg.core.metrics import HD95_DEFINITIONS
+    from napari_ssseg.errors import check_choice
+
+    definition = check_choice("--hd95", args.hd95_definition, HD95_DEFINITIONS)
+    if args.lesion_wise:
+        from napari_ssseg.core.lesionwise import get_rules
+
+        get_rules(args.challenge)  # check the name before reading any case
     with Workspace.open(args.workspace, readonly=True) as ws:
-        rep = evaluate_workspace(ws, args.out, tolerance_mm=args.tolerance)
+        rep = evaluate_workspace(
+            ws,
+            args.out,
+            tolerance_mm=args.tolerance,
+            lesion_wise=args.lesion_wise,
+            challenge=args.challenge,
+            definition=definition,
+        )
     if args.json:
         print(json.dumps(rep, indent=1, allow_nan=False))
         return 0
@@ -358,6 +555,19 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"{region:<8}{_f(d['mean'], 4):>10}{_f(d['std'], 4):>8}{_f(d['median'], 4):>8}"
                 f"{_f(h['mean'], 2):>11}"
             )
+        if "lesion_wise" in rep:
+            lw_info = rep["lesion_wise"]
+            print(
+                f"lesion-wise ({lw_info['source']} rules: dilation {lw_info['dilation']}, "
+                f"lesions above {lw_info['min_volume_mm3']:g} mm3)"
+            )
+            print(f"{'region':<8}{'Dice mean':>10}{'HD95 mean':>11}")
+            for region, m in rep["summary"].items():
+                lw = m.get("lesion_wise")
+                if lw:
+                    print(
+                        f"{region:<8}{_f(lw['dice']['mean'], 4):>10}{_f(lw['hd95']['mean'], 2):>11}"
+                    )
     for cid, why in rep["skipped"].items():
         print(f"skipped {cid}: {why}")
     for f in rep["files"]:
@@ -381,6 +591,9 @@ def _export(args: argparse.Namespace) -> int:
             cases=args.cases,
             verified=not args.all,
             region_based=args.region_based,
+            brats_year=args.brats_year,
+            reference=args.reference,
+            licence=args.licence,
         )
     print(f"exported {len(written)} file(s) to {args.out}")
     return 0

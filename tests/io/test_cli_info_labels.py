@@ -88,7 +88,6 @@ def test_info_explicit_files_and_msd_convention(capsys, tmp_path: Path) -> None:
     [
         ("missing", "does not exist"),
         ("corrupt", "corrupt"),
-        ("bad-values", "belong to no supported convention"),
         ("bad-convention", "Did you mean 'msd'"),
     ],
 )
@@ -99,8 +98,6 @@ def test_info_bad_input_exit_2(capsys, tmp_path: Path, case_dir: Path, setup, ma
     elif setup == "corrupt":
         f = case_dir / "BraTS2021_00007_t2.nii.gz"
         f.write_bytes(f.read_bytes()[:300])
-    elif setup == "bad-values":
-        write_volume(case_dir / "BraTS2021_00007_seg.nii.gz", _seg((1, 7)), GEOM)
     elif setup == "bad-convention":
         argv += ["--convention", "msdd"]
     code, out, err = _run(capsys, argv)
@@ -154,7 +151,7 @@ def test_labels_convert_from_override_without_case(capsys, tmp_path: Path) -> No
     ("setup", "match"),
     [
         ("wrong-grid", "different grid"),
-        ("bad-to", "Did you mean 'brats2023'"),
+        ("bad-to", "Did you mean 'brats202"),
         ("bad-values", "belong to no supported convention"),
         ("unwritable", "Cannot create the output folder"),
         ("missing", "does not exist"),
@@ -230,3 +227,13 @@ def test_info_reports_resampling_warning(capsys, tmp_path: Path) -> None:
     code, out, err = _run(capsys, ["info", tmp_path])
     assert code == 0
     assert err.startswith("warning: The t2 image")
+
+
+def test_info_bad_label_values_warns_and_names_them(capsys, case_dir: Path) -> None:
+    """info never refuses a case for its label file: it warns, naming the unknown values."""
+    write_volume(case_dir / "BraTS2021_00007_seg.nii.gz", _seg((1, 7)), GEOM)
+    code, out, err = _run(capsys, ["info", case_dir])
+    assert code == 0, err
+    assert "value(s) [7] belong to no supported convention" in err
+    assert "NOT used" in err
+    assert "t1ce" in out  # the images are still described

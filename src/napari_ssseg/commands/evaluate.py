@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--convention",
         metavar="CONV",
-        help="label convention of both files: brats2021, brats2023 or msd "
+        help="label convention of both files: brats2013, brats2021, brats2023, brats2024 or msd "
         "(default: detected from the values; MSD is never guessed)",
     )
     parser.add_argument(
@@ -156,7 +156,7 @@ def _read_with_case(args: argparse.Namespace):
     from napari_ssseg.errors import InputError
     from napari_ssseg.io.readers import load_case, read_labels
 
-    case = load_case(args.case)
+    case = load_case(args.case, label_errors="raise" if args.gt is None else "warn")
     pred = read_labels(args.pred, case, args.convention)
     if args.gt is not None:
         gt = read_labels(args.gt, case, args.convention)

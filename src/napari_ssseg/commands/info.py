@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--convention",
         metavar="CONV",
-        help="label convention of the label file: brats2021, brats2023 or msd "
+        help="label convention of the label file: brats2013, brats2021, brats2023, brats2024 "
+        "or msd "
         "(default: from the naming, checked against the values)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -67,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from napari_ssseg.core.case import INTERNAL_CLASSES
+    from napari_ssseg.core.case import CONVENTIONS, INTERNAL_CLASSES
     from napari_ssseg.errors import check_choice
     from napari_ssseg.io.readers import load_case
 
     if args.convention is not None:
-        check_choice("--convention", args.convention, ("brats2021", "brats2023", "msd"))
+        check_choice("--convention", args.convention, tuple(CONVENTIONS))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         case = load_case(
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             flair=args.flair,
             seg=args.seg,
             convention=args.convention,
+            label_errors="warn",
         )
     notes = [str(w.message) for w in caught]
     rows = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-_CONVENTIONS = ("brats2021", "brats2023", "msd")
+_CONVENTIONS = ("brats2013", "brats2021", "brats2023", "brats2024", "msd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--convention",
         metavar="CONV",
-        help="label convention of the output (default: the case's: brats2021, brats2023, msd)",
+        help="label convention of the output (default: the case's; brats2013, brats2021, "
+        "brats2023, brats2024 or msd)",
     )
     parser.add_argument(
         "--case-convention", metavar="CONV", help="label convention of the case's label file"
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if len(set(outputs)) != len(outputs):
         raise InputError("--out, --uncertainty and --probabilities must be different files.")
     conv = get_convention(args.convention) if args.convention else None
-    case = load_case(args.case, convention=args.case_convention)
+    case = load_case(args.case, convention=args.case_convention, label_errors="warn")
     reporter = _StderrProgress()
     try:
         result = predict_case(

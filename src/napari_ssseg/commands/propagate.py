@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     n_segments = DEFAULT_N_SEGMENTS if args.n_segments is None else args.n_segments
     if n_segments < 2:
         raise InputError(f"--n-segments {n_segments} must be an integer >= 2 (e.g. 2000).")
-    case = load_case(args.case)
+    case = load_case(args.case, label_errors="warn")  # the case's own labels are not needed
     scribbles = _read_scribbles(args.scribbles, case, args.background_label, args.tumour_label)
     prob = None
     if args.probabilities:

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--n-segments {args.n_segments} must be an integer >= 2 (e.g. 350).")
 
     t = time.perf_counter()
-    case = load_case(args.case)
+    case = load_case(args.case, label_errors="warn")  # the case's own labels are not needed
     pseudo = read_labels(args.pseudo, case, args.convention)
     gt = read_labels(args.gt, case, args.convention) if args.gt else None
     if not np.any(pseudo > 0):

@@ -32,6 +32,7 @@ __all__ = [
     "Orientation",
     "LabelConvention",
     "CONVENTIONS",
+    "CONVENTION_SIBLINGS",
     "INTERNAL_CLASSES",
     "CLASS_NAMES",
     "CLASS_COLORS",
@@ -292,18 +293,44 @@ class LabelConvention:
     Parameters
     ----------
     name : str
-        ``"brats2021"`` (BraTS 2019-2021), ``"brats2023"`` or ``"msd"``.
+        One of :data:`CONVENTIONS`: ``"brats2013"`` (BRATS 2013-2015), ``"brats2021"``
+        (BraTS 2017-2021), ``"brats2023"``, ``"brats2024"`` (post-treatment) or ``"msd"``.
     to_internal : dict of int to int
-        File value -> internal value (0 bg, 1 NCR, 2 ED, 3 ET).
+        File value -> internal value (0 bg, 1 NCR, 2 ED, 3 ET). Several file values may map to
+        one internal value (the map is then lossy: see ``encode_map``).
+    description : str
+        One line naming each file value.
+    encode_map : dict of int to int, optional
+        Internal value -> file value, needed when ``to_internal`` is not one-to-one. Default:
+        the inverse of ``to_internal``.
+    lossy : str
+        What a read-then-write round trip does not keep ("" when it is exact).
     """
 
     name: str
     to_internal: dict[int, int] = field(hash=False)
     description: str = ""
+    encode_map: dict[int, int] | None = field(default=None, hash=False)
+    lossy: str = ""
+
+    def __post_init__(self) -> None:
+        targets = set(self.to_internal.values())
+        if not targets <= set(INTERNAL_CLASSES):
+            raise InputError(
+                f"Convention {self.name!r} maps to internal values {sorted(targets)}; the "
+                "internal classes are 0, 1, 2, 3."
+            )
+        if self.encode_map is None and len(targets) != len(self.to_internal):
+            raise InputError(
+                f"Convention {self.name!r} maps several file values to one internal class; "
+                "give encode_map (internal -> file value) for writing."
+            )
 
     @property
     def from_internal(self) -> dict[int, int]:
         """Internal value -> file value."""
+        if self.encode_map is not None:
+            return dict(self.encode_map)
         return {v: k for k, v in self.to_internal.items()}
 
     def encode(self, internal: np.ndarray) -> np.ndarray:
@@ -349,16 +376,36 @@ class LabelConvention:
 
 
 CONVENTIONS: dict[str, LabelConvention] = {
+    "brats2013": LabelConvention(
+        "brats2013",
+        {0: 0, 1: 1, 2: 2, 3: 1, 4: 3},
+        "BRATS 2013-2015: 1 necrosis, 2 oedema, 3 non-enhancing tumour, 4 enhancing",
+        encode_map={0: 0, 1: 1, 2: 2, 3: 4},
+        lossy="non-enhancing tumour (3) joins the necrotic core (internal NCR, as BraTS 2017+ "
+        "did) and is written back as 1",
+    ),
     "brats2021": LabelConvention(
         "brats2021", {0: 0, 1: 1, 2: 2, 4: 3}, "BraTS 2019-2021: 1 NCR/NET, 2 ED, 4 ET"
     ),
     "brats2023": LabelConvention(
         "brats2023", {0: 0, 1: 1, 2: 2, 3: 3}, "BraTS 2023+: 1 NCR, 2 ED, 3 ET"
     ),
+    "brats2024": LabelConvention(
+        "brats2024",
+        {0: 0, 1: 1, 2: 2, 3: 3, 4: 0},
+        "BraTS 2024 post-treatment: 1 NETC, 2 SNFH, 3 ET, 4 RC (resection cavity)",
+        encode_map={0: 0, 1: 1, 2: 2, 3: 3},
+        lossy="the resection cavity (4) is not tumour (outside WT, TC and ET, as BraTS 2024 "
+        "scores it): it is read as background and not written back",
+    ),
     "msd": LabelConvention(
         "msd", {0: 0, 1: 2, 2: 1, 3: 3}, "MSD Task01: 1 edema, 2 non-enhancing, 3 enhancing"
     ),
 }
+
+#: Conventions that share a naming scheme and differ only in their values: when a file's
+#: values do not fit the convention its naming implies, the sibling is read instead.
+CONVENTION_SIBLINGS: dict[str, str] = {"brats2021": "brats2013", "brats2023": "brats2024"}
 
 
 def get_convention(name: str | LabelConvention) -> LabelConvention:

@@ -33,6 +33,9 @@ __all__ = [
     "is_image_file",
     "match_modality",
     "modality_filename",
+    "SKIP_KEYWORDS",
+    "series_tokens",
+    "match_series",
 ]
 
 #: File extensions read and written by the io layer (longest first, lower case).
@@ -143,3 +146,95 @@ def modality_filename(name: str, key: str, naming: str, suffix: str = ".nii.gz")
     'BraTS-GLI-00001-000-t1c.nii.gz'
     """
     return f"{name}{MODALITY_SUFFIX[naming][key]}{suffix}"
+
+
+# ------------------------------------------------------------------ PACS / TCIA series names
+#: Name tokens of series that are never one of the four modalities (skipped, with a warning).
+SKIP_KEYWORDS: frozenset[str] = frozenset(
+    "LOCALIZER LOCALISER LOC SCOUT SURVEY 3PLANE TRIPLANE DWI ADC TRACE DTI DIFFUSION EXP "
+    "PERFUSION PERF DSC DCE SWI SWAN ASL MRA TOF ANGIO CBF CBV MIP".split()
+)
+_FLAIR_TOKENS = frozenset("FLAIR T2FLAIR FLAIR3D 3DFLAIR T2F DARKFLUID".split())
+_T2_TOKENS = frozenset("T2 T2W T2WI T2TSE T2FSE T2SE".split())
+_T1_TOKENS = frozenset(
+    "T1 T1W T1WI T1N T1SE T1TSE T1FSE T1FFE T1TFE MPRAGE SPGR FSPGR BRAVO".split()
+)
+_T1C_TOKENS = frozenset("T1C T1CE T1GD T1POST T1+C T1+GD T1PC T1CONTRAST T1KM".split())
+_CONTRAST_TOKENS = frozenset(
+    "POST GAD GD GADO GADOLINIUM CONTRAST CE +C C+ +GD GD+ POSTGAD POSTCONTRAST ENH ENHANCED "
+    "KM".split()
+)
+_PRE_TOKENS = frozenset("PRE PRECONTRAST PREGAD NATIVE WO".split())
+_POST_TOKENS = frozenset("POST POSTGAD POSTCONTRAST".split())
+_TOKEN_SPLIT = re.compile(r"[^A-Za-z0-9+]+")
+_T2STAR = re.compile(r"T2(\*|STAR|_STAR|-STAR)", re.IGNORECASE)
+
+
+def series_tokens(path: str | Path) -> list[str]:
+    """Upper-case words of a series file name (split on anything but letters, digits, ``+``).
+
+    Examples
+    --------
+    >>> series_tokens("MRHR_T1_AX_POST_GAD_SE_13.nii.gz")
+    ['MRHR', 'T1', 'AX', 'POST', 'GAD', 'SE', '13']
+    """
+    stem, _ = split_image_name(path)
+    return [t.upper() for t in _TOKEN_SPLIT.split(stem) if t]
+
+
+def match_series(path: str | Path) -> tuple[dict[str, str], str | None]:
+    """Recognise the sequence of a PACS / TCIA series from the keywords in its file name.
+
+    Keywords (whole words of the name, any case): FLAIR (also T2FLAIR, T2F) -> ``flair``;
+    T2 (T2W, T2WI) -> ``t2``; T1 (T1W, T1N, MPRAGE, SPGR, BRAVO...) -> ``t1``, or ``t1ce``
+    when the name also says POST, GAD, GD, CONTRAST, CE, +C (or is T1C, T1CE, T1GD, T1POST)
+    and not PRE. FLAIR wins over T2 (a "T2 FLAIR" is a FLAIR).
+
+    Parameters
+    ----------
+    path : path-like
+        Series file (or folder) name.
+
+    Returns
+    -------
+    candidates : dict of str to str
+        Modality -> the keywords that point to it. Empty if the name names no sequence; more
+        than one entry if the name is ambiguous (e.g. ``T1_FLAIR``, ``T1_PRE_POST``).
+    skipped : str or None
+        The keyword (e.g. ``LOCALIZER``, ``DWI``) of a series that is none of the four
+        modalities, or None.
+
+    Examples
+    --------
+    >>> match_series("MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c.nii.gz")
+    ({'t1ce': 'T1 POST GAD T1C'}, None)
+    >>> match_series("AX_DWI_b1000.nii.gz")
+    ({}, 'DWI')
+    """
+    tokens = series_tokens(path)
+    tset = set(tokens)
+    skip = [t for t in tokens if t in SKIP_KEYWORDS]
+    if skip:
+        return {}, skip[0]
+    if _T2STAR.search(split_image_name(path)[0]):
+        return {}, "T2*"
+    out: dict[str, str] = {}
+
+    def words(*groups: frozenset[str]) -> str:
+        return " ".join(dict.fromkeys(t for t in tokens if any(t in g for g in groups)))
+
+    flair = tset & _FLAIR_TOKENS
+    if flair:
+        out["flair"] = words(_FLAIR_TOKENS)
+    elif tset & _T2_TOKENS:
+        out["t2"] = words(_T2_TOKENS)
+    direct_c = tset & _T1C_TOKENS
+    t1 = tset & _T1_TOKENS
+    contrast = tset & _CONTRAST_TOKENS
+    pre = tset & _PRE_TOKENS
+    if direct_c or t1:
+        if direct_c or (contrast and (not pre or tset & _POST_TOKENS)):
+            out["t1ce"] = words(_T1_TOKENS, _T1C_TOKENS, _CONTRAST_TOKENS)
+        if (t1 and not contrast and not direct_c) or pre:
+            out["t1"] = words(_T1_TOKENS, _PRE_TOKENS)
+    return out, None

@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from napari_ssseg.core.case import (
+    CONVENTION_SIBLINGS,
     CONVENTIONS,
     MODALITIES,
     Case,
@@ -766,10 +767,17 @@ def detect_convention(
 ) -> LabelConvention:
     """Choose the label convention of a label array from its values and a naming hint.
 
-    ``preferred`` (from the file naming) wins when the values fit it. Otherwise: a value 4
-    means BraTS 2019-2021; values within {0, 1, 2, 3} mean BraTS 2023 (MSD uses the same
-    values, so MSD is only chosen from naming or an explicit override). Switching away from
-    ``preferred`` emits a warning.
+    ``preferred`` (from the file naming) wins when the values fit it. Otherwise:
+
+    * values 3 and 4 together: BRATS 2013-2015 (``brats2013``) or BraTS 2024 post-treatment
+      (``brats2024``, 4 = resection cavity). Underscore naming (``brats2021``, ``upenn``)
+      means ``brats2013``, hyphen naming (``brats2023``) means ``brats2024``; without a hint
+      this is ambiguous and refused (name the convention with ``--convention``);
+    * a 4 without a 3: BraTS 2017-2021 (``brats2021``);
+    * values within {0, 1, 2, 3}: BraTS 2023 (MSD uses the same values, so MSD is only chosen
+      from naming or an explicit override).
+
+    Switching away from ``preferred`` emits a warning.
 
     Parameters
     ----------
@@ -783,32 +791,56 @@ def detect_convention(
     Raises
     ------
     InputError
-        If the values fit no convention.
+        If the values fit no convention (the message names the unknown values), or fit two
+        conventions that the naming cannot tell apart.
     """
     uniq = _unique(np.asarray(values))
     if uniq.size and not np.all(np.isfinite(uniq.astype(float))):
         raise InputError(f"{source} contains NaN or Inf values; a label file must hold integers.")
+    if uniq.size and np.any(uniq != np.round(uniq)):
+        frac = [float(v) for v in uniq[uniq != np.round(uniq)][:5]]
+        raise InputError(
+            f"{source} holds non-integer values ({frac}); label values must be whole numbers "
+            "(one class per voxel). Use the label file, not a probability map."
+        )
+    uniq_list = [int(v) for v in uniq.tolist()]
     if preferred is not None:
         conv = get_convention(preferred)
         if _fits(uniq, conv):
             return conv
-    if 4 in uniq and _fits(uniq, CONVENTIONS["brats2021"]):
-        chosen = CONVENTIONS["brats2021"]
-    elif _fits(uniq, CONVENTIONS["brats2023"]):
-        chosen = CONVENTIONS["brats2023"]
-    else:
-        valid = "; ".join(f"{c.name}: {sorted(c.to_internal)}" for c in CONVENTIONS.values())
-        bad = [v for v in uniq.tolist() if v not in (0, 1, 2, 3, 4)]
-        raise InputError(
-            f"{source} holds label values {uniq.tolist()[:20]}; {bad[:10]} belong to no "
-            f"supported convention ({valid}). Check that this is a tumour label file, or "
-            "remap its values to one of these conventions."
+    known = set().union(*(c.to_internal for c in CONVENTIONS.values()))
+    unknown = [v for v in uniq_list if v not in known]
+    if unknown:
+        valid = "; ".join(
+            f"{c.name} {sorted(c.to_internal)} ({c.description})" for c in CONVENTIONS.values()
         )
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InputError(
+            f"{source} holds label values {uniq_list[:20]}; the value(s) {unknown[:10]}{more} "
+            f"belong to no supported convention ({valid}). Check that this is a tumour "
+            "label file, or remap those values (e.g. to 0) before reading it."
+        )
+    if 3 in uniq_list and 4 in uniq_list:
+        hint = CONVENTION_SIBLINGS.get(preferred or "")
+        if hint is None:
+            a, b = CONVENTIONS["brats2013"], CONVENTIONS["brats2024"]
+            raise InputError(
+                f"{source} holds label values {uniq_list}: both {a.name} ({a.description}) and "
+                f"{b.name} ({b.description}) use them, and the file naming does not say which. "
+                "Name it: --convention brats2013 or --convention brats2024 "
+                "(Python: convention='brats2013')."
+            )
+        chosen = CONVENTIONS[hint]
+    elif 4 in uniq_list:
+        chosen = CONVENTIONS["brats2021"]
+    else:
+        chosen = CONVENTIONS["brats2023"]
     if preferred is not None:
         warnings.warn(
-            f"{source}: values {uniq.tolist()} do not fit the {preferred} convention implied by "
-            f"the file naming; reading it as {chosen.name} ({chosen.description}). Pass "
-            "convention=... (CLI: --convention) to override.",
+            f"{source}: values {uniq_list} do not fit the {preferred} convention implied by "
+            f"the file naming; reading it as {chosen.name} ({chosen.description}"
+            + (f"; {chosen.lossy}" if chosen.lossy else "")
+            + "). Pass convention=... (CLI: --convention) to override.",
             UserWarning,
             stacklevel=3,
         )
@@ -931,6 +963,37 @@ def _report(progress: ProgressCallback | None, fraction: float, message: str) ->
         progress(float(fraction), message)
 
 
+def _load_labels(
+    seg: Path,
+    conv_override: LabelConvention | None,
+    naming_conv: str | None,
+    ref_geom: Geometry,
+    ref_shape: Sequence[int],
+    ref_name: str,
+    orientation: Orientation,
+) -> tuple[np.ndarray, LabelConvention]:
+    """Read, decode and map a case's label file onto the reference grid (canonical order)."""
+    lab, lgeom = _read_label_array(seg)
+    source = f"Label file {str(seg)!r}"
+    if conv_override is None:
+        conv = detect_convention(lab, naming_conv, source)
+    else:
+        conv = conv_override
+    internal = _decode(lab, conv, source)
+    if conv.name == "brats2024" and np.any(lab == 4):
+        warnings.warn(
+            f"{source}: {int(np.count_nonzero(lab == 4))} resection-cavity voxels (BraTS 2024 "
+            "value 4) are read as background (the cavity is not tumour: outside WT, TC and ET) "
+            "and are not written back when labels are saved.",
+            UserWarning,
+            stacklevel=3,
+        )
+    internal = _onto_reference(
+        internal, lgeom, ref_geom, ref_shape, name=source, ref_name=ref_name, nearest=True
+    )
+    return orientation.to_canonical(internal).astype(np.uint8, copy=False), conv
+
+
 def load_case(
     path: str | Path | None = None,
     *,
@@ -942,6 +1005,7 @@ def load_case(
     convention: str | LabelConvention | None = None,
     modalities: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    label_errors: str = "raise",
 ) -> Case:
     """Load a multimodal case (images, optional labels) in canonical orientation.
 
@@ -959,6 +1023,11 @@ def load_case(
         in :data:`MODALITIES` order.
     progress : callable, optional
         ``progress(fraction, message)`` called as files are read.
+    label_errors : {"raise", "warn"}
+        What a label file that cannot be used (values of no convention, another grid, corrupt)
+        does: ``"raise"`` (default; for commands that need the labels) or ``"warn"`` (the case
+        is loaded without labels and a warning names the problem; for commands that only need
+        the images, e.g. ``predict``).
 
     Returns
     -------
@@ -979,6 +1048,7 @@ def load_case(
     UserWarning
         A modality or label resampled onto the reference grid; an oblique direction.
     """
+    label_errors = check_choice("label_errors", label_errors, ("raise", "warn"))
     cf = find_case_files(path, t1=t1, t1ce=t1ce, t2=t2, flair=flair, seg=seg)
     if modalities is not None:
         if isinstance(modalities, str):
@@ -1067,22 +1137,21 @@ def load_case(
     conv = conv_override or get_convention(naming_conv or "brats2021")
     if cf.seg is not None:
         _report(progress, (n_steps - 1) / n_steps, f"reading labels: {cf.seg.name}")
-        lab, lgeom = _read_label_array(cf.seg)
-        source = f"Label file {str(cf.seg)!r}"
-        if conv_override is None:
-            conv = detect_convention(lab, naming_conv, source)
-        internal = _decode(lab, conv, source)
-        internal = _onto_reference(
-            internal,
-            lgeom,
-            ref_geom,
-            ref_shape,
-            name=source,
-            ref_name=ref_name,
-            nearest=True,
-        )
-        labels = orientation.to_canonical(internal).astype(np.uint8, copy=False)
-        sources["seg"] = str(cf.seg)
+        try:
+            labels, conv = _load_labels(
+                cf.seg, conv_override, naming_conv, ref_geom, ref_shape, ref_name, orientation
+            )
+            sources["seg"] = str(cf.seg)
+        except InputError as exc:  # GeometryError is an InputError too
+            if label_errors == "raise":
+                raise
+            warnings.warn(
+                f"{_one_line(exc, 600)} The label file was NOT used: the case is loaded "
+                "without labels (they are not needed here).",
+                UserWarning,
+                stacklevel=2,
+            )
+            labels = None
     _report(progress, 1.0, "case loaded")
     return Case(
         images=images,

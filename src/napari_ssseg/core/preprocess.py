@@ -33,6 +33,7 @@ from napari_ssseg.errors import InputError
 
 __all__ = [
     "brain_mask",
+    "background_value",
     "bounding_box",
     "crop",
     "uncrop",
@@ -95,19 +96,48 @@ def _as_mask(mask: Any, shape: tuple[int, ...], what: str = "mask") -> np.ndarra
 
 
 # ------------------------------------------------------------------------- brain mask
+def background_value(channel: np.ndarray) -> float:
+    """The constant background value of a skull-stripped image (0 unless it was z-scored).
+
+    Skull-stripped images have a constant background: 0 usually, but a negative constant
+    when the intensities were z-scored after stripping (e.g. BRATS 2013-2015 derived data).
+    The background is the most common value on the grid's border faces when it covers more
+    than half of them; otherwise 0.
+
+    Parameters
+    ----------
+    channel : (Z, Y, X) ndarray
+
+    Returns
+    -------
+    float
+    """
+    c = np.asarray(channel)
+    faces = np.concatenate(
+        [c[0].ravel(), c[-1].ravel(), c[:, 0].ravel(), c[:, -1].ravel()]
+        + [c[:, :, 0].ravel(), c[:, :, -1].ravel()]
+    )
+    values, counts = np.unique(faces, return_counts=True)
+    k = int(np.argmax(counts))
+    if counts[k] * 2 > faces.size:
+        return float(values[k])
+    return 0.0
+
+
 def brain_mask(images: np.ndarray) -> np.ndarray:
-    """Brain mask of skull-stripped images: non-zero in any modality, holes filled.
+    """Brain mask of skull-stripped images: not background in any modality, holes filled.
 
     Parameters
     ----------
     images : (C, Z, Y, X) or (Z, Y, X) ndarray
-        Skull-stripped modalities with a zero background.
+        Skull-stripped modalities with a constant background: 0, or the constant that a
+        z-scoring after skull stripping left there (see :func:`background_value`).
 
     Returns
     -------
     (Z, Y, X) ndarray of bool
-        Voxels non-zero in any channel, with holes filled in every axial slice and in 3D,
-        reduced to the largest 26-connected component.
+        Voxels that differ from their channel's background in any channel, with holes filled
+        in every axial slice and in 3D, reduced to the largest 26-connected component.
 
     Raises
     ------
@@ -115,7 +145,9 @@ def brain_mask(images: np.ndarray) -> np.ndarray:
         If the images are not 3D/4D, hold NaN/Inf, or are zero everywhere.
     """
     arr = _as_images(images)
-    nz = np.any(arr != 0, axis=0)
+    nz = np.zeros(arr.shape[1:], bool)
+    for channel in arr:
+        nz |= channel != background_value(channel)
     if not nz.any():
         raise InputError(
             "All images are zero everywhere, so no brain mask can be derived. Check that the "

@@ -30,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or msd "
         "(default: from the naming, checked against the values)",
     )
+    parser.add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="MOD=FILE",
+        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
+        "of a PACS / TCIA folder is which; repeat for several",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -65,23 +73,26 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
     import warnings
+    from pathlib import Path
 
     import numpy as np
 
     from napari_ssseg.core.case import CONVENTIONS, INTERNAL_CLASSES
-    from napari_ssseg.errors import check_choice
-    from napari_ssseg.io.readers import load_case
+    from napari_ssseg.errors import InputError, check_choice
+    from napari_ssseg.io.readers import load_case, parse_modality_args
 
     if args.convention is not None:
         check_choice("--convention", args.convention, tuple(CONVENTIONS))
+    files = {m: getattr(args, m) for m in ("t1", "t1ce", "t2", "flair")}
+    for m, f in parse_modality_args(args.modality).items():
+        if files[m] is not None:
+            raise InputError(f"--modality {m}=... and --{m} both give the {m} file; give one.")
+        files[m] = f
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         case = load_case(
             args.case,
-            t1=args.t1,
-            t1ce=args.t1ce,
-            t2=args.t2,
-            flair=args.flair,
+            **files,
             seg=args.seg,
             convention=args.convention,
             label_errors="warn",
@@ -101,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         "naming": case.naming,
         "reference": "flair" if "flair" in case.modalities else case.modalities[0],
         "modalities": rows,
+        "matched_by": dict(case.matched_by),
         "canonical": {
             "shape_zyx": list(case.shape),
             "spacing_zyx": [round(float(s), 6) for s in case.scale],
@@ -123,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"case        {case.name}")
     print(f"naming      {case.naming}")
+    if case.matched_by:
+        print("mapping     (by the sequence keywords of the series names)")
+        for m, words in case.matched_by.items():
+            print(f"  {m:<6} <- {Path(case.sources[m]).name}   [{words}]")
     conv = f"{case.convention.name} ({case.convention.description})"
     print(f"labels      {conv}")
     header = f"{'modality':<9} {'shape (Z,Y,X)':<16} {'spacing (Z,Y,X) mm':<22} {'orient':<7} file"

@@ -64,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "brats2023, brats2024 or msd)",
     )
     parser.add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="MOD=FILE",
+        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
+        "of a PACS / TCIA folder is which; repeat for several",
+    )
+    parser.add_argument(
         "--case-convention", metavar="CONV", help="label convention of the case's label file"
     )
 
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_ssseg.core.case import get_convention, region_masks
     from napari_ssseg.errors import InputError
-    from napari_ssseg.io.readers import load_case
+    from napari_ssseg.io.readers import load_case, parse_modality_args
     from napari_ssseg.io.writers import save_image, save_labels
     from napari_ssseg.ml.inference import predict_case
 
@@ -115,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if len(set(outputs)) != len(outputs):
         raise InputError("--out, --uncertainty and --probabilities must be different files.")
     conv = get_convention(args.convention) if args.convention else None
-    case = load_case(args.case, convention=args.case_convention, label_errors="warn")
+    case = load_case(
+        args.case,
+        convention=args.case_convention,
+        label_errors="warn",
+        **parse_modality_args(args.modality),
+    )
     reporter = _StderrProgress()
     try:
         result = predict_case(

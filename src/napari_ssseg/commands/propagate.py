@@ -52,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="value of region strokes (tumour, class unknown) in the scribble file (default: 254)",
     )
     parser.add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="MOD=FILE",
+        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
+        "of a PACS / TCIA folder is which; repeat for several",
+    )
+    parser.add_argument(
         "--n-segments",
         type=int,
         default=None,
@@ -85,13 +93,15 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_ssseg.core.scribbles import DEFAULT_N_SEGMENTS, ScribblePropagator
     from napari_ssseg.errors import GeometryError, InputError
-    from napari_ssseg.io.readers import load_case, read_image
+    from napari_ssseg.io.readers import load_case, parse_modality_args, read_image
     from napari_ssseg.io.writers import save_image, save_labels
 
     n_segments = DEFAULT_N_SEGMENTS if args.n_segments is None else args.n_segments
     if n_segments < 2:
         raise InputError(f"--n-segments {n_segments} must be an integer >= 2 (e.g. 2000).")
-    case = load_case(args.case, label_errors="warn")  # the case's own labels are not needed
+    case = load_case(
+        args.case, label_errors="warn", **parse_modality_args(args.modality)
+    )  # the case's own labels are not needed
     scribbles = _read_scribbles(args.scribbles, case, args.background_label, args.tumour_label)
     prob = None
     if args.probabilities:

@@ -127,6 +127,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label convention of --pseudo/--gt (default: the case's, checked on the values)",
     )
     parser.add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="MOD=FILE",
+        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
+        "of a PACS / TCIA folder is which; repeat for several",
+    )
+    parser.add_argument(
         "--no-cache",
         action="store_true",
         help="do not read or write the superpixel and feature caches",
@@ -148,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_ssseg.core import refine as R
     from napari_ssseg.errors import InputError, check_choice
-    from napari_ssseg.io.readers import load_case, read_labels
+    from napari_ssseg.io.readers import load_case, parse_modality_args, read_labels
     from napari_ssseg.io.writers import save_labels
 
     t_start = time.perf_counter()
@@ -179,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--n-segments {args.n_segments} must be an integer >= 2 (e.g. 350).")
 
     t = time.perf_counter()
-    case = load_case(args.case, label_errors="warn")  # the case's own labels are not needed
+    case = load_case(
+        args.case, label_errors="warn", **parse_modality_args(args.modality)
+    )  # the case's own labels are not needed
     pseudo = read_labels(args.pseudo, case, args.convention)
     gt = read_labels(args.gt, case, args.convention) if args.gt else None
     if not np.any(pseudo > 0):

@@ -466,6 +466,10 @@ class Case:
         Case identifier (e.g. ``BraTS2021_00000``).
     sources : dict of str to str
         File each modality (and ``"seg"``) was read from.
+    naming : str
+        Naming scheme the files were recognised by (``"brats2021"``, ``"upenn"``, ``"pacs"``...).
+    matched_by : dict of str to str
+        For ``naming == "pacs"``: modality -> the sequence keywords that chose its file.
     """
 
     images: np.ndarray
@@ -477,6 +481,7 @@ class Case:
     name: str = "case"
     sources: dict[str, str] = field(default_factory=dict)
     naming: str = "explicit"
+    matched_by: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         images = np.asarray(self.images)

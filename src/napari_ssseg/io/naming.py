@@ -60,6 +60,7 @@ NAMING_CONVENTION: dict[str, str | None] = {
     "brats2023": "brats2023",
     "upenn": "brats2021",
     "msd": "msd",
+    "pacs": None,
     "explicit": None,
 }
 

@@ -44,11 +44,14 @@ from napari_ssseg.io.naming import (
     NAMING_CONVENTION,
     is_image_file,
     match_modality,
+    match_series,
     split_image_name,
 )
 
 __all__ = [
+    "AmbiguousSeriesError",
     "CaseFiles",
+    "parse_modality_args",
     "read_image",
     "read_sitk",
     "geometry_of",
@@ -466,6 +469,9 @@ class CaseFiles:
         The 4D MSD image, if the case is in MSD layout.
     name : str
         Case name (e.g. ``BraTS2021_00000``).
+    matched_by : dict of str to str
+        For a PACS / TCIA folder (naming ``"pacs"``): modality -> the sequence keywords of
+        its file name that chose it.
     """
 
     naming: str
@@ -473,6 +479,7 @@ class CaseFiles:
     seg: Path | None = None
     msd_image: Path | None = None
     name: str = "case"
+    matched_by: dict[str, str] = field(default_factory=dict)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -570,7 +577,129 @@ def _warn_unused(paths: Sequence[Path], folder: Path) -> None:
     )
 
 
-def _find_in_folder(folder: Path) -> CaseFiles:
+class AmbiguousSeriesError(InputError):
+    """The series of a PACS / TCIA folder cannot be told apart by their names."""
+
+
+def _is_2d_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        dim, size = _read_info(path)
+    except InputError:
+        return False  # unreadable: reported when it is read
+    return dim < 3 or min(size[:3]) < 2
+
+
+def _pacs_case(
+    folder: Path, candidates: Sequence[Path], assigned: dict[str, Path] | None
+) -> CaseFiles | None:
+    """One case from a folder of PACS / TCIA series named by sequence (FLAIR, T1 POST GAD...).
+
+    Returns None when no file name holds a sequence keyword. Files given explicitly
+    (``assigned``) settle their modality; skipped and unused files are named in a warning.
+
+    Raises
+    ------
+    AmbiguousSeriesError
+        Two series claim one modality, or one series could be several modalities.
+    """
+    assigned = dict(assigned or {})
+    taken = {Path(p).resolve() for p in assigned.values()}
+    per_file: dict[Path, dict[str, str]] = {}
+    skipped: list[str] = []
+    unknown: list[Path] = []
+    labels: list[Path] = []
+    for p in candidates:
+        if p.resolve() in taken:
+            continue
+        m = match_modality(p.name)
+        if _is_label_stem(split_image_name(p)[0]) or (m is not None and m[1] == "seg"):
+            labels.append(p)
+            continue
+        cand, skip = match_series(p.name)
+        if skip is not None:
+            skipped.append(f"{p.name!r} ({skip})")
+            continue
+        if not cand:
+            unknown.append(p)
+            continue
+        if _is_2d_file(p):
+            skipped.append(f"{p.name!r} (a 2D series)")
+            continue
+        per_file[p] = cand
+    if not per_file and not assigned:
+        return None
+    mapping: dict[str, tuple[Path, str]] = {}
+    unused: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for p in list(per_file):
+            cand = {m: w for m, w in per_file[p].items() if m not in mapping and m not in assigned}
+            if not cand:
+                gone = ", ".join(per_file[p])
+                unused.append(f"{p.name!r} ({gone}: already given)")
+                del per_file[p]
+                continue
+            per_file[p] = cand
+            if len(cand) == 1:
+                mod = next(iter(cand))
+                if sum(mod in c for c in per_file.values()) == 1:
+                    mapping[mod] = (p, cand[mod])
+                    del per_file[p]
+                    changed = True
+    if per_file:
+        claims: dict[str, list[str]] = {}
+        multi: list[str] = []
+        for p, cand in per_file.items():
+            for mod, words in cand.items():
+                claims.setdefault(mod, []).append(f"{p.name!r} ({words})")
+            if len(cand) > 1:
+                multi.append(
+                    f"{p.name!r} could be " + " or ".join(f"{m} ({w})" for m, w in cand.items())
+                )
+        parts = [f"{m}: {', '.join(v)}" for m, v in claims.items() if len(v) > 1] + multi
+        example = next(iter(per_file))
+        mod = next(iter(per_file[example]))
+        raise AmbiguousSeriesError(
+            f"Folder {str(folder)!r} looks like a PACS / TCIA export (series named by sequence), "
+            f"but their names are ambiguous: {'; '.join(parts)}. Settle it by naming the file "
+            f"of each ambiguous modality, e.g. `--modality {mod}={str(example)!r}` (modalities "
+            "t1, t1ce/t1c, t2, flair; repeat the flag), or move the extra series out of the "
+            "folder."
+        )
+    notes = []
+    if skipped:
+        notes.append(f"skipped series that are none of T1, T1c, T2, FLAIR: {', '.join(skipped)}")
+    if unknown:
+        notes.append(
+            f"file(s) whose names hold no sequence keyword: "
+            f"{', '.join(repr(p.name) for p in unknown)}"
+        )
+    if unused:
+        notes.append(f"series not used: {', '.join(unused)}")
+    if len(labels) > 1:
+        notes.append(
+            f"several label-like files ({', '.join(repr(p.name) for p in labels)}), none used"
+        )
+    if notes:
+        warnings.warn(
+            f"Folder {str(folder)!r} (PACS / TCIA series): {'; '.join(notes)}. Pass a file "
+            "explicitly with --modality MOD=FILE if one of them is needed.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return CaseFiles(
+        naming="pacs",
+        files={m: mapping[m][0] for m in MODALITIES if m in mapping},
+        seg=labels[0] if len(labels) == 1 else None,
+        name=folder.name,
+        matched_by={m: mapping[m][1] for m in MODALITIES if m in mapping},
+    )
+
+
+def _find_in_folder(folder: Path, assigned: dict[str, Path] | None = None) -> CaseFiles:
     # MSD dataset layout: imagesTr/ (+ labelsTr/) with a single case
     for sub in ("imagesTr", "imagesTs"):
         images_dir = folder / sub
@@ -599,6 +728,13 @@ def _find_in_folder(folder: Path) -> CaseFiles:
         if name:
             names.setdefault(name, []).append(cand)
     modality_keys = [k for k in matched if k != "seg"]
+    unmatched_images = [p for p in unmatched if not _is_label_stem(split_image_name(p)[0])]
+    if modality_keys and unmatched_images:
+        conflict = len(names) > 1 or any(len(v) > 1 for v in matched.values())
+        if conflict:  # dataset naming does not fit: maybe series of a PACS / TCIA export
+            pacs = _pacs_case(folder, _candidates(folder), assigned)
+            if pacs is not None:
+                return pacs
     if modality_keys:
         for key, paths in matched.items():
             if len(paths) > 1:
@@ -628,14 +764,19 @@ def _find_in_folder(folder: Path) -> CaseFiles:
             name=name or folder.name,
         )
     images = [p for p in unmatched if p.is_file() and not _is_label_stem(split_image_name(p)[0])]
+    if len(images) > 1 or (images and assigned):
+        pacs = _pacs_case(folder, _candidates(folder), assigned)
+        if pacs is not None:
+            return pacs
     if len(images) == 1:
         return _msd_case(images[0])
     if len(images) > 1:
         raise InputError(
             f"Folder {str(folder)!r} holds {len(images)} images whose names do not follow BraTS "
             f"naming ({', '.join(p.name for p in images[:6])}), so their modalities are unknown. "
-            "Rename them (CASE_t1, CASE_t1ce, CASE_t2, CASE_flair, CASE_seg) or pass them "
-            "explicitly with --t1/--t1ce/--t2/--flair/--seg."
+            "Rename them (CASE_t1, CASE_t1ce, CASE_t2, CASE_flair, CASE_seg), name the sequence "
+            "in each (FLAIR, T1, T1 POST GAD, T2, as PACS exports do) or pass them explicitly "
+            "with --t1/--t1ce/--t2/--flair/--seg (or --modality MOD=FILE)."
         )
     if any(c.is_file() for c in folder.iterdir()) and not matched:
         try:  # the folder itself may be a DICOM series
@@ -717,9 +858,9 @@ def find_case_files(
         p = _check_path(path, "Case")
         if p.is_dir():
             try:
-                cf = _find_in_folder(p)
+                cf = _find_in_folder(p, {k: Path(v) for k, v in explicit.items()})
             except InputError as exc:
-                if not explicit:
+                if not explicit or isinstance(exc, AmbiguousSeriesError):
                     raise
                 # the explicit files are enough: ignore a folder that holds nothing usable
                 log.info("ignoring folder %s (%s); using the explicit files", p, exc)
@@ -746,6 +887,32 @@ def find_case_files(
     if seg is not None and str(seg) != "":
         cf.seg = _check_path(seg, "Label file")
     return cf
+
+
+def parse_modality_args(items: Sequence[str] | None) -> dict[str, str]:
+    """Parse ``--modality MOD=FILE`` flags into ``{canonical modality: FILE}``.
+
+    ``MOD`` is any modality name or alias (``t1c``, ``t1gd``, ``T1ce``, ``flair``, ``t2f``...).
+
+    Raises
+    ------
+    InputError
+        A flag without ``=``, an unknown modality, or one modality given twice.
+    """
+    from napari_ssseg.core.case import normalize_modality
+
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(
+                f"--modality {item!r}: expected MOD=FILE, e.g. --modality t1c=series.nii.gz."
+            )
+        mod = normalize_modality(key)
+        if mod in out:
+            raise InputError(f"--modality gives {mod} twice ({out[mod]!r} and {value!r}).")
+        out[mod] = value.strip()
+    return out
 
 
 # ----------------------------------------------------------------------------- conventions
@@ -1163,4 +1330,5 @@ def load_case(
         name=cf.name,
         sources=sources,
         naming=cf.naming,
+        matched_by=dict(cf.matched_by),
     )

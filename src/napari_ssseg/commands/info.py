@@ -1,8 +1,12 @@
 """Show a case's modalities: file, shape, spacing, orientation, naming and label convention.
 
 CASE is a case folder (BraTS 2019-2021 names *_t1, *_t1ce, *_t2, *_flair, *_seg; BraTS 2023+
-names *-t1n, *-t1c, *-t2w, *-t2f, *-seg; or an MSD folder), an MSD 4D image, or a single
-BraTS-named file. Files can also be given one by one with --t1/--t1ce/--t2/--flair/--seg.
+names *-t1n, *-t1c, *-t2w, *-t2f, *-seg; UPENN-GBM names *_T1, *_T1GD, *_T2, *_FLAIR,
+*_segm; an MSD folder; or a PACS / TCIA export whose series names say the sequence, e.g.
+FLAIR, T1 POST GAD, T2, T1: the mapping is printed), an MSD 4D image, or a single
+BraTS-named file. Files can also be given one by one with --t1/--t1ce/--t2/--flair/--seg or
+--modality MOD=FILE (which also settles an ambiguous PACS folder). A label file that cannot
+be used (e.g. values of no convention, named in the warning) is reported as a warning.
 The whole case is loaded and validated, so every problem `ssseg` would hit later (missing or
 corrupt files, NaN voxels, label values outside the convention, disjoint grids) is reported
 here. Shapes and spacings are listed in array order (Z, Y, X); the orientation code names the

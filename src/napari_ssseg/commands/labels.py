@@ -1,16 +1,21 @@
 """Label-file utilities.
 
-`ssseg labels convert LABELS --case CASE --out OUT --to brats2021|brats2023|msd` rewrites a
+`ssseg labels convert LABELS --case CASE --out OUT --to CONV` rewrites a
 label file in another label convention with identical geometry (spacing, origin, direction and
 voxel order are copied from LABELS unchanged; only the values change):
 
-  brats2021  BraTS 2019-2021: 0 background, 1 NCR/NET, 2 ED, 4 ET
+  brats2013  BRATS 2013-2015: 0, 1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing
+             (3 joins the core as NCR; written as 1)
+  brats2021  BraTS 2019-2021: 0 background, 1 NCR/NET, 2 ED, 4 ET (also UPENN-GBM)
   brats2023  BraTS 2023+:     0 background, 1 NCR, 2 ED, 3 ET
+  brats2024  BraTS 2024 post-treatment: 1 NETC, 2 SNFH, 3 ET, 4 RC (the resection cavity is
+             not tumour: read as background, not written)
   msd        MSD Task01:      0 background, 1 edema, 2 non-enhancing, 3 enhancing
 
 The source convention is taken from --from, else from the case (its naming, checked against
-the values), else detected from the values (a 4 means brats2021, otherwise brats2023; MSD is
-never guessed because it uses the same values as BraTS 2023). With --case, the label file must
+the values), else detected from the values (3 and 4 together: brats2013 with *_seg names,
+brats2024 with *-seg names; a 4 alone: brats2021; otherwise brats2023; MSD is never guessed
+because it uses the same values as BraTS 2023). With --case, the label file must
 lie on the case's grid.
 """
 

@@ -167,3 +167,28 @@ def test_explicit_convention_overrides(tmp_path: Path) -> None:
     folder = _case_with_seg(tmp_path, (1, 2, 3, 4))
     case = load_case(folder, convention="brats2024")
     assert case.convention.name == "brats2024"
+
+
+def test_unmatched_modality_file_is_named(tmp_path: Path) -> None:
+    write_volume(tmp_path / "C_t1.nii.gz", random_volume())
+    write_volume(tmp_path / "C_flair.nii.gz", random_volume())
+    write_volume(tmp_path / "C_t1c.nii.gz", random_volume())  # no BraTS 2021 suffix
+    with pytest.warns(UserWarning, match=r"'C_t1c.nii.gz' match no modality name.*NOT read"):
+        cf = find_case_files(tmp_path)
+    assert cf.modalities == ("t1", "flair")
+
+
+def test_evaluate_names_unknown_values_and_reads_legacy_gt(capsys, tmp_path: Path) -> None:
+    from napari_ssseg.cli import main
+
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[1, 1:3, 1:3] = (3, 4)  # BRATS 2013: non-enhancing, enhancing
+    pred = np.where(seg == 3, 1, np.where(seg == 4, 4, 0)).astype(np.uint8)
+    gt_file = write_volume(tmp_path / "P_seg.nii.gz", seg)
+    pred_file = write_volume(tmp_path / "pred.nii.gz", pred)
+    assert main(["evaluate", str(pred_file), str(gt_file), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"TC"' in out and '"dice": 1.0' in out  # 3 (non-enhancing) joins the core
+    bad = write_volume(tmp_path / "bad.nii.gz", np.where(seg > 0, 9, 0).astype(np.uint8))
+    assert main(["evaluate", str(pred_file), str(bad)]) == 2
+    assert "value(s) [9] belong to no supported convention" in capsys.readouterr().err

@@ -184,3 +184,16 @@ def test_tcga_explicit_modality_settles_a_choice(tmp_path: Path) -> None:
     cf = find_case_files(folder, t1ce=t1)  # deliberately odd: the user decides
     assert cf.files["t1ce"] == t1
     assert "t1" not in cf.files or cf.files["t1"] != t1
+
+
+def test_tcga_geometry_is_the_flair_grid() -> None:
+    """Each series has its own oblique grid: the case keeps the FLAIR's exactly."""
+    case, notes = _load("TCGA-FG-6692-raw")
+    assert case.naming == "pacs" and case.modalities == MODALITIES
+    spacing, origin, direction, size = _sitk_geometry(case.sources["flair"])
+    np.testing.assert_allclose(case.geometry.spacing, spacing, atol=1e-6)
+    np.testing.assert_allclose(case.geometry.origin, origin, atol=1e-6)
+    np.testing.assert_allclose(case.geometry.direction, direction, atol=1e-6)
+    assert case.file_shape == tuple(int(s) for s in size[::-1])
+    assert case.is_oblique
+    assert any("resampled onto the reference grid" in n for n in notes)  # other grids named

@@ -207,7 +207,7 @@ def _read_pair(args: argparse.Namespace):
         conv = (
             get_convention(args.convention)
             if args.convention
-            else detect_convention(arr, None, source)
+            else detect_convention(arr, _naming_hint(path), source)
         )
         arrays.append(conv.decode(arr, source=source))
         geoms.append(geometry_of(image))
@@ -222,6 +222,14 @@ def _read_pair(args: argparse.Namespace):
     conv_text = convs[0] if convs[0] == convs[1] else f"pred {convs[0]}, gt {convs[1]}"
     info = {"pred": args.pred, "gt": args.gt, "convention": conv_text, "case": None}
     return arrays[0], arrays[1], geoms[1].spacing_zyx, info
+
+
+def _naming_hint(path) -> str | None:
+    """Convention implied by a label file's own name (``*_seg``, ``*-seg``, ``*_segm``)."""
+    from napari_ssseg.io.naming import NAMING_CONVENTION, match_modality
+
+    m = match_modality(str(path))
+    return NAMING_CONVENTION.get(m[0]) if m is not None and m[1] == "seg" else None
 
 
 def _is_integral(arr) -> bool:

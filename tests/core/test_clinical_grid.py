@@ -1,0 +1,184 @@
+"""Working grid, rigid registration and skull-strip detection (issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_ssseg.core.case import Geometry
+from napari_ssseg.core.registration import RegistrationError, register_rigid
+from napari_ssseg.core.skullstrip import check_brain_mask, skull_strip_check
+from napari_ssseg.core.working_grid import (
+    labels_from_native,
+    labels_to_native,
+    make_working_grid,
+    to_sitk,
+)
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+RAW = REAL / "TCGA-FG-6692-raw"
+
+
+def _oblique(deg: float) -> tuple[float, ...]:
+    a = np.radians(deg)
+    r = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    return tuple(r.ravel())
+
+
+def _blob(shape, centre, radius):
+    zz, yy, xx = np.indices(shape)
+    return ((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) <= radius**2
+
+
+def test_working_grid_covers_reference_and_keeps_direction():
+    ref = Geometry((0.9, 0.9, 5.5), (-90.0, 70.0, -98.0), _oblique(17))
+    wg = make_working_grid(ref, (26, 256, 208), 1.0)
+    assert wg.geometry.spacing == (1.0, 1.0, 1.0)
+    assert np.allclose(wg.geometry.direction, ref.direction)
+    assert wg.shape == (143, 231, 188)  # ceil(26*5.5), ceil(256*0.9), ceil(208*0.9)
+    c_ref = ref.index_to_world(np.array([(26 - 1) / 2, (256 - 1) / 2, (208 - 1) / 2]))
+    c_wg = wg.geometry.index_to_world((np.array(wg.shape) - 1) / 2)
+    assert np.allclose(c_ref, c_wg, atol=1e-6)
+
+
+def test_working_grid_is_native_for_isotropic_1mm():
+    ref = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    wg = make_working_grid(ref, (20, 30, 40), 1.0)
+    assert wg.is_native
+    lab = np.zeros((20, 30, 40), np.uint8)
+    lab[5:9, 10:20, 3:7] = 2
+    assert np.array_equal(labels_to_native(lab, wg), lab)
+
+
+def test_working_grid_rejects_bad_spacing():
+    ref = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    with pytest.raises(Exception, match="positive"):
+        make_working_grid(ref, (20, 30, 40), -1.0)
+
+
+def test_label_round_trip_native_working_native():
+    ref = Geometry((0.9, 0.9, 5.5), (-90.0, 70.0, -98.0), _oblique(17))
+    shape = (20, 80, 70)
+    wg = make_working_grid(ref, shape, 1.0)
+    lab = np.zeros(shape, np.uint8)
+    lab[_blob(shape, (10, 40, 35), 6)] = 2  # ellipsoid in mm (thick slices)
+    lab[_blob(shape, (10, 40, 35), 3)] = 1
+    back = labels_to_native(labels_from_native(lab, wg), wg)
+    assert back.shape == shape
+    for v in (1, 2):
+        a, b = lab == v, back == v
+        dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+        assert dice > 0.9, (v, dice)
+
+
+def test_saved_label_lands_on_native_geometry(tmp_path):
+    """A label drawn on the working grid, mapped back, has the native grid exactly."""
+    ref = Geometry((0.9, 0.9, 5.5), (-90.0, 70.0, -98.0), _oblique(17))
+    shape = (20, 80, 70)
+    wg = make_working_grid(ref, shape, 1.0)
+    work = np.zeros(wg.shape, np.uint8)
+    centre_world = ref.index_to_world(np.array([10.0, 40.0, 35.0]))
+    idx = np.linalg.solve(
+        wg.geometry.direction_matrix * np.asarray(wg.geometry.spacing),
+        centre_world - np.asarray(wg.geometry.origin),
+    )[::-1]
+    work[_blob(wg.shape, idx, 12)] = 3
+    native = labels_to_native(work, wg)
+    img = to_sitk(native, ref)
+    path = tmp_path / "lab.nii.gz"
+    sitk.WriteImage(img, str(path))
+    back = sitk.ReadImage(str(path))
+    assert back.GetSize() == shape[::-1]
+    assert np.allclose(back.GetSpacing(), ref.spacing, atol=1e-5)
+    assert np.allclose(back.GetOrigin(), ref.origin, atol=1e-4)
+    assert np.allclose(back.GetDirection(), ref.direction, atol=1e-5)
+    arr = sitk.GetArrayFromImage(back)
+    com = np.array(np.nonzero(arr == 3)).mean(axis=1)
+    assert np.linalg.norm(ref.index_to_world(com) - centre_world) < 1.0
+
+
+def _phantom_head(shape=(48, 64, 64)):
+    rng = np.random.default_rng(0)
+    img = np.zeros(shape, np.float32)
+    img[_blob(shape, (24, 32, 32), 20)] = 100.0
+    img[_blob(shape, (24, 32, 32), 14)] = 60.0
+    img[_blob(shape, (20, 36, 28), 5)] = 150.0
+    return img + rng.normal(0, 1, shape).astype(np.float32)
+
+
+def test_registration_recovers_known_shift():
+    img = _phantom_head()
+    fixed = to_sitk(img, Geometry((2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    moving = to_sitk(img, Geometry((2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    shift = sitk.TranslationTransform(3, (4.0, -3.0, 2.0))
+    moving = sitk.Resample(moving, moving, shift.GetInverse(), sitk.sitkLinear, 0.0)
+    res = register_rigid(fixed, moving, shrink=(2, 1), smoothing_mm=(2.0, 0.0))
+    assert res.passed, res.problems
+    assert res.misaligned
+    # the content moved by +shift, so fixed point x is moving point x + shift
+    assert np.allclose(res.transform.GetTranslation(), (4.0, -3.0, 2.0), atol=0.25)
+    assert res.metric_after < res.metric_before
+
+
+def test_registration_check_refuses_unrelated_images():
+    img = _phantom_head()
+    fixed = to_sitk(img, Geometry((2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    far = to_sitk(img, Geometry((2.0, 2.0, 2.0), (300.0, 0.0, 0.0)))
+    with pytest.raises(RegistrationError, match="failed its check"):
+        register_rigid(fixed, far, shrink=(2, 1), smoothing_mm=(2.0, 0.0)).check("far")
+
+
+def test_registration_check_refuses_implausible_rotation():
+    img = _phantom_head()
+    fixed = to_sitk(img, Geometry((2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    res = register_rigid(fixed, fixed, shrink=(1,), smoothing_mm=(0.0,), max_rotation_deg=-1)
+    assert not res.passed
+    with pytest.raises(RegistrationError, match="rotation"):
+        res.check("the same image")
+
+
+def test_skull_strip_check_synthetic():
+    stripped = np.zeros((40, 60, 60), np.float32)
+    stripped[_blob(stripped.shape, (20, 30, 30), 15)] = 1.0
+    rep = skull_strip_check(stripped, (1.0, 1.0, 1.0), ["t1"])
+    assert rep.stripped
+    raw = stripped + np.random.default_rng(0).uniform(1, 5, stripped.shape).astype(np.float32)
+    rep = skull_strip_check(raw, (1.0, 1.0, 1.0), ["t1"])
+    assert not rep.stripped and "border" in rep.message()
+
+
+def test_check_brain_mask_volume():
+    m = _blob((100, 100, 100), (50, 50, 50), 40)  # ~268 ml at 1 mm
+    assert not check_brain_mask(m, (1, 1, 1)).passed
+    assert check_brain_mask(m, (1.7, 1.7, 1.7)).passed  # ~1.3 l
+
+
+def _read(path):
+    img = sitk.ReadImage(str(path))
+    return img
+
+
+@pytest.mark.skipif(not RAW.is_dir(), reason="shared/data/real/TCGA-FG-6692-raw is absent")
+def test_real_raw_case_detected_not_stripped_and_registers():
+    files = sorted(RAW.glob("*.nii.gz"))
+    flair = next(f for f in files if "FLAIR" in f.name)
+    t1 = next(f for f in files if f.name.startswith("T1_AX"))
+    fi, ti = _read(flair), _read(t1)
+    arr = sitk.GetArrayFromImage(fi).astype(np.float32)
+    rep = skull_strip_check(arr, fi.GetSpacing()[::-1], ["flair"])
+    assert not rep.stripped, rep.to_dict()
+    res = register_rigid(fi, ti)
+    assert res.passed, res.summary()
+
+
+@pytest.mark.skipif(
+    not (REAL / "BraTS-GLI-00000-000").is_dir(), reason="BraTS-GLI-00000-000 is absent"
+)
+def test_real_brats_case_detected_stripped():
+    path = REAL / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f.nii.gz"
+    img = _read(path)
+    rep = skull_strip_check(sitk.GetArrayFromImage(img), img.GetSpacing()[::-1], ["flair"])
+    assert rep.stripped, rep.to_dict()

@@ -21,7 +21,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the preprocess options to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("case", metavar="CASE", help="case folder or file")
+    parser.add_argument("case", metavar="CASE", nargs="?", default=None, help="case folder or file")
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
     parser.add_argument(
         "--margin", type=int, default=2, metavar="N", help="voxels kept around the brain (2)"
@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CONV",
         help="label convention of the case's label file (default: detected)",
     )
+    from napari_ssseg.commands._clinical import add_clinical_arguments
+
+    add_clinical_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,15 +54,33 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from napari_ssseg.commands._clinical import prepare_clinical
+    from napari_ssseg.core.case import Case, Orientation
     from napari_ssseg.core.preprocess import preprocess_case
+    from napari_ssseg.errors import InputError
     from napari_ssseg.io.atomic import atomic_write_text, check_writable_dir
     from napari_ssseg.io.naming import modality_filename
     from napari_ssseg.io.readers import load_case
     from napari_ssseg.io.writers import save_image, save_labels
 
     t0 = time.perf_counter()
-    case = load_case(args.case, convention=args.convention)
+    explicit = any(getattr(args, m, None) for m in ("t1", "t1ce", "t2", "flair"))
+    if args.case is None and not explicit:
+        raise InputError(
+            "Give CASE (a folder or file) or the series with --t1/--t1ce/--t2/--flair."
+        )
     out = check_writable_dir(Path(args.out).expanduser())
+    clin = None
+    if explicit or (args.brain_extraction, args.register, args.resample) != ("off", "off", None):
+        clin = prepare_clinical(args)
+        done = (
+            clin.brain is not None
+            or not clin.grid.is_native
+            or any(r.get("passed") for r in clin.report["registration"].values())
+        )
+        if not done and not explicit:
+            clin = None
+    case = clin.case if clin is not None else load_case(args.case, convention=args.convention)
     res = preprocess_case(
         case, margin=args.margin, clip=None if args.no_clip else tuple(args.clip), n4=args.n4
     )
@@ -91,6 +112,23 @@ def run(args: argparse.Namespace) -> int:
         "brain_voxels": int(res.mask.sum()),
         "note": "images are z-scored over the brain (0 outside), on the original grid",
     }
+    if clin is not None:
+        meta["clinical"] = clin.report
+        meta["note"] = "images are z-scored over the brain (0 outside), on the working grid"
+        if clin.brain is not None:
+            native = Case(
+                images=np.zeros((1, *clin.grid.reference_shape), np.float32),
+                modalities=(clin.report["reference"],),
+                geometry=clin.grid.reference_geometry,
+                orientation=Orientation.from_geometry(clin.grid.reference_geometry),
+            )
+            native.images = native.orientation.to_canonical(native.images)
+            nat = clin.mask_to_native(clin.brain)
+            written.append(
+                save_image(
+                    nat.astype(np.uint8), native, out / f"{case.name}_brainmask_native.nii.gz"
+                )
+            )
     meta_path = out / "preprocess.json"
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     written.append(meta_path)

@@ -11,6 +11,16 @@ the exact source geometry, into OUT_DIR in BraTS 2021 naming - NAME_t1.nii.gz, N
 NAME_t2, NAME_flair, NAME_brainmask.nii.gz (uint8 0/1), NAME_seg.nii.gz if the case has
 labels - plus preprocess.json with the parameters and the crop box. OUT_DIR can be loaded as
 a case again.
+
+Clinical scans (not skull-stripped, each series on its own grid; docs/clinical-scans.md):
+the series are read on their own grids (CASE, or --t1/--t1ce/--t2/--flair), a case that is
+not skull-stripped is reported on stderr, and with --brain-extraction auto (the default) the
+brain is extracted with deepbet on the T1 (then T1Gd; needs the `clinical` extra).
+--register auto aligns series on other grids to the reference (FLAIR) by mutual information
+and refuses a result that fails its check. The images are then written on the isotropic
+working grid (--resample, 1 mm for a clinical case) and the brain mask also on the
+reference's native grid (NAME_brainmask_native.nii.gz); preprocess.json records the
+detection, registration, extraction and grid. A BraTS-style case is left as it is.
 """
 
 from __future__ import annotations

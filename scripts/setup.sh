@@ -49,7 +49,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "       not pick a multi-GB CUDA build on a machine without a GPU)"
   $PIP install -q "$spec"
 fi
-echo "setup: installing napari-ssseg with its napari, ml and test extras"
-$PIP install -q -c requirements/constraints.txt -e ".[ml,napari,test]"
+echo "setup: installing napari-ssseg with its napari, ml, test and clinical extras"
+$PIP install -q -c requirements/constraints.txt -e ".[ml,napari,test,clinical]"
 echo "$want" > "$STAMP"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch, napari, monai; print(f"torch {torch.__version__}, napari {napari.__version__}, monai {monai.__version__}")'))"

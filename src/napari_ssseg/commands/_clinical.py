@@ -59,8 +59,11 @@ class ClinicalCase:
         return Orientation.from_geometry(self.grid.reference_geometry).to_canonical(native)
 
 
-def prepare_clinical(args: argparse.Namespace) -> ClinicalCase:
-    """Read the series natively, register, resample, detect and extract the brain."""
+def prepare_clinical(args: argparse.Namespace, files: dict | None = None) -> ClinicalCase:
+    """Read the series natively, register, resample, detect and extract the brain.
+
+    ``files`` (``{modality: path}``, e.g. from ``--modality MOD=FILE``) overrides CASE's.
+    """
     import numpy as np
 
     from napari_ssseg.core.case import Case, Geometry, Orientation
@@ -70,6 +73,7 @@ def prepare_clinical(args: argparse.Namespace) -> ClinicalCase:
     from napari_ssseg.io.readers import find_case_files, read_image
 
     explicit = {m: getattr(args, m, None) for m in ("t1", "t1ce", "t2", "flair")}
+    explicit.update({k: v for k, v in (files or {}).items() if k in explicit})
     cf = find_case_files(args.case if args.case not in (None, "-") else None, **explicit)
     series: dict[str, tuple[np.ndarray, Geometry]] = {}
     for m in cf.modalities:
@@ -123,3 +127,62 @@ def prepare_clinical(args: argparse.Namespace) -> ClinicalCase:
     )
     report["working_grid"] = grid.to_dict()
     return ClinicalCase(case=case, grid=grid, brain=brain, report=report)
+
+
+def load_case_clinical(args: argparse.Namespace, convention: Any = None, **load_kwargs: Any):
+    """Load CASE for a command, through the clinical pipeline when it applies.
+
+    Returns
+    -------
+    case : Case
+        On the working grid (or the plain :func:`~napari_ssseg.io.readers.load_case` result
+        when nothing clinical applies: BraTS-style cases are left exactly as before).
+    out_case : Case
+        The case whose grid saved outputs get (the reference's native grid).
+    to_native : callable
+        ``to_native(canonical_working_array)`` -> canonical array on ``out_case``'s grid;
+        integer arrays are treated as labels, float arrays (``(Z, Y, X)`` or
+        ``(C, Z, Y, X)``) as images.
+    """
+    import numpy as np
+
+    from napari_ssseg.io.readers import load_case
+
+    files = {k: load_kwargs[k] for k in ("t1", "t1ce", "t2", "flair") if load_kwargs.get(k)}
+    explicit = any(getattr(args, m, None) for m in ("t1", "t1ce", "t2", "flair"))
+    clin = None
+    if explicit or (args.brain_extraction, args.register, args.resample) != ("off", "off", None):
+        clin = prepare_clinical(args, files)
+        done = (
+            clin.brain is not None
+            or not clin.grid.is_native
+            or any(r.get("passed") for r in clin.report["registration"].values())
+        )
+        if not done and not explicit:
+            clin = None
+    if clin is None:
+        case = load_case(args.case, convention=convention, **load_kwargs)
+        return case, case, lambda a: a
+
+    from napari_ssseg.core.case import Case, Orientation
+    from napari_ssseg.core.working_grid import image_to_native
+
+    grid = clin.grid
+    o_ref = Orientation.from_geometry(grid.reference_geometry)
+    o_work = Orientation.from_geometry(grid.geometry)
+    native = Case(
+        images=o_ref.to_canonical(np.zeros((1, *grid.reference_shape), np.float32)),
+        modalities=(clin.report["reference"],),
+        geometry=grid.reference_geometry,
+        orientation=o_ref,
+        name=clin.case.name,
+        sources=dict(clin.case.sources),
+    )
+
+    def to_native(arr):
+        a = np.asarray(arr)
+        if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+            return clin.mask_to_native(a)
+        return o_ref.to_canonical(image_to_native(o_work.from_canonical(a), grid))
+
+    return clin.case, native, to_native

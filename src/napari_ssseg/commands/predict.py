@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--case-convention", metavar="CONV", help="label convention of the case's label file"
     )
+    from napari_ssseg.commands._clinical import add_clinical_arguments
+
+    add_clinical_arguments(parser)  # --brain-extraction --register --resample (clinical scans)
 
 
 class _StderrProgress:
@@ -110,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from napari_ssseg.commands._clinical import load_case_clinical
     from napari_ssseg.core.case import get_convention, region_masks
     from napari_ssseg.errors import InputError
-    from napari_ssseg.io.readers import load_case, parse_modality_args
+    from napari_ssseg.io.readers import parse_modality_args
     from napari_ssseg.io.writers import save_image, save_labels
     from napari_ssseg.ml.inference import predict_case
 
@@ -123,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if len(set(outputs)) != len(outputs):
         raise InputError("--out, --uncertainty and --probabilities must be different files.")
     conv = get_convention(args.convention) if args.convention else None
-    case = load_case(
-        args.case,
+    case, out_case, to_native = load_case_clinical(  # clinical scans: working grid
+        args,
         convention=args.case_convention,
         label_errors="warn",
         **parse_modality_args(args.modality),
@@ -146,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         reporter.finish()
-    written = [save_labels(result["labels"], case, args.out, convention=conv)]
+    written = [save_labels(to_native(result["labels"]), out_case, args.out, convention=conv)]
     if args.uncertainty:
-        written.append(save_image(result["uncertainty"], case, args.uncertainty))
+        written.append(save_image(to_native(result["uncertainty"]), out_case, args.uncertainty))
     if args.probabilities:
-        written.append(save_image(result["probabilities"], case, args.probabilities))
+        written.append(save_image(to_native(result["probabilities"]), out_case, args.probabilities))
     info = result["info"]
     print(
         f"predicted {case.name} with {info['model']} on {info['device']} in "

@@ -233,3 +233,61 @@ def test_case_box_shows_the_case_name(panel, tiny_case):
     assert widget.case_box.value is tiny_case
     assert widget.case_box.native.currentText() == tiny_case.name
     assert widget.native.sizeHint().width() < 1000  # not widened by a long repr
+
+
+# ---------------------------------------------------------------- nothing lost on accept
+def test_panel_opens_from_the_plugins_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ssseg", "Scribble")
+    assert isinstance(widget, ScribbleWidget)
+    viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="x")
+    assert [lyr.name for lyr in widget.viewer.layers] == ["x"]  # napari injected the viewer
+
+
+def test_accept_merges_and_keeps_hand_paint_then_undo_restores_provenance(
+    panel, qtbot, errors, tiny_case
+):
+    from napari_ssseg._napari.provenance import track
+    from napari_ssseg.core.provenance import HUMAN
+
+    viewer, widget = panel
+    target = viewer.layers[f"{tiny_case.name} labels"]
+    track(target)
+    # the user paints by hand first, somewhere the propagation will label too
+    strokes = _strokes(tiny_case)
+    z, y, x = np.argwhere(strokes == 2)[0]
+    target.brush_size = 3
+    target.paint((z, y, x), 1)
+    hand = target.data == 1
+    n_hand = int(hand.sum())
+    assert n_hand > 0 and (target.metadata[PROVENANCE_KEY][hand] == HUMAN).all()
+    # and a label elsewhere that the preview leaves empty (merge must keep it)
+    far = (0, 0, 0)
+    target.paint(far, 3)
+    assert target.data[far] == 3
+    _click(qtbot, widget.new_button)
+    widget.scribble_layer.data = strokes
+    _click(qtbot, widget.propagate_button)
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
+    assert widget.result.labels[hand].any()  # the preview covers the hand-painted voxels
+    assert widget.result.labels[far] == 0
+    _click(qtbot, widget.accept_button)
+    assert not errors
+    assert (target.data[hand] == 1).all(), "hand-painted voxels were overwritten"
+    assert target.data[far] == 3, "merge deleted a label the preview does not touch"
+    prov = target.metadata[PROVENANCE_KEY]
+    assert (prov[hand] == HUMAN).all()
+    scribbled = prov == SCRIBBLE
+    assert scribbled.any() and (target.data[scribbled] > 0).all()
+    # one undo step reverts the accept and its provenance; the hand paint stays
+    target.undo()
+    assert not (target.metadata[PROVENANCE_KEY] == SCRIBBLE).any()
+    assert (target.data[hand] == 1).all() and target.data[far] == 3
+    target.redo()
+    assert (target.metadata[PROVENANCE_KEY] == SCRIBBLE).sum() == scribbled.sum()
+    # replace mode with hand paint unlocked: the preview wins everywhere
+    target.undo()
+    widget.accept_mode.value = "replace"
+    widget.keep_human.value = False
+    widget.accept()
+    np.testing.assert_array_equal(target.data, widget.result.labels)

@@ -32,6 +32,8 @@ __all__ = [
     "SCRIBBLE",
     "SUPERPIXEL",
     "UNTOUCHED",
+    "ACCEPT_MODES",
+    "accept_mask",
     "empty_provenance",
     "provenance_counts",
     "update_provenance",
@@ -94,3 +96,62 @@ def provenance_counts(provenance: np.ndarray) -> dict[str, int]:
     """Number of voxels per provenance name (codes outside the table are ignored)."""
     counts = np.bincount(np.asarray(provenance, np.uint8).ravel(), minlength=len(PROVENANCE_CODES))
     return {name: int(counts[code]) for code, name in PROVENANCE_CODES.items()}
+
+
+#: How a panel's result is taken into a labels layer (:func:`accept_mask`).
+ACCEPT_MODES = ("merge", "replace")
+
+
+def accept_mask(
+    current: np.ndarray,
+    new: np.ndarray,
+    provenance: np.ndarray | None = None,
+    *,
+    mode: str = "merge",
+    keep_human: bool = True,
+    erase: np.ndarray | None = None,
+) -> np.ndarray:
+    """Voxels of ``current`` that accepting ``new`` overwrites.
+
+    Parameters
+    ----------
+    current : (Z, Y, X) ndarray of int
+        The labels layer's data now.
+    new : (Z, Y, X) ndarray of int
+        The result to accept (e.g. a scribble preview or a proposal).
+    provenance : (Z, Y, X) ndarray of uint8, optional
+        The labels' provenance; with ``keep_human`` its :data:`HUMAN` voxels are never
+        overwritten.
+    mode : {"merge", "replace"}
+        ``"merge"`` (default): write the voxels that ``new`` labels, keep every voxel it leaves
+        unlabelled (0) -- except those in ``erase``; ``"replace"``: ``new`` everywhere.
+    keep_human : bool
+        Keep the voxels painted by hand (default ``True``).
+    erase : (Z, Y, X) ndarray of bool, optional
+        Voxels the user marked as background (e.g. background strokes): in ``"merge"`` mode
+        they are set to ``new``'s value (0) too.
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of bool
+        Voxels to set to ``new``'s values; only voxels whose value changes.
+    """
+    from napari_ssseg.errors import check_choice
+
+    check_choice("mode", mode, ACCEPT_MODES)
+    current = np.asarray(current)
+    new = np.asarray(new)
+    if current.shape != new.shape:
+        raise InputError(
+            f"Cannot accept a result of shape {new.shape} into labels of shape "
+            f"{current.shape}: they must be on the same grid."
+        )
+    write = current != new
+    if mode == "merge":
+        keep = new == 0
+        if erase is not None:
+            keep &= ~np.asarray(erase, bool)
+        write &= ~keep
+    if keep_human and provenance is not None and np.shape(provenance) == current.shape:
+        write &= np.asarray(provenance) != HUMAN
+    return write

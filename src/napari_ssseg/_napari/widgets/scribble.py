@@ -21,8 +21,13 @@
   propagator (superpixels, features) is built once per case on the first run. The result
   is shown in ``"<case> scribble preview"``; the effort counter shows the scribbled voxels
   and their share of the preview's tumour volume.
-* **Accept** writes the preview into the case's labels layer as ONE undoable step and marks
-  the changed voxels with provenance :data:`~napari_ssseg.core.provenance.SCRIBBLE`.
+* **Accept** merges the preview into the case's labels layer as ONE undoable step
+  (:func:`~napari_ssseg.core.provenance.accept_mask`): in *merge* mode (default) only the
+  voxels the preview labels are written and background strokes erase, every other label
+  stays; *replace* writes the whole preview. Voxels painted by hand are kept unless *keep
+  hand-painted voxels* is unticked. Written voxels get provenance
+  :data:`~napari_ssseg.core.provenance.SCRIBBLE`; undo / redo restore labels and
+  provenance together (:mod:`napari_ssseg._napari.provenance`).
 * **Save scribbles** writes the strokes with the case's geometry (tumour classes in the
   case's label convention, healthy strokes as 255), readable by ``ssseg propagate``.
 """
@@ -42,9 +47,10 @@ from napari_ssseg._napari.layers import (
     label_colormap,
     labels_layer_of_case,
 )
+from napari_ssseg._napari.provenance import track
 from napari_ssseg._napari.widgets._common import notify_error, notify_info
 from napari_ssseg._napari.workers import recorded_warnings, start_task
-from napari_ssseg.core.provenance import PROVENANCE_KEY, SCRIBBLE, update_provenance
+from napari_ssseg.core.provenance import SCRIBBLE, accept_mask
 from napari_ssseg.core.scribbles import BACKGROUND, TUMOUR
 from napari_ssseg.errors import InputError
 
@@ -128,8 +134,11 @@ def propagate_job(
 class ScribbleWidget(Container):
     """Dock widget: scribble layer, live propagation preview, accept, save."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
+        # the parameter must be called ``napari_viewer`` (or be annotated napari.Viewer): that
+        # is how napari injects the viewer when the panel is opened from the Plugins menu
         super().__init__(labels=False)
+        viewer = napari_viewer
         self.viewer = viewer
         self.case_box = ComboBox(label="case", choices=self._case_choices)
         self.new_button = PushButton(text="New scribble layer")
@@ -139,6 +148,15 @@ class ScribbleWidget(Container):
         self.show_weights = CheckBox(text="show weight map", value=False)
         self.propagate_button = PushButton(text="Propagate")
         self.accept_button = PushButton(text="Accept into labels")
+        self.accept_mode = ComboBox(
+            label="accept",
+            choices=[
+                ("merge: add the preview, keep other labels", "merge"),
+                ("replace: the preview everywhere", "replace"),
+            ],
+            value="merge",
+        )
+        self.keep_human = CheckBox(text="keep hand-painted voxels", value=True)
         self.save_path = FileEdit(mode="w", label="save to", filter="*.nii.gz")
         self.save_button = PushButton(text="Save scribbles")
         self.effort = Label(value="no scribbles")
@@ -153,6 +171,8 @@ class ScribbleWidget(Container):
                 self.show_weights,
                 self.propagate_button,
                 self.effort,
+                self.accept_mode,
+                self.keep_human,
                 self.accept_button,
                 self.save_path,
                 self.save_button,
@@ -401,7 +421,13 @@ class ScribbleWidget(Container):
             self.viewer.layers.selection.active = scr
 
     def accept(self, *_: Any) -> np.ndarray | None:
-        """Write the preview into the case's labels layer (one undoable step).
+        """Merge the preview into the case's labels layer (one undoable step).
+
+        In ``merge`` mode (default) the voxels the preview labels are written and every other
+        label stays; background strokes (code 4) erase. ``replace`` writes the whole preview.
+        Voxels painted by hand (provenance ``human``) are kept unless *keep hand-painted
+        voxels* is unticked. The written voxels get provenance ``scribble``; Ctrl+Z undoes
+        the labels and their provenance together.
 
         Returns
         -------
@@ -422,18 +448,30 @@ class ScribbleWidget(Container):
                 colormap=label_colormap(),
                 metadata={CASE_KEY: CaseHandle(case), "ssseg_role": "labels"},
             )
+        tracker = track(target)
         current = np.asarray(target.data)
         new = self.result.labels.astype(current.dtype, copy=False)
-        changed = current != new
+        strokes = self.scribble_layer
+        erase = None
+        if strokes is not None and np.shape(strokes.data) == current.shape:
+            erase = np.asarray(strokes.data) == BACKGROUND
+        changed = accept_mask(
+            current,
+            new,
+            tracker.provenance,
+            mode=self.accept_mode.value,
+            keep_human=self.keep_human.value,
+            erase=erase,
+        )
         n = int(np.count_nonzero(changed))
+        kept = int(np.count_nonzero((current != new) & ~changed))
         if n:
             indices = np.nonzero(changed)
-            with target.block_history():
+            with tracker.writing(SCRIBBLE), target.block_history():
                 target.data_setitem(indices, new[indices])
-            target.metadata[PROVENANCE_KEY] = update_provenance(
-                target.metadata.get(PROVENANCE_KEY), changed, SCRIBBLE
-            )
-        self.status.value = f"accepted: {n} voxels changed in {target.name!r} (undo: Ctrl+Z)"
+        self.status.value = (
+            f"accepted: {n} voxels changed in {target.name!r}, {kept} kept (undo: Ctrl+Z)"
+        )
         return changed
 
     def save(self, *_: Any) -> None:

@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     gap = [x["ours"]["hd95_directed_max"] - x["ours"]["hd95_pooled"] for x in rows]
     print()
     print(
-        f"{len(pairs)} pairs x {len(REGIONS)} regions; ours {t_ours:.1f} s, package {t_theirs:.1f} s"
+        f"{len(pairs)} pairs x {len(REGIONS)} regions; "
+        f"ours {t_ours:.1f} s, package {t_theirs:.1f} s"
     )
     if dd:
         print(f"max |Dice ours - package| = {max(dd):.2e}")

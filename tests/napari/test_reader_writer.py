@@ -94,7 +94,7 @@ def test_writer_refuses_wrong_shape_and_values(tmp_path, tiny_case):
         write_labels(str(tmp_path / "a.nii.gz"), labels[:-1], kw)
     bad = labels.copy()
     bad[0, 0, 0] = 7
-    with pytest.raises(InputError, match="7"):
+    with pytest.raises(SsegError, match="7"):
         write_labels(str(tmp_path / "b.nii.gz"), bad, kw)
     assert not list(tmp_path.iterdir()), "nothing is written on error"
 
@@ -196,3 +196,26 @@ def test_open_corrupt_folder_raises_message_and_keeps_layers(make_napari_viewer,
         exc = exc.__cause__ or exc.__context__
     assert any("Tiny_001_flair.nii.gz" in text and "truncated" in text for text in chain), chain
     assert [layer.name for layer in viewer.layers] == names
+
+
+@pytest.mark.gui
+def test_invalid_label_value_reaches_the_user(make_napari_viewer, tiny_case, tmp_path, monkeypatch):
+    """A refused save must say why (napari used to show only 'not a valid writer')."""
+    from napari.layers import Layer
+
+    from napari_ssseg._napari.layers import case_to_layer_data
+    from napari_ssseg._napari.writer import LabelsNotWrittenError
+
+    shown: list[str] = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda m: shown.append(m))
+    viewer = make_napari_viewer()
+    for x in case_to_layer_data(tiny_case):
+        viewer.add_layer(Layer.create(*x))
+    labels = next(lyr for lyr in viewer.layers if lyr._type_string == "labels")
+    labels.data[0, 0, 0] = 7
+    viewer.layers.selection = {labels}
+    out = tmp_path / "bad.nii.gz"
+    with pytest.raises(LabelsNotWrittenError, match="7"):
+        viewer.layers.save(str(out), selected=True, plugin="napari-ssseg")
+    assert shown and "7" in shown[0] and "not saved" in shown[0]
+    assert not out.exists()

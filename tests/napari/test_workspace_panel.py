@@ -281,3 +281,36 @@ def test_errors_as_messages(panel, qtbot, monkeypatch):
     panel.evaluate_btn.click()
     wait(qtbot, panel)
     assert panel.metrics_table.rowCount() == 2  # only mean and median rows, no case
+
+
+# ---------------------------------------------------------------- nothing lost on close
+def test_closing_the_viewer_saves_unsaved_edits_and_releases_the_lock(
+    make_napari_viewer, ws_path, qtbot, recwarn
+):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-ssseg", "Workspace")
+    w.open_workspace(ws_path)
+    open_and_wait(qtbot, w, "p0")
+    layer = w.labels_layer
+    layer.brush_size = 2
+    layer.paint((8, 12, 12), 2)  # a hand edit, not saved (autosave interval not reached)
+    painted = np.asarray(layer.data) == 2
+    assert painted.any() and w.autosaver.dirty
+    assert (layer.metadata[PROVENANCE_KEY][painted] == HUMAN).all()  # recorded at once
+    assert w.ws.versions("p0") == []
+    viewer.close()
+    # reopen the workspace as the next session would: the edit is there, no stale lock
+    with Workspace.open(ws_path) as ws:
+        assert len(ws.versions("p0")) == 1
+        np.testing.assert_array_equal(ws.latest_labels("p0") == 2, painted)
+        assert (ws.read_provenance("p0")[painted] == HUMAN).all()
+    assert not any("stale" in str(r.message) for r in recwarn)
+
+
+def test_deleting_the_labels_layer_saves_its_edits(panel, qtbot):
+    open_and_wait(qtbot, panel, "p1")
+    layer = panel.labels_layer
+    layer.paint((8, 12, 12), 3)
+    painted = np.asarray(layer.data) == 3
+    panel.viewer.layers.remove(layer)
+    np.testing.assert_array_equal(panel.ws.latest_labels("p1") == 3, painted)

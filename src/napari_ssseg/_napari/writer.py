@@ -21,9 +21,18 @@ from typing import Any
 import numpy as np
 
 from napari_ssseg.core.case import Case, Geometry
-from napari_ssseg.errors import GeometryError, InputError
+from napari_ssseg.errors import GeometryError, InputError, SsegError
 
-__all__ = ["write_labels", "case_for_layer_geometry"]
+__all__ = ["LabelsNotWrittenError", "write_labels", "case_for_layer_geometry"]
+
+
+class LabelsNotWrittenError(SsegError, RuntimeError):
+    """The layer could not be saved; the message says why and how to fix it.
+
+    Deliberately *not* a ``ValueError``: npe2 treats a ``ValueError`` from a writer as "this
+    writer does not apply" and napari then reports only "not a valid writer", hiding the
+    explanation.
+    """
 
 
 def case_for_layer_geometry(
@@ -53,6 +62,25 @@ def _internal_convention() -> Any:
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one labels layer (npe2 single-layer writer); see :func:`_write_labels`.
+
+    Raises
+    ------
+    LabelsNotWrittenError
+        With the plugin's explanation (invalid label values, wrong shape, ...), also shown
+        as a napari error notification.
+    """
+    try:
+        return _write_labels(path, data, meta)
+    except SsegError as exc:
+        from napari.utils.notifications import show_error
+
+        message = f"{meta.get('name', 'labels')!r} was not saved to {path}: {exc}"
+        show_error(message)
+        raise LabelsNotWrittenError(message) from exc
+
+
+def _write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one labels layer (npe2 single-layer writer).
 
     Parameters

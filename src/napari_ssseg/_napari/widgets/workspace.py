@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
@@ -360,6 +361,13 @@ class WorkspaceWidget(QWidget):
         )
         self.autosave_spin.valueChanged.connect(self._set_interval)
 
+        self._closing_guard: Any = None
+        self._removing_own = False
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(lambda: self._guard(self.close_workspace))
+
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(lambda: self._guard(self.autosave_tick))
@@ -374,6 +382,32 @@ class WorkspaceWidget(QWidget):
             notify_error(exc)
             self.status_label.setText(str(exc)[:300])
         return None
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """The case's labels layer was removed by someone else (the user, or the viewer
+        closing: ``viewer.close()`` removes every layer first): save its edits now -- the
+        layer object still holds the data."""
+        if self._removing_own or self.labels_layer is None:
+            return
+        if getattr(event, "value", None) is self.labels_layer:
+            self._guard(self.autosaver.flush)
+
+    def _watch_window(self) -> None:
+        """Save and release the workspace when the main window closes (once per window)."""
+        top = self.window()
+        if top is self or self._closing_guard is not None:
+            return
+        self._closing_guard = _CloseWatcher(self._on_window_close)
+        top.installEventFilter(self._closing_guard)
+
+    def _on_window_close(self, event: Any) -> None:
+        self._guard(self.autosaver.flush)  # whatever happens next, the edits are on disk
+        if not event.spontaneous():  # viewer.close() / File > Close: no dialog can cancel it
+            self._guard(self.close_workspace)
+            return
+        top = self.window()
+        # a confirmation dialog may still cancel the close: release only if it went through
+        QTimer.singleShot(0, lambda: None if top.isVisible() else self._guard(self.close_workspace))
 
     def _set_interval(self, value: int) -> None:
         self.autosaver.interval = float(value)
@@ -472,6 +506,7 @@ class WorkspaceWidget(QWidget):
         self._check_idle()
         self.close_workspace()
         self.ws = Workspace.open(path, readonly=readonly)
+        self._watch_window()
         self.path_edit.setText(str(self.ws.root))
         self.refresh()
         s = self.ws.summary()
@@ -647,6 +682,10 @@ class WorkspaceWidget(QWidget):
         if prov is not None and self.labels_layer is not None:
             self.labels_layer.metadata[PROVENANCE_KEY] = prov
         if self.labels_layer is not None:
+            from napari_ssseg._napari.provenance import track
+
+            track(self.labels_layer)  # every paint is 'human' at once; undo/redo follow
+        if self.labels_layer is not None:
             self._saved_labels = np.array(self.labels_layer.data, copy=True)
             for name in ("paint", "data", "set_data"):
                 ev = getattr(self.labels_layer.events, name, None)
@@ -662,9 +701,13 @@ class WorkspaceWidget(QWidget):
         self.autosaver.mark_dirty()
 
     def _remove_layers(self) -> None:
-        for layer in self._layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+        self._removing_own = True
+        try:
+            for layer in self._layers:
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        finally:
+            self._removing_own = False
         self._layers = []
         self.labels_layer = None
 
@@ -843,3 +886,16 @@ class WorkspaceWidget(QWidget):
         self._guard(self.close_workspace)
         self.timer.stop()
         super().closeEvent(event)
+
+
+class _CloseWatcher(QObject):
+    """Event filter calling ``callback(event)`` when the watched window gets a close event."""
+
+    def __init__(self, callback: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._callback = callback
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.Close:
+            self._callback(event)
+        return False

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from napari_ssseg._napari.layers import case_of_layer, case_to_layer_data
 from napari_ssseg._napari.reader import get_reader, read_case_layers
 from napari_ssseg._napari.writer import write_labels
-from napari_ssseg.errors import InputError, SsegError
+from napari_ssseg.errors import SsegError
 from napari_ssseg.io.readers import load_case, read_labels
 from napari_ssseg.io.writers import write_case
 

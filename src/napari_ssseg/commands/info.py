@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_ssseg.commands._args import add_modality_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the info options to ``parser``."""
@@ -34,14 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or msd "
         "(default: from the naming, checked against the values)",
     )
-    parser.add_argument(
-        "--modality",
-        action="append",
-        default=[],
-        metavar="MOD=FILE",
-        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
-        "of a PACS / TCIA folder is which; repeat for several",
-    )
+    add_modality_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_ssseg.commands._args import add_modality_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the predict options to ``parser``."""
@@ -63,14 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label convention of the output (default: the case's; brats2013, brats2021, "
         "brats2023, brats2024 or msd)",
     )
-    parser.add_argument(
-        "--modality",
-        action="append",
-        default=[],
-        metavar="MOD=FILE",
-        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
-        "of a PACS / TCIA folder is which; repeat for several",
-    )
+    add_modality_argument(parser)
     parser.add_argument(
         "--case-convention", metavar="CONV", help="label convention of the case's label file"
     )

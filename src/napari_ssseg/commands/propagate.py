@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from napari_ssseg.commands._args import add_modality_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the propagate options to ``parser``."""
@@ -51,14 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="value of region strokes (tumour, class unknown) in the scribble file (default: 254)",
     )
-    parser.add_argument(
-        "--modality",
-        action="append",
-        default=[],
-        metavar="MOD=FILE",
-        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
-        "of a PACS / TCIA folder is which; repeat for several",
-    )
+    add_modality_argument(parser)
     parser.add_argument(
         "--n-segments",
         type=int,

@@ -17,6 +17,8 @@ import argparse
 import sys
 import time
 
+from napari_ssseg.commands._args import add_modality_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the refine options to ``parser``."""
@@ -126,14 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CONV",
         help="label convention of --pseudo/--gt (default: the case's, checked on the values)",
     )
-    parser.add_argument(
-        "--modality",
-        action="append",
-        default=[],
-        metavar="MOD=FILE",
-        help="the file of one modality (t1, t1c/t1ce, t2, flair), e.g. to settle which series "
-        "of a PACS / TCIA folder is which; repeat for several",
-    )
+    add_modality_argument(parser)
     parser.add_argument(
         "--no-cache",
         action="store_true",

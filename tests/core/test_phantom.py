@@ -324,3 +324,62 @@ def test_mass_effect_pushes_deep_structures_away(seed: int) -> None:
     shift = centroids[1] - centroids[0]
     away = centroids[0] - tum.centre
     assert float(shift @ away) > 0
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_wide_style_keeps_the_label_defining_contrasts(strength: float) -> None:
+    flags = {"cortex_flair": 0, "net_fraction": 0, "enhancement_heterogeneity": 0}
+    spread = []
+    for seed in range(30):
+        st = PhantomStyle.sample(np.random.default_rng(seed), strength=strength, variety="wide")
+        i = st.intensities
+        assert i["t1ce"]["ET"] > i["t1ce"]["WM"] and i["t1ce"]["ET"] > i["t1ce"]["ED"]
+        assert i["flair"]["ED"] > i["flair"]["WM"] and i["t2"]["ED"] > i["t2"]["WM"]
+        assert i["t1"]["WM"] > i["t1"]["CSF"] and i["t2"]["CSF"] > i["t2"]["WM"]
+        for k in flags:
+            flags[k] += getattr(st, k) > 0
+        spread.append(i["t1ce"]["NCR"] / i["t1ce"]["WM"])
+    assert all(5 <= v <= 25 for v in flags.values()), flags  # each option in some draws only
+    # necrosis is not always dark: its T1Gd level relative to WM varies widely
+    assert max(spread) / min(spread) > 1.8
+    assert PhantomStyle.sample(0, strength=0.0, variety="wide").intensities == (
+        DEFAULT_INTENSITIES
+    )
+
+
+def test_wide_style_renders_its_options() -> None:
+    base = PhantomStyle()
+    plain = make_phantom((48, 56, 56), (2.0, 2.0, 2.0), seed=4, style=base)
+    varied = make_phantom(
+        (48, 56, 56),
+        (2.0, 2.0, 2.0),
+        seed=4,
+        style=PhantomStyle(cortex_flair=0.8, net_fraction=0.6, enhancement_heterogeneity=0.8),
+    )
+    np.testing.assert_array_equal(plain.labels, varied.labels)  # same anatomy and tumour
+    gm = (plain.tissues == GM) & (plain.labels == 0)
+    assert np.percentile(varied.images[FLAIR][gm], 90) > 1.2 * np.percentile(
+        plain.images[FLAIR][gm], 90
+    )
+    et = plain.labels == ET
+    # weaker enhancement in patches: the low end of ET moves towards the white-matter level
+    wm = np.median(plain.images[T1CE][(plain.tissues == WM) & (plain.labels == 0)])
+    low_plain, low_varied = (np.percentile(p.images[T1CE][et], 10) - wm for p in (plain, varied))
+    assert low_varied < 0.2 * low_plain
+    ncr = plain.labels == NCR
+    assert np.median(varied.images[FLAIR][ncr]) > np.median(plain.images[FLAIR][ncr])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cortex_flair": -0.1}, "cortex_flair"),
+        ({"net_fraction": 1.5}, "net_fraction"),
+        ({"enhancement_heterogeneity": float("nan")}, "enhancement_heterogeneity"),
+    ],
+)
+def test_bad_wide_style_options(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        PhantomStyle(**kwargs)
+    with pytest.raises(InputError, match="variety"):
+        PhantomStyle.sample(0, variety="wild")

@@ -30,6 +30,7 @@ def make_tiny_checkpoint(
     dropout=0.1,
     spacing_zyx=None,
     config=None,
+    provenance=None,
 ):
     """Write a random-weight tiny UNet checkpoint and return its path."""
     from napari_ssseg.ml.checkpoint import save_checkpoint
@@ -53,7 +54,7 @@ def make_tiny_checkpoint(
         normalization={"spacing_zyx": spacing_zyx},
         output=output,
         patch_size=(16, 16, 16),
-        provenance={"strategy": "test", "n_labelled": 0, "n_unlabelled": 0},
+        provenance={"strategy": "test", "n_labelled": 0, "n_unlabelled": 0, **(provenance or {})},
     )
 
 

@@ -84,6 +84,64 @@ def test_missing_modality_is_a_clear_error(tiny_case, tiny_ckpt):
         predict_case(two, tiny_ckpt, device="cpu", modalities=["t1", "flair"])
 
 
+def test_missing_modality_error_names_the_zero_option(tiny_case, tiny_ckpt):
+    two = tiny_case.images[[1, 3]]
+    with pytest.raises(InputError, match="not trained with modality dropout.*zero"):
+        predict_case(two, tiny_ckpt, device="cpu", modalities=["t1ce", "flair"])
+    with pytest.raises(InputError, match="missing_modalities"):
+        predict_case(
+            two, tiny_ckpt, device="cpu", modalities=["t1ce", "flair"], missing_modalities="x"
+        )
+
+
+def test_missing_modalities_are_zero_filled_with_a_warning(tiny_case, make_ckpt, tmp_path):
+    ck = make_ckpt(tmp_path / "md.pt", provenance={"modality_dropout": 0.3})
+    two = tiny_case.images[[1, 3]]  # t1ce, flair
+    with pytest.warns(UserWarning, match="has no t1, t2.*weaker"):
+        res = predict_case(two, ck, device="cpu", modalities=["t1ce", "flair"], spacing=(1, 1, 1))
+    info = res["info"]
+    assert info["missing_modalities"] == ["t1", "t2"]
+    assert any("has no t1, t2" in n for n in info["notes"])
+    assert res["labels"].shape == tiny_case.shape
+    # the same as the full case with t1 and t2 replaced by zeros after the z-score
+    prep = inference.prepare_input(
+        two,
+        load_checkpoint(ck),
+        modalities=["t1ce", "flair"],
+        spacing=(1, 1, 1),
+        channel_index=[None, 0, None, 1],
+    )
+    assert prep.x.shape[1] == 4
+    assert float(prep.x[0, 0].abs().max()) == 0.0 and float(prep.x[0, 2].abs().max()) == 0.0
+    assert float(prep.x[0, 1].abs().max()) > 0.0
+    # a full case reports nothing missing
+    full = predict_case(tiny_case, ck, device="cpu")
+    assert full["info"]["missing_modalities"] == []
+
+
+def test_forced_zero_fill_warns_that_the_model_was_not_trained_for_it(tiny_case, tiny_ckpt):
+    two = tiny_case.images[[1, 3]]
+    with pytest.warns(UserWarning, match="NOT trained with modality dropout"):
+        res = predict_case(
+            two,
+            tiny_ckpt,
+            device="cpu",
+            modalities=["t1ce", "flair"],
+            spacing=(1, 1, 1),
+            missing_modalities="zero",
+        )
+    assert res["info"]["missing_modalities"] == ["t1", "t2"]
+    with pytest.raises(InputError, match="none of the model's inputs"):
+        predict_case(
+            tiny_case.images[[0]][:, :],
+            tiny_ckpt,
+            device="cpu",
+            modalities=["dwi"],
+            spacing=(1, 1, 1),
+            missing_modalities="zero",
+        )
+
+
 def test_resampling_to_model_spacing(tiny_case, make_ckpt, tmp_path):
     ck = make_ckpt(tmp_path / "sp.pt", spacing_zyx=[2.0, 2.0, 2.0])
     res = predict_case(tiny_case, ck, device="cpu")

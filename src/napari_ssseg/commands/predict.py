@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_modality_argument(parser)
     parser.add_argument(
+        "--missing-modalities",
+        default="auto",
+        choices=("auto", "zero", "error"),
+        help="a case without some of the model's inputs: auto (zero-filled if the model was "
+        "trained with modality dropout, as the default model is; else an error), zero, error",
+    )
+    parser.add_argument(
         "--case-convention", metavar="CONV", help="label convention of the case's label file"
     )
     from napari_ssseg.commands._clinical import add_clinical_arguments
@@ -141,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             mc_samples=args.mc_samples,
             allow_cpu_fallback=not args.no_cpu_fallback,
             uncertainty=args.uncertainty_kind,
+            missing_modalities=args.missing_modalities,
             progress=reporter,
         )
     finally:
@@ -156,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.1f} s ({info['n_passes']} pass(es), uncertainty "
         f"{info['uncertainty']})"
     )
+    if info.get("missing_modalities"):
+        print(
+            f"missing inputs: {', '.join(info['missing_modalities'])} (set to zero; "
+            "see the warning above for the regions that are weaker)"
+        )
     if case.labels is not None:
         pred, gt = region_masks(result["labels"]), region_masks(case.labels)
         parts = []

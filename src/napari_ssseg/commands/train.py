@@ -102,6 +102,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recompute activations in the backward pass (less memory, ~30%% slower)",
     )
+    parser.add_argument(
+        "--augmentation",
+        default="basic",
+        choices=("basic", "strong"),
+        help="crop augmentation: basic (flips, +-10%% intensity) or strong (also rotation, "
+        "scale, bias field, gamma, noise, blur, low resolution: for models that must work on "
+        "other scanners) (basic)",
+    )
+    parser.add_argument(
+        "--modality-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a crop loses 1 to C-1 input channels, so the model can propose "
+        "on cases without some modalities (0 = off; the default model used 0.3)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo events to stderr")
 
 
@@ -303,6 +319,8 @@ def run(args: argparse.Namespace) -> int:
         strategy_params=_params(args.param),
         amp=args.amp,
         gradient_checkpointing=args.gradient_checkpointing,
+        augmentation=args.augmentation,
+        modality_dropout=args.modality_dropout,
     )
 
     def echo(msg: str) -> None:

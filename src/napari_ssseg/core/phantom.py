@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_INTENSITIES",
     "ANATOMIES",
     "TUMOUR_KINDS",
+    "VARIETIES",
 ]
 
 #: Names of the phantom's channels, in order (the package's canonical modality order).
@@ -87,6 +88,19 @@ _ORDERINGS: tuple[tuple[str, str, str, float], ...] = (
     ("flair", "GM", "CSF", 0.25),
 )
 
+# The only orderings PhantomStyle.sample_wide() keeps: the contrasts that define the labels.
+_WIDE_ORDERINGS: tuple[tuple[str, str, str, float], ...] = (
+    ("t1ce", "ET", "WM", 0.2),
+    ("t1ce", "ET", "ED", 0.2),
+    ("flair", "ED", "WM", 0.25),
+    ("t2", "ED", "WM", 0.2),
+    ("t1", "WM", "CSF", 0.2),
+    ("t2", "CSF", "WM", 0.3),
+)
+
+#: Style varieties of :meth:`PhantomStyle.sample`.
+VARIETIES: tuple[str, ...] = ("standard", "wide")
+
 # Nominal adult brain semi-axes in mm (z: inferior-superior, y: antero-posterior, x: left-right).
 _BRAIN_SEMI_AXES = (64.0, 84.0, 68.0)
 
@@ -121,6 +135,16 @@ class PhantomStyle:
         Relative amplitude of smooth intra-tissue heterogeneity. Default 0.04.
     tumour_texture : float
         Relative amplitude of heterogeneity inside the tumour. Default 0.10.
+    cortex_flair : float
+        Extra FLAIR brightness of the cortical grey matter, in patches (relative; 0.5 makes
+        the brightest cortex 50 % brighter), as on real FLAIR with incomplete CSF
+        suppression or cortical signal. Default 0 (none).
+    net_fraction : float
+        Share (about) of the necrotic-core label rendered as non-enhancing tumour (between
+        the necrosis and oedema intensities), in smooth patches. Default 0.
+    enhancement_heterogeneity : float
+        How much the T1Gd enhancement of the ET label varies in patches: the ET level goes
+        from WM + (ET - WM) x (1 - h) to the full ET level. Default 0 (uniform).
     """
 
     intensities: dict[str, dict[str, float]] = field(
@@ -134,6 +158,9 @@ class PhantomStyle:
     slice_blur_mm: float = 0.0
     texture: float = 0.04
     tumour_texture: float = 0.10
+    cortex_flair: float = 0.0
+    net_fraction: float = 0.0
+    enhancement_heterogeneity: float = 0.0
 
     def __post_init__(self) -> None:
         for m in PHANTOM_MODALITIES:
@@ -156,14 +183,28 @@ class PhantomStyle:
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise InputError(f"PhantomStyle.{name} = {v!r}; expected a number >= 0.")
+        for name in ("cortex_flair", "net_fraction", "enhancement_heterogeneity"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or not 0 <= v <= (2.0 if name == "cortex_flair" else 1.0):
+                top = 2 if name == "cortex_flair" else 1
+                raise InputError(f"PhantomStyle.{name} = {v!r}; expected a number in [0, {top}].")
         if not np.isfinite(self.bias_wavelength_mm) or self.bias_wavelength_mm <= 0:
             raise InputError(
                 f"PhantomStyle.bias_wavelength_mm = {self.bias_wavelength_mm!r}; expected > 0."
             )
 
     @classmethod
-    def sample(cls, rng: np.random.Generator | int | None = None, *, strength: float = 1.0):
+    def sample(
+        cls,
+        rng: np.random.Generator | int | None = None,
+        *,
+        strength: float = 1.0,
+        variety: str = "standard",
+    ):
         """Draw a random style (like a random scanner/protocol) around the defaults.
+
+        ``variety="wide"`` draws a much more varied appearance (see :meth:`sample_wide`);
+        ``"standard"`` (default) is described below.
 
         Ranges at ``strength=1`` (all scale linearly with ``strength``, 0 gives the defaults):
 
@@ -189,6 +230,9 @@ class PhantomStyle:
         """
         if not np.isfinite(strength) or not 0 <= strength <= 2:
             raise InputError(f"strength={strength!r}; expected a number in [0, 2].")
+        variety = check_choice("variety", variety, VARIETIES)
+        if variety == "wide":
+            return cls.sample_wide(rng, strength=strength)
         rng = np.random.default_rng(rng)
         d = cls()
         s = float(strength)
@@ -223,6 +267,68 @@ class PhantomStyle:
             slice_blur_mm=float(s * slice_blur),
             texture=lerp(0.01, 0.07, d.texture),
             tumour_texture=lerp(0.05, 0.20, d.tumour_texture),
+        )
+
+    @classmethod
+    def sample_wide(cls, rng: np.random.Generator | int | None = None, *, strength: float = 1.0):
+        """Draw a widely varied appearance, for training models that must work on real scans.
+
+        At ``strength=1``:
+
+        * every class intensity of every modality: default x exp(U(-0.5, 0.5)) independently,
+          keeping only the contrasts that define the labels (T1Gd ET > WM, FLAIR and T2
+          oedema > WM, T1 WM > CSF, T2 CSF > WM), so necrosis is not always dark, oedema may
+          be faint, grey matter may be as bright as oedema on FLAIR;
+        * FLAIR-bright cortex (``cortex_flair`` U(0, 0.7)) in half of the draws;
+          non-enhancing tumour inside the core (``net_fraction`` U(0.1, 0.8)) in half;
+          heterogeneous enhancement (``enhancement_heterogeneity`` U(0.2, 0.8)) in 60 %;
+        * gain exp(U(-0.7, 0.7)); noise U(0.01, 0.08); bias U(0.02, 0.40), wavelength
+          U(80, 220) mm; blur U(0.3, 1.5) mm; slice blur U(0, 2.5) mm in 40 %; texture
+          U(0.01, 0.10); tumour texture U(0.05, 0.35).
+
+        ``strength`` scales every deviation from the defaults (0 gives the defaults).
+        """
+        if not np.isfinite(strength) or not 0 <= strength <= 2:
+            raise InputError(f"strength={strength!r}; expected a number in [0, 2].")
+        rng = np.random.default_rng(rng)
+        d = cls()
+        s = float(strength)
+
+        def lerp(lo: float, hi: float, default: float) -> float:
+            return float(np.clip(default + s * (rng.uniform(lo, hi) - default), 0.0, 2.0 * hi))
+
+        intens = {
+            m: {
+                c: float(v * math.exp(s * rng.uniform(-0.5, 0.5)))
+                for c, v in d.intensities[m].items()
+            }
+            for m in PHANTOM_MODALITIES
+        }
+        if s > 0:
+            for _ in range(3):
+                for m, hi, lo, gap in _WIDE_ORDERINGS:
+                    if intens[m][hi] < intens[m][lo] + gap:
+                        mid = 0.5 * (intens[m][hi] + intens[m][lo])
+                        intens[m][hi] = mid + gap / 2
+                        intens[m][lo] = max(mid - gap / 2, 0.05)
+        gain = tuple(float(g * math.exp(s * rng.uniform(-0.7, 0.7))) for g in d.gain)
+        slice_blur = rng.uniform(0.0, 2.5) if rng.random() < 0.4 else 0.0
+        cortex = rng.uniform(0.0, 0.7) if rng.random() < 0.5 else 0.0
+        net = rng.uniform(0.1, 0.8) if rng.random() < 0.5 else 0.0
+        het = rng.uniform(0.2, 0.8) if rng.random() < 0.6 else 0.0
+        return cls(
+            intensities=intens,
+            gain=gain,  # type: ignore[arg-type]
+            noise=lerp(0.01, 0.08, d.noise),
+            bias=lerp(0.02, 0.40, d.bias),
+            bias_wavelength_mm=lerp(80.0, 220.0, d.bias_wavelength_mm),
+            blur_mm=lerp(0.3, 1.5, d.blur_mm),
+            slice_blur_mm=float(s * slice_blur),
+            texture=lerp(0.01, 0.10, d.texture),
+            tumour_texture=lerp(0.05, 0.35, d.tumour_texture),
+            cortex_flair=float(min(s * cortex, 2.0)),
+            net_fraction=float(min(s * net, 1.0)),
+            enhancement_heterogeneity=float(min(s * het, 1.0)),
         )
 
     def lut(self, modality: str) -> dict[str, float]:
@@ -945,6 +1051,19 @@ def _render(
     core_tex = {v: 1.0 + style.tumour_texture * tex_t.ravel()[i] for v, i in core_idx.items()}
     vessel_idx = np.flatnonzero(vessel)
     del tex_t, vessel
+    # optional appearance variety (drawn only when used: default styles are unchanged)
+    cortex_w = net_w = enh_w = None
+    if style.cortex_flair > 0:
+        f = _smooth_field(rng_img, bshape, spacing, 25.0).ravel()
+        cortex_w = np.clip(0.5 + 0.5 * f, 0, 1)[np.flatnonzero(tis.ravel() == 2)]
+    if style.net_fraction > 0 and core_idx[1].size:
+        f = _smooth_field(rng_img, bshape, spacing, 6.0).ravel()[core_idx[1]]
+        thr = np.quantile(f, 1.0 - style.net_fraction)
+        net_w = np.clip((f - thr) / 0.5 + 0.5, 0, 1).astype(np.float32)
+    if style.enhancement_heterogeneity > 0 and core_idx[3].size:
+        f = _smooth_field(rng_img, bshape, spacing, 6.0).ravel()[core_idx[3]]
+        enh_w = np.clip(0.5 + 0.5 * f, 0, 1).astype(np.float32)
+    gm_idx = np.flatnonzero(tis.ravel() == 2) if cortex_w is not None else None
     for ch, mod in enumerate(PHANTOM_MODALITIES):
         lut = style.lut(mod)
         table = np.zeros(5, np.float32)
@@ -953,11 +1072,22 @@ def _render(
         img = table[tis]
         img *= 1.0 + style.texture * tex
         flat = img.reshape(-1)
+        if mod == "flair" and cortex_w is not None:
+            flat[gm_idx] *= 1.0 + style.cortex_flair * cortex_w
         # tumour: oedema blends into the tissue towards its edge, core classes heterogeneous
         flat[ed_idx] += (lut["ED"] - flat[ed_idx]) * ed_w
-        ncr_level = (1.0 - net_mix) * lut["NCR"] + net_mix * lut["ED"]
+        if net_w is None:
+            ncr_level = (1.0 - net_mix) * lut["NCR"] + net_mix * lut["ED"]
+        else:  # non-enhancing patches inside the core
+            mix = np.maximum(net_mix, 0.6 * net_w)
+            ncr_level = (1.0 - mix) * lut["NCR"] + mix * lut["ED"]
         flat[core_idx[1]] = ncr_level * core_tex[1]
-        flat[core_idx[3]] = lut["ET"] * core_tex[3]
+        et_level = lut["ET"]
+        if mod == "t1ce" and enh_w is not None:
+            et_level = lut["WM"] + (lut["ET"] - lut["WM"]) * (
+                1.0 - style.enhancement_heterogeneity * enh_w
+            )
+        flat[core_idx[3]] = et_level * core_tex[3]
         if mod == "t1ce":
             flat[vessel_idx] = 1.3 * lut["WM"]
         img[~br] = 0.0

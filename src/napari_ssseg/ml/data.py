@@ -42,6 +42,8 @@ __all__ = [
     "split_cases",
     "prepared_to_case",
     "CropSampler",
+    "AUGMENTATIONS",
+    "drop_modalities",
     "scribbles_to_target",
 ]
 
@@ -470,6 +472,53 @@ def split_cases(
     return DataSplit(train=train, val=val, unlabelled=unlabelled)
 
 
+#: Augmentation levels of :class:`CropSampler`.
+AUGMENTATIONS: tuple[str, ...] = ("basic", "strong")
+
+
+def drop_modalities(image: torch.Tensor, rs: np.random.RandomState, prob: float) -> torch.Tensor:
+    """Zero 1 to C-1 whole input channels of a (C, z, y, x) crop with probability ``prob``.
+
+    Never all channels; a single-channel image is returned unchanged. The number of dropped
+    channels is uniform in [1, C-1], the channels themselves uniformly chosen.
+    """
+    n = int(image.shape[0])
+    if n < 2 or rs.random_sample() >= prob:
+        return image
+    k = int(rs.randint(1, n))
+    drop = rs.choice(n, size=k, replace=False)
+    image = image.clone()
+    image[torch.as_tensor(drop, dtype=torch.long)] = 0.0
+    return image
+
+
+def _channelwise_gamma(img: np.ndarray, rs: np.random.RandomState, prob: float) -> np.ndarray:
+    """Random monotone contrast change per channel (gamma on the brain's min-max range).
+
+    The channel keeps its mean and standard deviation (the z-score statistics stay
+    comparable); voxels that are exactly 0 (background, padding) stay 0.
+    """
+    out = None
+    for c in range(img.shape[0]):
+        if rs.random_sample() >= prob:
+            continue
+        x = np.asarray(img[c], dtype=np.float32)
+        fg = x != 0
+        if fg.sum() < 8:
+            continue
+        v = x[fg]
+        lo, hi = float(v.min()), float(v.max())
+        if hi - lo < 1e-6:
+            continue
+        gamma = float(np.exp(rs.uniform(np.log(0.6), np.log(1.7))))
+        y = ((v - lo) / (hi - lo)) ** gamma * (hi - lo) + lo
+        y = (y - y.mean()) / (y.std() + 1e-6) * v.std() + v.mean()
+        if out is None:
+            out = np.array(img, dtype=np.float32)
+        out[c][fg] = y
+    return img if out is None else out
+
+
 def _pad_to(arr: np.ndarray, size: Sequence[int], value: float) -> np.ndarray:
     pads = [(0, 0)] * (arr.ndim - 3) + [
         (max(0, s - n) // 2, max(0, s - n) - max(0, s - n) // 2)
@@ -495,21 +544,76 @@ class CropSampler:
         Crop size (z, y, x); smaller cases are zero-padded.
     pos_ratio : float
         Share of labelled crops centred on a tumour voxel.
+    augmentation : {"basic", "strong"}
+        ``"basic"`` (default): flips and channel-wise intensity scale/shift (+-10 %).
+        ``"strong"`` adds what makes a model robust to other scanners and protocols: small
+        rotations and scaling, a multiplicative bias field, channel-wise gamma (contrast),
+        intensity scale/shift +-30 %, Gaussian noise, Gaussian smoothing and simulated low
+        resolution.
+    modality_dropout : float
+        Probability that a crop loses some of its input channels: 1 to C-1 channels
+        (chosen uniformly) are set to 0, never all. After the z-score of preprocessing, 0 is
+        what inference feeds for a missing modality, so a model trained this way can
+        propose on a case that lacks some inputs. Default 0 (off).
     """
 
-    def __init__(self, patch_size: Sequence[int], pos_ratio: float = 0.67) -> None:
+    def __init__(
+        self,
+        patch_size: Sequence[int],
+        pos_ratio: float = 0.67,
+        *,
+        augmentation: str = "basic",
+        modality_dropout: float = 0.0,
+    ) -> None:
         import monai.transforms as T
+
+        from napari_ssseg.errors import check_choice
 
         self.patch_size = tuple(int(p) for p in patch_size)
         pos = float(pos_ratio)
+        self.augmentation = check_choice("augmentation", augmentation, AUGMENTATIONS)
+        md = float(modality_dropout)
+        if not 0.0 <= md <= 1.0:
+            raise InputError(
+                f"modality_dropout={modality_dropout!r}; expected a probability in [0, 1]."
+            )
+        self.modality_dropout = md
         keys = ("image", "label", *EXTRA_KEYS)
+        strong = self.augmentation == "strong"
         common = [
             T.RandFlipd(keys=keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
             T.RandFlipd(keys=keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
             T.RandFlipd(keys=keys, prob=0.5, spatial_axis=2, allow_missing_keys=True),
-            T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5, channel_wise=True),
-            T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5, channel_wise=True),
         ]
+        if strong:
+            common += [
+                T.RandAffined(
+                    keys=keys,
+                    prob=0.25,
+                    rotate_range=(0.2, 0.2, 0.2),
+                    scale_range=(0.15, 0.15, 0.15),
+                    mode=("bilinear", "nearest", "bilinear", "nearest"),
+                    padding_mode="zeros",
+                    allow_missing_keys=True,
+                ),
+                T.RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),
+                T.RandScaleIntensityd(keys="image", factors=0.3, prob=0.8, channel_wise=True),
+                T.RandShiftIntensityd(keys="image", offsets=0.3, prob=0.8, channel_wise=True),
+                T.RandGaussianSmoothd(
+                    keys="image",
+                    prob=0.2,
+                    sigma_x=(0.3, 1.0),
+                    sigma_y=(0.3, 1.0),
+                    sigma_z=(0.3, 1.0),
+                ),
+                T.RandSimulateLowResolutiond(keys="image", prob=0.2, zoom_range=(0.5, 1.0)),
+                T.RandGaussianNoised(keys="image", prob=0.3, std=0.1),
+            ]
+        else:
+            common += [
+                T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5, channel_wise=True),
+                T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5, channel_wise=True),
+            ]
         self._labelled = T.Compose(
             [
                 T.RandCropByPosNegLabeld(
@@ -573,10 +677,15 @@ class CropSampler:
                 tf = self._unlabelled
                 d = {"image": img}
             self._rs.seed((seed * 7919 + j) % (2**32 - 1))
+            if self.augmentation == "strong":
+                d["image"] = _channelwise_gamma(np.asarray(d["image"]), self._rs, prob=0.4)
             out = tf(d)
             if isinstance(out, list):
                 out = out[0]
-            imgs.append(torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32))
+            image = torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
+            if self.modality_dropout > 0:
+                image = drop_modalities(image, self._rs, self.modality_dropout)
+            imgs.append(image)
             if "label" in out:
                 labs.append(torch.as_tensor(np.asarray(out["label"]))[0].round().long())
             for k in extra:

@@ -54,6 +54,9 @@ from napari_ssseg.ml.device import is_oom_error, resolve_device
 from napari_ssseg.ml.networks import activate, has_dropout, roi_divisor, set_mc_dropout
 
 __all__ = [
+    "match_inputs",
+    "MISSING_MODALITY_POLICIES",
+    "trained_with_modality_dropout",
     "UNCERTAINTY_KINDS",
     "TTA_FLIPS",
     "predict_case_iter",
@@ -88,8 +91,9 @@ class PreparedInput:
         Voxel size of the case.
     model_spacing_zyx : tuple of 3 float
         Voxel size the network runs at.
-    channel_index : list of int
-        Case channel used for each network input channel.
+    channel_index : list of int or None
+        Case channel used for each network input channel (None: a missing modality, fed
+        as zeros).
     """
 
     x: torch.Tensor
@@ -97,7 +101,7 @@ class PreparedInput:
     crop_shape: tuple[int, int, int]
     spacing_zyx: tuple[float, float, float]
     model_spacing_zyx: tuple[float, float, float]
-    channel_index: list[int]
+    channel_index: list[int | None]
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -142,7 +146,7 @@ def prepare_input(
     *,
     modalities: Sequence[str] | None = None,
     spacing: Sequence[float] | None = None,
-    channel_index: list[int] | None = None,
+    channel_index: list[int | None] | None = None,
 ) -> PreparedInput:
     """Select channels, preprocess and resample a case into the network's input tensor.
 
@@ -163,12 +167,15 @@ def prepare_input(
 
     images, mods, sp, source = _case_parts(case_or_images, modalities, spacing)
     if channel_index is None:
-        idx = match_modalities(checkpoint.modalities, mods, source=source)
+        idx: list[int | None] = list(match_modalities(checkpoint.modalities, mods, source=source))
     else:
         idx = list(channel_index)
+    present = [i for i in idx if i is not None]
+    if not present:
+        raise InputError(f"{source} has none of the model's inputs ({', '.join(mods)}).")
     norm = checkpoint.normalization
     t0 = time.perf_counter()
-    sel = images if idx == list(range(images.shape[0])) else images[idx]
+    sel = images if present == list(range(images.shape[0])) else images[present]
     if not np.all(np.isfinite(sel)):
         raise InputError(f"{source} contains NaN or infinite intensities; fix the image files.")
     pre = preprocess(
@@ -181,6 +188,14 @@ def prepare_input(
     t1 = time.perf_counter()
     crop_shape = tuple(int(s) for s in pre.images.shape[1:])
     x = torch.from_numpy(np.ascontiguousarray(pre.images, dtype=np.float32))[None]
+    if len(present) != len(idx):  # missing modalities: zero channels (as in modality dropout)
+        full = torch.zeros((1, len(idx), *x.shape[2:]), dtype=torch.float32)
+        k = 0
+        for c, i in enumerate(idx):
+            if i is not None:
+                full[:, c] = x[:, k]
+                k += 1
+        x = full
     target = norm.get("spacing_zyx")
     model_sp = sp if not target else tuple(float(t) for t in target)
     new_shape = _target_shape(crop_shape, sp, model_sp)
@@ -311,6 +326,101 @@ def _run_pass_with_fallback(
 
 
 # ----------------------------------------------------------------------------- engine
+#: Choices of ``missing_modalities`` (see :func:`match_inputs`).
+MISSING_MODALITY_POLICIES: tuple[str, ...] = ("auto", "zero", "error")
+
+# Regions that lean most on each input (for the message when one is missing).
+_WEAKER_WITHOUT: dict[str, str] = {
+    "flair": "whole tumour (oedema)",
+    "t1ce": "tumour core and enhancing tumour",
+    "t2": "whole tumour (oedema)",
+    "t1": "tumour core (slightly)",
+}
+
+
+def trained_with_modality_dropout(checkpoint: Checkpoint) -> bool:
+    """True if the checkpoint's provenance says it was trained with modality dropout."""
+    try:
+        return float(checkpoint.provenance.get("modality_dropout") or 0.0) > 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def match_inputs(
+    checkpoint: Checkpoint,
+    available: Sequence[str],
+    source: str = "the case",
+    policy: str = "auto",
+) -> tuple[list[int | None], str | None]:
+    """Case channel for each of the model's inputs, with None for a missing modality.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+        The model.
+    available : sequence of str
+        Modalities of the case, in its channel order.
+    source : str
+        Name used in messages.
+    policy : {"auto", "zero", "error"}
+        ``"error"``: a missing input raises (as :func:`match_modalities`). ``"zero"``: a
+        missing input is fed as zeros (the z-scored mean, which is what modality dropout
+        trains for). ``"auto"``: ``"zero"`` if the model was trained with modality dropout,
+        else ``"error"``.
+
+    Returns
+    -------
+    idx : list of int or None
+        ``available[idx[i]] == checkpoint.modalities[i]``, or None where it is missing.
+    note : str or None
+        A sentence naming the missing inputs and the regions that will be weaker (also
+        issued as a UserWarning), or None when nothing is missing.
+
+    Raises
+    ------
+    InputError
+        A missing input under ``"error"`` (or ``"auto"`` with a model trained without
+        modality dropout), no input at all, or a bad ``policy``.
+    """
+    policy = check_choice("missing_modalities", policy, MISSING_MODALITY_POLICIES)
+    req = [str(m).lower() for m in checkpoint.modalities]
+    avail = [str(m).lower() for m in available]
+    missing = [m for m in req if m not in avail]
+    zero = policy == "zero" or (policy == "auto" and trained_with_modality_dropout(checkpoint))
+    if not missing or not zero:
+        if missing and policy == "auto":
+            try:
+                match_modalities(req, avail, source=source)
+            except InputError as exc:
+                raise InputError(
+                    f"{exc} This model was not trained with modality dropout, so it cannot "
+                    "propose without them (missing_modalities='zero' / --missing-modalities "
+                    "zero forces it, with much weaker results)."
+                ) from None
+        return list(match_modalities(req, avail, source=source)), None
+    if len(missing) == len(req):
+        raise InputError(
+            f"{source} has none of the model's inputs ({', '.join(req)}); it has "
+            f"{', '.join(avail) or 'no modality'}."
+        )
+    present = [m for m in req if m in avail]
+    idx_present = match_modalities(present, avail, source=source)
+    it = iter(idx_present)
+    idx: list[int | None] = [None if m in missing else next(it) for m in req]
+    weaker = sorted({_WEAKER_WITHOUT.get(m, "all regions") for m in missing})
+    how = (
+        "it was trained for that with modality dropout"
+        if trained_with_modality_dropout(checkpoint)
+        else "this model was NOT trained with modality dropout, so expect poor results"
+    )
+    note = (
+        f"{source} has no {', '.join(missing)}: the model ran with those inputs set to zero "
+        f"({how}); expect a weaker {' and '.join(weaker)}."
+    )
+    warnings.warn(note, UserWarning, stacklevel=2)
+    return idx, note
+
+
 def predict_case_iter(
     case_or_images: Case | np.ndarray,
     checkpoint: Checkpoint | str | None = None,
@@ -328,6 +438,7 @@ def predict_case_iter(
     spacing: Sequence[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
+    missing_modalities: str = "auto",
 ) -> Iterator[dict[str, Any]]:
     """Predict labels, probabilities and uncertainty of a case; yield progress, then the result.
 
@@ -365,6 +476,13 @@ def predict_case_iter(
         :class:`~napari_ssseg.core.progress.Cancelled`.
     seed : int
         Seed of the MC-dropout masks (the global torch RNG is restored afterwards).
+    missing_modalities : {"auto", "zero", "error"}
+        What to do when the case lacks some of the model's inputs (see
+        :func:`match_inputs`): ``"auto"`` (default) feeds zeros for them if the model was
+        trained with modality dropout (its provenance says so) and raises otherwise;
+        ``"zero"`` always feeds zeros; ``"error"`` always raises. Zero-filling warns, naming
+        the missing inputs and the regions that will be weaker, and is recorded in
+        ``info["missing_modalities"]`` and ``info["notes"]``.
 
     Yields
     ------
@@ -410,7 +528,7 @@ def predict_case_iter(
     t_load = time.perf_counter()
 
     _, mods, _, source = _case_parts(case_or_images, modalities, spacing)
-    idx = match_modalities(ckpt.modalities, mods, source=source)  # warns in this thread
+    idx, missing_note = match_inputs(ckpt, mods, source, missing_modalities)  # warns here
     msg = "Preprocessing (brain crop, clip, z-score)"
     yield _progress(0, 1, "preprocess", msg)
     prep = yield from _pump(
@@ -631,7 +749,8 @@ def predict_case_iter(
         "model_spacing_zyx": list(prep.model_spacing_zyx),
         "network_input_shape": list(prep.x.shape[1:]),
         "crop_bbox": [[int(s.start), int(s.stop)] for s in prep.pre.bbox],
-        "notes": notes,
+        "notes": ([missing_note] if missing_note else []) + notes,
+        "missing_modalities": [m for m, i in zip(ckpt.modalities, idx) if i is None],
         "timings": {
             "load": t_load - t_start,
             **prep.timings,

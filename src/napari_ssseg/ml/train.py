@@ -93,6 +93,12 @@ class TrainConfig:
     gradient_checkpointing : bool
         Recompute each network block's activations in the backward pass instead of
         storing them (``torch.utils.checkpoint``): less memory, more compute.
+    augmentation : {"basic", "strong"}
+        Crop augmentation (see :class:`napari_ssseg.ml.data.CropSampler`).
+    modality_dropout : float
+        Probability that a crop has 1 to C-1 of its input channels zeroed (the model learns
+        to propose on cases with missing modalities); recorded in the checkpoint's
+        provenance, where inference looks for it.
     """
 
     data: str
@@ -117,6 +123,8 @@ class TrainConfig:
     strategy_params: dict[str, Any] = field(default_factory=dict)
     amp: bool = False
     gradient_checkpointing: bool = False
+    augmentation: str = "basic"
+    modality_dropout: float = 0.0
 
     def check(self) -> None:
         """Validate the values (InputError naming the bad option)."""
@@ -130,6 +138,11 @@ class TrainConfig:
             raise InputError(f"budget_minutes={self.budget_minutes!r}; expected a number > 0.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise InputError(f"lr={self.lr!r}; expected a number > 0.")
+        if self.augmentation not in ("basic", "strong"):
+            raise InputError(f"augmentation={self.augmentation!r}; expected 'basic' or 'strong'.")
+        md = self.modality_dropout
+        if not (isinstance(md, (int, float)) and 0 <= md <= 1):
+            raise InputError(f"modality_dropout={md!r}; expected a probability in [0, 1].")
         ps = tuple(self.patch_size)
         if len(ps) != 3 or not all(isinstance(p, int) and p >= 8 for p in ps):
             raise InputError(f"patch_size={self.patch_size!r}; expected 3 whole numbers >= 8.")
@@ -672,9 +685,13 @@ def _train(
             "val_metrics": None,
             "seed": cfg.seed,
             "data": str(cfg.data),
+            "augmentation": cfg.augmentation,
+            "modality_dropout": float(cfg.modality_dropout),
         },
     }
-    sampler = CropSampler(patch)
+    sampler = CropSampler(
+        patch, augmentation=cfg.augmentation, modality_dropout=float(cfg.modality_dropout)
+    )
     run_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
     for s in skipped:

@@ -21,16 +21,37 @@ volumes. There is no module-level registry: a case lives exactly as long as a la
 refers to it, and two viewers never share state through this module. Widgets find the case
 of a layer with :func:`case_of_layer` and the cases shown in a viewer with
 :func:`cases_in_viewer`.
+
+Loading a case that is already open
+-----------------------------------
+:func:`iter_show_case` (used by the Loader panel and the reader) adds a case's layers to a
+viewer *unless the case is already shown there* (same name, shape and canonical grid: see
+:func:`find_open_case`). Then the open layers are reused, never stacked:
+
+* each open image layer of the case keeps its layer (visibility, colormap and user contrast
+  are kept); its data and contrast limits are replaced only if the new load shows other
+  intensities (another preprocessing choice); an image layer the user deleted is added again;
+* the labels layer is **never** overwritten when it differs from the labels the case was
+  loaded with (hand edits, an accepted proposal: the layer, its data and its undo history
+  stay as they are); an unedited labels layer gets the labels read now; a deleted one is
+  added again;
+* all layers keep sharing the open case's :class:`CaseHandle` (its ``preprocessed`` follows
+  the new load; its ``case`` stays the same object when the modalities and source files are
+  the same, so panels holding that case keep working).
+
+:func:`missing_modalities_note` is the sentence shown at load when a case lacks some of
+T1, T1Gd, T2 and FLAIR.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_ssseg.core.case import CLASS_COLORS, INTERNAL_CLASSES, Case
+from napari_ssseg.core.case import CLASS_COLORS, INTERNAL_CLASSES, MODALITIES, Case
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -43,6 +64,10 @@ __all__ = [
     "case_to_layer_data",
     "handle_of_layer",
     "cases_in_viewer",
+    "find_open_case",
+    "iter_show_case",
+    "missing_modalities_note",
+    "ShowReport",
     "label_colormap",
     "labels_features",
     "labels_layer_of_case",
@@ -273,3 +298,213 @@ def labels_layer_of_case(viewer: napari.Viewer, case: Case) -> Any | None:
         if layer.metadata.get("ssseg_role") == "labels" and case_of_layer(layer) is case:
             return layer
     return None
+
+
+# --------------------------------------------------------------------------- missing inputs
+# Regions that lean most on each input: the same wording as napari_ssseg.ml.inference
+# (not imported here: that module imports torch).
+_WEAKER_WITHOUT: dict[str, str] = {
+    "flair": "whole tumour (oedema)",
+    "t2": "whole tumour (oedema)",
+    "t1ce": "tumour core and enhancing tumour",
+    "t1": "tumour core (slightly)",
+}
+
+
+def missing_modalities_note(case: Case) -> str | None:
+    """Sentence naming the modalities ``case`` lacks and what follows, or ``None``.
+
+    Parameters
+    ----------
+    case : Case
+
+    Returns
+    -------
+    str or None
+        ``None`` if the case has all of T1, T1Gd, T2 and FLAIR.
+    """
+    missing = [m for m in MODALITIES if m not in case.modalities]
+    if not missing:
+        return None
+    names = ", ".join(MODALITY_DISPLAY[m] for m in missing)
+    have = ", ".join(MODALITY_DISPLAY.get(m, m) for m in case.modalities)
+    weaker = []
+    for m in missing:
+        region = _WEAKER_WITHOUT[m]
+        if region not in weaker:
+            weaker.append(region)
+    return (
+        f"Case {case.name!r} has no {names} (it has {have}). Propose still runs: the default "
+        f"model feeds zeros for missing inputs, so expect a weaker {' and '.join(weaker)} "
+        "in the proposal. Add the missing files in the Loader panel if you have them."
+    )
+
+
+# --------------------------------------------------------------------------- showing a case
+@dataclass
+class ShowReport:
+    """What :func:`iter_show_case` did.
+
+    Attributes
+    ----------
+    case : Case
+        The case the layers show (the open one when it was reused).
+    reused : bool
+        The case was already open in the viewer.
+    added : list of str
+        Names of the layers added.
+    updated : list of str
+        Names of open layers whose data were replaced.
+    kept_labels : str or None
+        Name of an edited labels layer that was kept as it was.
+    """
+
+    case: Case
+    reused: bool = False
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    kept_labels: str | None = None
+
+    def summary(self) -> str:
+        """One line for a status label."""
+        if not self.reused:
+            return f"added {len(self.added)} layers"
+        parts = ["already open: layers reused"]
+        if self.updated:
+            parts.append(f"{len(self.updated)} updated")
+        if self.added:
+            parts.append(f"{len(self.added)} re-added")
+        if self.kept_labels:
+            parts.append("your edited labels kept")
+        return ", ".join(parts)
+
+
+def _same_grid(a: Case, b: Case) -> bool:
+    return (
+        a.name == b.name
+        and a.shape == b.shape
+        and a.canonical_geometry.allclose(b.canonical_geometry)
+    )
+
+
+def _same_sources(a: Case, b: Case) -> bool:
+    from pathlib import Path
+
+    def norm(sources: dict[str, str]) -> dict[str, str]:
+        return {k: str(Path(v).resolve()) for k, v in sources.items() if k != "seg"}
+
+    return tuple(a.modalities) == tuple(b.modalities) and norm(a.sources) == norm(b.sources)
+
+
+def find_open_case(viewer: napari.Viewer, case: Case) -> CaseHandle | None:
+    """The handle of the layers of ``viewer`` that already show ``case``, or ``None``.
+
+    A case counts as open when a layer of this plugin shows a case with the same name,
+    shape and canonical grid (spacing, origin, direction).
+    """
+    for layer in viewer.layers:
+        handle = handle_of_layer(layer)
+        if handle is not None and _same_grid(handle.case, case):
+            return handle
+    return None
+
+
+def _labels_edited(layer: Any, case: Case) -> bool:
+    """True if the labels layer differs from the labels ``case`` was loaded with."""
+    data = np.asarray(layer.data)
+    if case.labels is None:
+        return bool(data.any())
+    return data.shape != case.labels.shape or not np.array_equal(data, case.labels)
+
+
+def iter_show_case(
+    viewer: napari.Viewer, case: Case, layer_data: list[tuple[Any, dict[str, Any], str]]
+) -> Iterator[None]:
+    """Add (or reuse) the layers of ``case`` in ``viewer``, one layer per step.
+
+    A generator, so the caller can return to the event loop between layers (the Loader
+    panel runs one step per event-loop turn); ``list(iter_show_case(...))`` does it all at
+    once. See the module docstring for what happens when the case is already open.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    case : Case
+        The case just read.
+    layer_data : list of layer-data tuples
+        :func:`case_to_layer_data` of ``case``.
+
+    Yields
+    ------
+    None
+        After each layer added or updated.
+
+    Returns
+    -------
+    ShowReport
+    """
+    from napari.layers import Layer
+
+    handle = find_open_case(viewer, case)
+    if handle is None:
+        report = ShowReport(case)
+        for data, kwargs, layer_type in layer_data:
+            layer = viewer.add_layer(Layer.create(data, kwargs, layer_type))
+            report.added.append(layer.name)
+            yield
+        return report
+
+    new_handle = next(
+        (kw["metadata"][CASE_KEY] for _, kw, _ in layer_data if CASE_KEY in kw.get("metadata", {})),
+        None,
+    )
+    open_layers = [layer for layer in viewer.layers if handle_of_layer(layer) is handle]
+    # decide "edited" against the labels the open layer was loaded with, before any change
+    edited = {
+        id(x): _labels_edited(x, handle.case)
+        for x in open_layers
+        if x.metadata.get("ssseg_role") == "labels"
+    }
+    if not _same_sources(handle.case, case):
+        handle.case = case
+    old_pre = handle.preprocessed
+    new_pre = new_handle.preprocessed if new_handle is not None else None
+    intensities_changed = old_pre is not new_pre and not (old_pre is None and new_pre is None)
+    handle.preprocessed = new_pre
+    report = ShowReport(handle.case, reused=True)
+    for data, kwargs, layer_type in layer_data:
+        kwargs = dict(kwargs, metadata=dict(kwargs["metadata"], **{CASE_KEY: handle}))
+        role = kwargs["metadata"].get("ssseg_role")
+        if role == "image":
+            modality = kwargs["metadata"].get("ssseg_modality")
+            layer = next(
+                (
+                    x
+                    for x in open_layers
+                    if x.metadata.get("ssseg_role") == "image"
+                    and x.metadata.get("ssseg_modality") == modality
+                ),
+                None,
+            )
+            if layer is not None:
+                if intensities_changed or layer.data.shape != data.shape:
+                    layer.data = data
+                    layer.contrast_limits_range = kwargs["contrast_limits"]
+                    layer.contrast_limits = kwargs["contrast_limits"]
+                    report.updated.append(layer.name)
+                    yield
+                continue
+        elif role == "labels":
+            layer = next((x for x in open_layers if x.metadata.get("ssseg_role") == "labels"), None)
+            if layer is not None:
+                if edited[id(layer)]:
+                    report.kept_labels = layer.name
+                elif not np.array_equal(layer.data, data):
+                    layer.data = data
+                    report.updated.append(layer.name)
+                    yield
+                continue
+        layer = viewer.add_layer(Layer.create(data, kwargs, layer_type))
+        report.added.append(layer.name)
+        yield
+    return report

@@ -14,6 +14,13 @@ Anything else (a folder without image files, another extension, several paths) g
 so that napari asks another plugin. :func:`get_reader` only looks at names; the reading and
 all validation happen in the returned function, whose :class:`~napari_ssseg.errors.SsegError`
 napari shows as a notification (nothing already in the viewer is touched).
+
+Opening a case already open in the current viewer does not stack a second layer set: the
+open layers are reused as the Loader panel does (:func:`napari_ssseg._napari.layers.
+iter_show_case`; an edited labels layer is kept as it is) and the reader returns napari's
+"nothing to add" sentinel ``[(None,)]``. A case lacking some of T1, T1Gd, T2 and FLAIR shows
+a warning naming them and the proposal regions that will be weaker. The current viewer also
+gets radiological 2D views and orientation letters (:mod:`napari_ssseg._napari.orientation`).
 """
 
 from __future__ import annotations
@@ -109,7 +116,45 @@ def read_case_layers(path: PathOrPaths) -> LayerData:
         case = load_case(t1=p)
     else:
         case = load_case(p)
-    return case_to_layer_data(case)
+    from napari_ssseg._napari.layers import find_open_case, missing_modalities_note
+
+    note = missing_modalities_note(case)
+    if note is not None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(note)
+    layer_data = case_to_layer_data(case)
+    viewer = _current_viewer()
+    if viewer is None:
+        return layer_data
+    from napari_ssseg._napari.orientation import install_orientation
+
+    install_orientation(viewer)
+    if find_open_case(viewer, case) is None:
+        return layer_data
+    from napari.utils.notifications import show_info
+
+    from napari_ssseg._napari.layers import iter_show_case
+
+    gen = iter_show_case(viewer, case, layer_data)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            report = stop.value
+            break
+    show_info(f"{case.name}: {report.summary()}")
+    return [(None,)]
+
+
+def _current_viewer() -> Any | None:
+    """napari's current viewer, or ``None`` (no viewer, or napari not importable)."""
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # noqa: BLE001 - the reader works without a viewer
+        return None
 
 
 def _ndim(path: Path) -> int | None:

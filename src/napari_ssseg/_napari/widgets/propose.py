@@ -14,6 +14,27 @@ On success it adds, or on a re-run updates in place:
   information with MC dropout, or the disagreement of a two-network checkpoint) with a
   perceptual colormap (``inferno``), translucent (opacity 0.6) and additive.
 
+**Take proposal into labels** writes the proposal into the case's ``"<case> labels"`` layer
+(created on the image layers' exact geometry if the case has none) as ONE undoable step, the
+way the Scribble panel's Accept does (:func:`~napari_ssseg.core.provenance.accept_mask`):
+*merge* (default) writes only the voxels the proposal labels and keeps every other label,
+*replace* writes the proposal everywhere; voxels painted by hand (provenance ``human``) are
+kept unless *keep hand-painted voxels* is unticked. Written voxels get provenance ``model``
+through the layer's :class:`~napari_ssseg._napari.provenance.ProvenanceTracker`, so Ctrl+Z
+restores labels and provenance together. A re-run updates the proposal layer the same way
+(one undo step on that layer; a re-run that changes more than :data:`MAX_UNDOABLE_VOXELS`
+voxels replaces the data instead, which clears that layer's undo history). The panel
+attaches a tracker to every case labels layer it sees, so hand paint is recorded as
+``human`` from the first stroke.
+
+Case switches: the **Case** box follows the case that was loaded last (Loader panel, File >
+Open, Workspace "Next case"). The previous case's proposal and uncertainty layers are hidden
+as soon as a new case appears (renamed "... (earlier load)" when both cases have the same
+name), shown again when the user picks that case back in the box, and removed once none of
+that case's image layers is left (a closed workspace case) -- except a proposal layer that
+was painted by hand, which is only hidden and renamed "... (case closed)", so no hand work is
+deleted. A proposal that finishes after its case was closed is dropped with a notification.
+
 Nothing is added or changed until the prediction has finished: a cancelled or failed run
 leaves the viewer as it was. Cancel sets the task's stop event; the inference engine stops at
 its next window batch (or heartbeat, at most 0.5 s later) and joins its helper thread.
@@ -42,11 +63,13 @@ from magicgui.widgets import (
 from napari_ssseg._napari.layers import (
     CASE_KEY,
     CaseHandle,
-    cases_in_viewer,
+    case_of_layer,
     handle_of_layer,
     label_colormap,
     labels_features,
+    labels_layer_of_case,
 )
+from napari_ssseg._napari.provenance import track
 from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
 from napari_ssseg._napari.workers import (
     TaskHandle,
@@ -55,14 +78,19 @@ from napari_ssseg._napari.workers import (
     recorded_warnings,
     start_task,
 )
-from napari_ssseg.core.provenance import MODEL, PROVENANCE_KEY
+from napari_ssseg.core.provenance import HUMAN, MODEL, PROVENANCE_KEY, accept_mask
 from napari_ssseg.errors import InputError
 
 __all__ = [
     "DEVICE_CHOICES",
+    "MAX_UNDOABLE_VOXELS",
     "MODEL_SOURCES",
     "UNCERTAINTY_COLORMAP",
+    "CaseComboBox",
     "ProposeWidget",
+    "case_choices",
+    "has_images",
+    "image_geometry",
     "propose_job",
 ]
 
@@ -77,6 +105,92 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 UNCERTAINTY_COLORMAP = "inferno"
 _ROLE_PROPOSAL = "proposal"
 _ROLE_UNCERTAINTY = "uncertainty"
+#: A re-run that changes more proposal voxels than this replaces the layer's data instead of
+#: writing an undoable step (recording millions of voxels would freeze the GUI for seconds).
+MAX_UNDOABLE_VOXELS = 1_000_000
+#: Layer-metadata flag: hidden by the panel because another case was loaded.
+_HIDDEN_KEY = "ssseg_hidden_by_case_switch"
+
+
+def case_choices(viewer: Any) -> list[tuple[str, Any]]:
+    """``(name, case)`` of every case shown in ``viewer``, in layer order, one per case object.
+
+    Two different cases with the same name (the same folder loaded twice) are both listed, the
+    later ones as ``"name (2)"``, ``"name (3)"``..., so the newest load can be chosen.
+    """
+    seen: list[Any] = []
+    for layer in viewer.layers:
+        case = case_of_layer(layer)
+        if case is not None and not any(c is case for c in seen):
+            seen.append(case)
+    out: list[tuple[str, Any]] = []
+    count: dict[str, int] = {}
+    for case in seen:
+        count[case.name] = count.get(case.name, 0) + 1
+        k = count[case.name]
+        out.append((case.name if k == 1 else f"{case.name} ({k})", case))
+    return out
+
+
+def has_images(viewer: Any, case: Any) -> bool:
+    """True if an image layer of ``case`` is still in ``viewer``."""
+    return any(
+        layer.metadata.get("ssseg_role") == "image" and case_of_layer(layer) is case
+        for layer in viewer.layers
+    )
+
+
+def image_geometry(viewer: Any, case: Any) -> dict[str, Any]:
+    """Keyword arguments giving a new layer the exact world geometry of ``case``'s images.
+
+    ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` are copied from the case's
+    first image layer (so a layer made here overlays the images exactly, whatever the
+    images' transform); without an image layer, the case's own scale and translate.
+    """
+    for layer in viewer.layers:
+        if layer.metadata.get("ssseg_role") == "image" and case_of_layer(layer) is case:
+            return {
+                "scale": tuple(float(v) for v in layer.scale),
+                "translate": tuple(float(v) for v in layer.translate),
+                "rotate": np.array(layer.rotate, float),
+                "shear": np.array(layer.shear, float),
+                "affine": np.array(layer.affine.affine_matrix, float),
+            }
+    return {
+        "scale": tuple(float(s) for s in case.scale),
+        "translate": tuple(float(t) for t in case.translate),
+    }
+
+
+class CaseComboBox(ComboBox):
+    """A ComboBox of cases that finds a case by identity.
+
+    magicgui compares a new value with the choices using ``==``, which for a
+    :class:`~napari_ssseg.core.case.Case` (a dataclass holding arrays) raises as soon as two
+    cases of the same shape are shown; this box selects the entry that *is* the case.
+    """
+
+    @property
+    def value(self) -> Any:
+        return ComboBox.value.fget(self)
+
+    @value.setter
+    def value(self, case: Any) -> None:
+        native = self.native
+        for i in range(native.count()):
+            if native.itemData(i) is case:
+                native.setCurrentIndex(i)
+                return
+        raise ValueError(
+            f"case {getattr(case, 'name', case)!r} is not shown in the viewer; the cases shown "
+            f"are {[name for name, _ in case_choices_of(self)]}."
+        )
+
+
+def case_choices_of(box: ComboBox) -> list[tuple[str, Any]]:
+    """``(name, case)`` entries of a case box."""
+    native = box.native
+    return [(native.itemText(i), native.itemData(i)) for i in range(native.count())]
 
 
 def propose_job(case: Any, model: Any, options: dict[str, Any]):
@@ -176,6 +290,12 @@ class ProposeWidget(Container):
     sw_batch_size : SpinBox
         Windows per forward pass.
     propose_button, cancel_button : PushButton
+    take_mode : ComboBox
+        ``"merge"`` (add the proposal, keep other labels) or ``"replace"``.
+    keep_human : CheckBox
+        Never overwrite voxels painted by hand.
+    take_button : PushButton
+        **Take proposal into labels**.
     status : Label
     task : TaskHandle or None
     last_result : dict or None
@@ -184,7 +304,7 @@ class ProposeWidget(Container):
 
     def __init__(self, napari_viewer: Any) -> None:
         self.viewer = napari_viewer
-        self.case = ComboBox(label="Case", choices=self._case_choices)
+        self.case = CaseComboBox(label="Case", choices=self._case_choices)
         self.model_source = ComboBox(
             label="Model", choices=list(MODEL_SOURCES), value=next(iter(MODEL_SOURCES))
         )
@@ -200,6 +320,16 @@ class ProposeWidget(Container):
         self.sw_batch_size = SpinBox(label="Windows per batch", value=2, min=1, max=64)
         self.propose_button = PushButton(text="Propose")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.take_mode = ComboBox(
+            label="Take as",
+            choices=[
+                ("merge: add the proposal, keep other labels", "merge"),
+                ("replace: the proposal everywhere", "replace"),
+            ],
+            value="merge",
+        )
+        self.keep_human = CheckBox(text="keep hand-painted voxels", value=True)
+        self.take_button = PushButton(text="Take proposal into labels")
         self.status = Label(label="Status", value="")
         self.status.native.setWordWrap(True)
         super().__init__(
@@ -215,6 +345,9 @@ class ProposeWidget(Container):
                 self.overlap,
                 self.sw_batch_size,
                 button_row(self.propose_button, self.cancel_button),
+                self.take_mode,
+                self.keep_human,
+                self.take_button,
                 self.status,
             ]
         )
@@ -240,6 +373,7 @@ class ProposeWidget(Container):
                 self.overlap,
                 self.sw_batch_size,
                 self.propose_button,
+                self.take_button,
             ],
             self.status,
         )
@@ -247,16 +381,107 @@ class ProposeWidget(Container):
         self._on_source_changed()
         self.propose_button.changed.connect(self.propose)
         self.cancel_button.changed.connect(self.cancel)
+        self.take_button.changed.connect(self.take_proposal)
+        self.case.changed.connect(self._on_case_chosen)
+        self._cleanup_pending = False
         events = self.viewer.layers.events
-        for name in ("inserted", "removed"):
-            getattr(events, name).connect(self._on_layers_changed)
+        events.inserted.connect(self._on_layer_inserted)
+        events.removed.connect(self._on_layer_removed)
+        for layer in list(self.viewer.layers):
+            self._track_labels(layer)
 
     # ------------------------------------------------------------------ inputs
     def _case_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return list(cases_in_viewer(self.viewer).items())
+        return case_choices(self.viewer)
 
-    def _on_layers_changed(self, *_: Any) -> None:
+    # ------------------------------------------------------------------ case switches
+    @staticmethod
+    def _track_labels(layer: Any) -> None:
+        """Attach a provenance tracker to a case's labels layer (hand paint is 'human')."""
+        if layer.metadata.get("ssseg_role") == "labels" and case_of_layer(layer) is not None:
+            track(layer)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        layer = getattr(event, "value", None)
         self.case.reset_choices()
+        if layer is None:
+            return
+        self._track_labels(layer)
+        case = case_of_layer(layer)
+        if case is None or layer.metadata.get("ssseg_role") not in ("image", "labels"):
+            return
+        if any(other is not layer and case_of_layer(other) is case for other in self.viewer.layers):
+            return  # a further layer of a case already shown
+        # the first layer of a newly loaded case: it becomes the current case
+        self._hide_other_cases(case)
+        self.case.value = case
+
+    def _hide_other_cases(self, case: Any) -> None:
+        """Hide the proposal/uncertainty layers of every case but ``case``."""
+        for layer in list(self.viewer.layers):
+            other = case_of_layer(layer)
+            if other is None or other is case:
+                continue
+            if layer.metadata.get("ssseg_role") not in (_ROLE_PROPOSAL, _ROLE_UNCERTAINTY):
+                continue
+            if layer.visible:
+                layer.visible = False
+                layer.metadata[_HIDDEN_KEY] = True
+            if other.name == case.name and not layer.name.endswith("(earlier load)"):
+                layer.name = f"{layer.name} (earlier load)"
+
+    def _on_case_chosen(self, case: Any = None) -> None:
+        """The user picked a case: show its layers this panel hid, hide the others'."""
+        if case is None:
+            return
+        self._hide_other_cases(case)
+        for layer in self.viewer.layers:
+            if case_of_layer(layer) is case and layer.metadata.pop(_HIDDEN_KEY, False):
+                layer.visible = True
+
+    def _on_layer_removed(self, event: Any) -> None:
+        self.case.reset_choices()
+        if not self._cleanup_pending:
+            # never change the layer list inside its own event: one pass after it
+            from qtpy.QtCore import QTimer
+
+            self._cleanup_pending = True
+            QTimer.singleShot(0, self.drop_closed_cases)
+
+    def drop_closed_cases(self) -> list[str]:
+        """Remove the proposal/uncertainty layers of cases whose image layers are all gone.
+
+        A proposal layer with voxels painted by hand is hidden and renamed
+        ``"... (case closed)"`` instead, so no hand work is deleted.
+
+        Returns
+        -------
+        list of str
+            Names of the layers removed.
+        """
+        self._cleanup_pending = False
+        removed: list[str] = []
+        try:
+            layers = list(self.viewer.layers)
+        except RuntimeError:  # the viewer is closing
+            return removed
+        for layer in layers:
+            role = layer.metadata.get("ssseg_role")
+            case = case_of_layer(layer)
+            if role not in (_ROLE_PROPOSAL, _ROLE_UNCERTAINTY) or case is None:
+                continue
+            if has_images(self.viewer, case) or layer.name.endswith("(case closed)"):
+                continue
+            prov = layer.metadata.get(PROVENANCE_KEY)
+            if role == _ROLE_PROPOSAL and prov is not None and np.any(np.asarray(prov) == HUMAN):
+                layer.visible = False
+                layer.name = f"{layer.name} (case closed)"
+                continue
+            removed.append(layer.name)
+            self.viewer.layers.remove(layer)
+        if removed:
+            self.status.value = "closed case: removed " + ", ".join(removed)
+        return removed
 
     def _on_source_changed(self, *_: Any) -> None:
         kind = MODEL_SOURCES[self.model_source.value]
@@ -355,6 +580,13 @@ class ProposeWidget(Container):
             self._outcome = "cancelled"
             return
         case = self._running_case
+        if not has_images(self.viewer, case):
+            self._outcome = f"dropped: {case.name} was closed while it was being proposed"
+            notify_info(
+                f"The proposal of {case.name} was dropped: that case was closed (or its image "
+                "layers removed) while the network ran. Load it again to propose it."
+            )
+            return
         self.last_result = result
         info = result.get("info", {})
         for msg in result.get("warnings", []):
@@ -440,34 +672,55 @@ class ProposeWidget(Container):
         self._show_proposal(case, result)
         self._show_uncertainty(case, result)
 
+    def _current(self, case: Any) -> bool:
+        return self.case.value is case
+
     def _show_proposal(self, case: Any, result: dict[str, Any]) -> None:
-        """Add ``"<case> proposal"`` or update its data in place."""
+        """Add ``"<case> proposal"`` or update its data in place (one undo step)."""
         from napari.layers import Labels
 
         labels = np.asarray(result["labels"], np.uint8)
-        provenance = np.full(labels.shape, MODEL, np.uint8)
         meta_info = self._meta(result)
         proposal = self._find(case, _ROLE_PROPOSAL)
         if proposal is not None and proposal.data.shape == labels.shape:
-            proposal.data = labels
-            proposal.metadata[PROVENANCE_KEY] = provenance
+            tracker = track(proposal)
+            current = np.asarray(proposal.data)
+            new = labels.astype(current.dtype, copy=False)
+            changed = current != new
+            # voxels whose value stays but whose provenance was not 'model' (hand edits the
+            # model now agrees with) become 'model' in the same undo step
+            confirmed = ~changed & (tracker.provenance != MODEL)
+            if np.count_nonzero(changed) > MAX_UNDOABLE_VOXELS:
+                proposal.data = new  # resets the layer's (and the tracker's) undo history
+                proposal.metadata[PROVENANCE_KEY] = np.full(labels.shape, MODEL, np.uint8)
+            elif changed.any():
+                indices = np.nonzero(changed)
+                with tracker.writing(MODEL, also=confirmed), proposal.block_history():
+                    proposal.data_setitem(indices, new[indices])
+            elif confirmed.any():
+                proposal.metadata[PROVENANCE_KEY] = np.full(labels.shape, MODEL, np.uint8)
             proposal.metadata["ssseg_prediction"] = meta_info
+            if self._current(case):
+                proposal.visible = True
             return
         proposal = Labels(
             labels,
             name=f"{case.name} proposal",
-            scale=tuple(float(s) for s in case.scale),
-            translate=tuple(float(t) for t in case.translate),
             colormap=label_colormap(),
             features=labels_features(),
             opacity=0.6,
+            visible=self._current(case),
             metadata={
                 CASE_KEY: self._handle(case),
                 "ssseg_role": _ROLE_PROPOSAL,
-                PROVENANCE_KEY: provenance,
+                PROVENANCE_KEY: np.full(labels.shape, MODEL, np.uint8),
                 "ssseg_prediction": meta_info,
             },
+            **image_geometry(self.viewer, case),
         )
+        if not self._current(case):
+            proposal.metadata[_HIDDEN_KEY] = True
+        track(proposal)  # a hand edit of the proposal is 'human' at once; undo follows
         self.viewer.add_layer(proposal)
 
     def _show_uncertainty(self, case: Any, result: dict[str, Any]) -> None:
@@ -483,20 +736,108 @@ class ProposeWidget(Container):
             uncertainty.data = unc
             uncertainty.contrast_limits = limits
             uncertainty.metadata["ssseg_prediction"] = meta_info
+            if self._current(case):
+                uncertainty.visible = True
             return
         uncertainty = Image(
             unc,
             name=f"{case.name} uncertainty",
-            scale=tuple(float(s) for s in case.scale),
-            translate=tuple(float(t) for t in case.translate),
             colormap=UNCERTAINTY_COLORMAP,
             blending="additive",
             opacity=0.6,
             contrast_limits=limits,
+            visible=self._current(case),
             metadata={
                 CASE_KEY: self._handle(case),
                 "ssseg_role": _ROLE_UNCERTAINTY,
                 "ssseg_prediction": meta_info,
             },
+            **image_geometry(self.viewer, case),
         )
+        if not self._current(case):
+            uncertainty.metadata[_HIDDEN_KEY] = True
         self.viewer.add_layer(uncertainty)
+
+    # ------------------------------------------------------------------ take into labels
+    def _labels_target(self, case: Any) -> Any:
+        """The case's labels layer; created (empty, on the images' geometry) if absent."""
+        from napari.layers import Labels
+
+        target = labels_layer_of_case(self.viewer, case)
+        if target is not None:
+            return target
+        target = Labels(
+            np.zeros(tuple(case.shape), np.uint8),
+            name=f"{case.name} labels",
+            colormap=label_colormap(),
+            features=labels_features(),
+            opacity=0.6,
+            metadata={CASE_KEY: self._handle(case), "ssseg_role": "labels"},
+            **image_geometry(self.viewer, case),
+        )
+        self.viewer.add_layer(target)
+        return target
+
+    def take_proposal(self, *_: Any) -> np.ndarray | None:
+        """Write the chosen case's proposal into its labels layer as one undoable step.
+
+        The proposal layer's current data is taken (with any correction made on it). In
+        ``merge`` mode (default) the voxels the proposal labels are written and every other
+        label stays; ``replace`` writes the proposal everywhere. Voxels painted by hand
+        (provenance ``human``) are kept unless *keep hand-painted voxels* is unticked. The
+        written voxels get provenance ``model``; Ctrl+Z on the labels layer restores labels
+        and provenance together. The proposal layer is then hidden and the labels layer
+        selected, ready for corrections.
+
+        Returns
+        -------
+        (Z, Y, X) ndarray of bool or None
+            Voxels changed; ``None`` if nothing could be taken (a notification says why).
+        """
+        case = self.case.value
+        if case is None:
+            notify_error(InputError("No case loaded: load a case and propose it first."))
+            return None
+        proposal = self._find(case, _ROLE_PROPOSAL)
+        if proposal is None:
+            notify_error(
+                InputError(
+                    f"No proposal for {case.name}: press Propose first (the Case box says "
+                    "which case is proposed and taken)."
+                )
+            )
+            return None
+        new = np.asarray(proposal.data)
+        if new.shape != tuple(case.shape):
+            notify_error(
+                InputError(
+                    f"The proposal layer {proposal.name!r} has shape {new.shape} but "
+                    f"{case.name} has shape {tuple(case.shape)}: propose the case again."
+                )
+            )
+            return None
+        target = self._labels_target(case)
+        tracker = track(target)
+        current = np.asarray(target.data)
+        new = new.astype(current.dtype, copy=False)
+        changed = accept_mask(
+            current,
+            new,
+            tracker.provenance,
+            mode=self.take_mode.value,
+            keep_human=bool(self.keep_human.value),
+        )
+        n = int(np.count_nonzero(changed))
+        kept = int(np.count_nonzero((current != new) & ~changed))
+        if n:
+            indices = np.nonzero(changed)
+            with tracker.writing(MODEL), target.block_history():
+                target.data_setitem(indices, new[indices])
+        proposal.visible = False
+        target.visible = True
+        self.viewer.layers.selection.active = target
+        self.status.value = (
+            f"took the proposal: {n} voxels changed in {target.name!r}, {kept} kept "
+            f"(undo: Ctrl+Z on that layer)"
+        )
+        return changed

@@ -18,9 +18,13 @@ Workflow (one user action per row of the panel):
    preview runs in a worker thread, and results for stale slider values are dropped;
 4. **Accept** writes the refined labels (:func:`napari_ssseg.core.refine.refine_labels`: WT and
    TC refined separately, TC clipped to WT, new TC voxels take the class of the nearest input
-   TC voxel) into the pseudo-label layer as ONE undoable step (``Ctrl+Z`` / ``layer.undo()``
-   restores it) and sets the provenance code :data:`~napari_ssseg.core.provenance.SUPERPIXEL`
-   of every voxel it changed in ``layer.metadata["ssseg_provenance"]``.
+   TC voxel) into the pseudo-label layer as ONE undoable step and sets the provenance
+   code :data:`~napari_ssseg.core.provenance.SUPERPIXEL` of every voxel it changed (and of
+   the voxels the refinement confirmed) in ``layer.metadata["ssseg_provenance"]``. The write
+   goes through the layer's :class:`~napari_ssseg._napari.provenance.ProvenanceTracker`, so
+   ``Ctrl+Z`` / ``layer.undo()`` restores the labels *and* their provenance (redo re-applies
+   both). Voxels painted by hand (provenance ``human``) are kept unless *keep hand-painted
+   voxels* is unticked.
 
 The superpixel boundaries can be shown as label outlines (``"<case> superpixels WT"`` /
 ``"... TC"``, toggled by **Show superpixel boundaries**).
@@ -28,8 +32,14 @@ The superpixel boundaries can be shown as label outlines (``"<case> superpixels 
 The pseudo-label is read when superpixels are computed (a snapshot). Edits of that layer by
 the user afterwards (painting, undo, new data) are detected at the next preview and become
 the pseudo-label; the panel's own Accept is not an edit, so the sliders keep previewing the
-refinement of the pseudo-label. Undo restores the labels but not the provenance array
-(napari's undo history only covers ``layer.data``).
+refinement of the pseudo-label. The panel attaches a provenance tracker to every case labels
+layer it sees, so hand paint is recorded as ``human`` from the first stroke.
+
+Case switches: when another case is loaded (Loader panel, File > Open, Workspace "Next
+case"), the **Pseudo-label** box follows that case's labels layer, and the previous case's
+preview and superpixel-boundary layers are hidden; once none of a case's image layers is
+left (a closed workspace case), its preview and boundary layers are removed (they hold no
+user work and are recomputed in seconds).
 """
 
 from __future__ import annotations
@@ -52,7 +62,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
+from napari_ssseg._napari.layers import CASE_KEY, case_of_layer, handle_of_layer
+from napari_ssseg._napari.provenance import track
 from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
 from napari_ssseg._napari.workers import (
     TaskHandle,
@@ -60,7 +71,7 @@ from napari_ssseg._napari.workers import (
     recorded_warnings,
     start_task,
 )
-from napari_ssseg.core.provenance import PROVENANCE_KEY, SUPERPIXEL, update_provenance
+from napari_ssseg.core.provenance import HUMAN, SUPERPIXEL, accept_mask
 from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
 from napari_ssseg.errors import GeometryError, InputError
 
@@ -438,6 +449,8 @@ class RefineWidget(Container):
     n_segments, compactness, sigma : SpinBox, FloatSpinBox
         Superpixel parameters.
     compute_button, cancel_button, accept_button : PushButton
+    keep_human : CheckBox
+        Accept never overwrites voxels painted by hand.
     show_boundaries : CheckBox
     sim0 : FloatSlider
         Stopping similarity in [0, 1].
@@ -473,6 +486,7 @@ class RefineWidget(Container):
             label="sim0", value=DEFAULT_SIM0, min=0.0, max=1.0, step=0.01, enabled=False
         )
         self.n_c = Slider(label="n_c", value=DEFAULT_NC, min=1, max=200, step=1, enabled=False)
+        self.keep_human = CheckBox(text="keep hand-painted voxels", value=True)
         self.accept_button = PushButton(text="Accept", enabled=False)
         self.status = Label(label="Status", value="compute superpixels to start")
         self.status.native.setWordWrap(True)
@@ -487,6 +501,7 @@ class RefineWidget(Container):
                 self.show_boundaries,
                 self.sim0,
                 self.n_c,
+                self.keep_human,
                 self.accept_button,
                 self.status,
             ]
@@ -538,9 +553,13 @@ class RefineWidget(Container):
         self.show_boundaries.changed.connect(self._on_show_boundaries)
         for w in (self.labels_layer, self.region, self.n_segments, self.compactness, self.sigma):
             w.changed.connect(self._on_config_changed)
+        self._follow_case: Any = None  # a newly loaded case whose labels layer is awaited
+        self._cleanup_pending = False
         events = self.viewer.layers.events
         for name in ("inserted", "removed", "moved"):
             getattr(events, name).connect(self._on_layers_changed)
+        for layer in list(self.viewer.layers):
+            self._track_labels(layer)
 
     # ------------------------------------------------------------------ choices / config
     def _labels_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -557,7 +576,10 @@ class RefineWidget(Container):
 
     def _on_layers_changed(self, event: Any = None) -> None:
         self.labels_layer.reset_choices()
-        if event is not None and getattr(event, "type", "") == "removed":
+        kind = getattr(event, "type", "") if event is not None else ""
+        if kind == "inserted":
+            self._on_inserted(getattr(event, "value", None))
+        if kind == "removed":
             removed = getattr(event, "value", None)
             if removed is self.preview_layer:
                 self.preview_layer = None
@@ -566,6 +588,73 @@ class RefineWidget(Container):
                     del self.boundary_layers[key]
             if removed is self._target:
                 self._drop_setup("the pseudo-label layer was removed")
+            if not self._cleanup_pending:
+                # never change the layer list inside its own event: one pass after it
+                from qtpy.QtCore import QTimer
+
+                self._cleanup_pending = True
+                QTimer.singleShot(0, self.drop_closed_cases)
+
+    # ------------------------------------------------------------------ case switches
+    @staticmethod
+    def _track_labels(layer: Any) -> None:
+        """Attach a provenance tracker to a case's labels layer (hand paint is 'human')."""
+        if layer.metadata.get("ssseg_role") == "labels" and case_of_layer(layer) is not None:
+            track(layer)
+
+    def _on_inserted(self, layer: Any) -> None:
+        """A new case's first layer: hide the other cases' previews; pick its labels layer."""
+        if layer is None:
+            return
+        self._track_labels(layer)
+        case = case_of_layer(layer)
+        role = layer.metadata.get("ssseg_role")
+        if case is None or role not in ("image", "labels"):
+            return
+        first = not any(
+            other is not layer and case_of_layer(other) is case for other in self.viewer.layers
+        )
+        if first:
+            self._follow_case = case
+            for other in list(self.viewer.layers):
+                if (
+                    other.metadata.get("ssseg_role") in _SKIP_ROLES
+                    and case_of_layer(other) is not case
+                ):
+                    other.visible = False
+        if role == "labels" and case is self._follow_case:
+            self._follow_case = None
+            if self.task is None or not self.task.running:
+                self.labels_layer.value = layer
+
+    def drop_closed_cases(self) -> list[str]:
+        """Remove the preview / boundary layers of cases whose image layers are all gone.
+
+        Returns
+        -------
+        list of str
+            Names of the layers removed.
+        """
+        self._cleanup_pending = False
+        removed: list[str] = []
+        try:
+            layers = list(self.viewer.layers)
+        except RuntimeError:  # the viewer is closing
+            return removed
+        alive = {
+            id(case_of_layer(lyr))
+            for lyr in layers
+            if lyr.metadata.get("ssseg_role") == "image" and case_of_layer(lyr) is not None
+        }
+        for layer in layers:
+            case = case_of_layer(layer)
+            if layer.metadata.get("ssseg_role") not in _SKIP_ROLES or case is None:
+                continue
+            if id(case) in alive:
+                continue
+            removed.append(layer.name)
+            self.viewer.layers.remove(layer)
+        return removed
 
     def _regions(self) -> tuple[str, ...]:
         return REGION_CHOICES[self.region.value]
@@ -1061,26 +1150,37 @@ class RefineWidget(Container):
         except Exception as exc:  # noqa: BLE001
             notify_error(exc)
             return None
+        tracker = track(layer)
+        prov = tracker.provenance
         current = np.asarray(layer.data)
         new = out.labels.astype(current.dtype, copy=False)
-        changed = current != new
+        changed = accept_mask(
+            current, new, prov, mode="replace", keep_human=bool(self.keep_human.value)
+        )
+        kept = int(np.count_nonzero((current != new) & ~changed))
         n_changed = int(np.count_nonzero(changed))
         if n_changed == 0:
-            self.status.value = f"nothing changed at sim0={sim0:.2f}, n_c={n_c}"
+            extra = f" ({kept} hand-painted voxels kept)" if kept else ""
+            self.status.value = f"nothing changed at sim0={sim0:.2f}, n_c={n_c}{extra}"
             return changed
+        # voxels the refinement confirmed (same label, inside a grown region) are marked too,
+        # in the same undo step; kept hand-painted voxels stay 'human'
+        confirmed = np.asarray(out.provenance, bool) & (new > 0) & ~changed
+        if self.keep_human.value:
+            confirmed &= prov != HUMAN
         indices = np.nonzero(changed)
         self._writing = True
         try:
-            with layer.block_history():
+            with tracker.writing(SUPERPIXEL, also=confirmed), layer.block_history():
                 layer.data_setitem(indices, new[indices])
         finally:
             self._writing = False
-        self._known = new  # our own write is not a user edit of the pseudo-label
-        layer.metadata[PROVENANCE_KEY] = update_provenance(
-            layer.metadata.get(PROVENANCE_KEY), changed | (out.provenance & (new > 0)), SUPERPIXEL
-        )
+        # our own write is not a user edit of the pseudo-label
+        self._known = np.array(layer.data, copy=True)
         self.status.value = (
             f"accepted sim0={sim0:.2f}, n_c={n_c}: {n_changed} voxels changed in "
-            f"{layer.name!r} (undo with Ctrl+Z)"
+            f"{layer.name!r}"
+            + (f", {kept} hand-painted voxels kept" if kept else "")
+            + " (undo with Ctrl+Z)"
         )
         return changed

@@ -129,8 +129,18 @@ def prepare_clinical(args: argparse.Namespace, files: dict | None = None) -> Cli
     return ClinicalCase(case=case, grid=grid, brain=brain, report=report)
 
 
-def load_case_clinical(args: argparse.Namespace, convention: Any = None, **load_kwargs: Any):
+def load_case_clinical(
+    args: argparse.Namespace,
+    convention: Any = None,
+    *,
+    inverse: bool = False,
+    **load_kwargs: Any,
+):
     """Load CASE for a command, through the clinical pipeline when it applies.
+
+    With ``inverse=True`` a fourth item is returned: ``from_native(canonical_native_labels)``
+    -> canonical labels on the working grid (nearest neighbour; for label inputs such as
+    pseudo-labels or scribbles drawn on the reference's native grid).
 
     Returns
     -------
@@ -162,10 +172,12 @@ def load_case_clinical(args: argparse.Namespace, convention: Any = None, **load_
             clin = None
     if clin is None:
         case = load_case(args.case, convention=convention, **load_kwargs)
+        if inverse:
+            return case, case, lambda a: a, lambda a: a
         return case, case, lambda a: a
 
     from napari_ssseg.core.case import Case, Orientation
-    from napari_ssseg.core.working_grid import image_to_native
+    from napari_ssseg.core.working_grid import image_to_native, labels_from_native
 
     grid = clin.grid
     o_ref = Orientation.from_geometry(grid.reference_geometry)
@@ -185,4 +197,10 @@ def load_case_clinical(args: argparse.Namespace, convention: Any = None, **load_
             return clin.mask_to_native(a)
         return o_ref.to_canonical(image_to_native(o_work.from_canonical(a), grid))
 
+    def from_native(arr):
+        lab = labels_from_native(o_ref.from_canonical(np.asarray(arr)), grid)
+        return o_work.to_canonical(lab)
+
+    if inverse:
+        return clin.case, native, to_native, from_native
     return clin.case, native, to_native

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="approximate number of superpixels in the brain (default: 2000)",
     )
+    from napari_ssseg.commands._clinical import add_clinical_arguments
+
+    add_clinical_arguments(parser)  # --brain-extraction --register --resample (clinical scans)
 
 
 def _read_scribbles(path, case, background_label: int, tumour_label: int | None = None):
@@ -88,17 +91,30 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_ssseg.core.scribbles import DEFAULT_N_SEGMENTS, ScribblePropagator
     from napari_ssseg.errors import GeometryError, InputError
-    from napari_ssseg.io.readers import load_case, parse_modality_args, read_image
+    from napari_ssseg.io.readers import parse_modality_args, read_image
     from napari_ssseg.io.writers import save_image, save_labels
 
     n_segments = DEFAULT_N_SEGMENTS if args.n_segments is None else args.n_segments
     if n_segments < 2:
         raise InputError(f"--n-segments {n_segments} must be an integer >= 2 (e.g. 2000).")
-    case = load_case(
-        args.case, label_errors="warn", **parse_modality_args(args.modality)
+    from napari_ssseg.commands._clinical import load_case_clinical
+
+    # clinical scans (raw studies): work on the registered, brain-extracted working grid; the
+    # scribbles and the output stay on the reference series' native grid
+    case, out_case, to_native, from_native = load_case_clinical(
+        args, inverse=True, label_errors="warn", **parse_modality_args(args.modality)
     )  # the case's own labels are not needed
-    scribbles = _read_scribbles(args.scribbles, case, args.background_label, args.tumour_label)
+    clinical = out_case is not case
+    scribbles = _read_scribbles(args.scribbles, out_case, args.background_label, args.tumour_label)
+    scribbles = from_native(scribbles)
     prob = None
+    if args.probabilities and clinical:
+        raise InputError(
+            "--probabilities cannot be used yet on a case that goes through the clinical "
+            "working grid (registration, resampling or brain extraction). Pass "
+            "--brain-extraction off --register off to propagate on the native grid, or "
+            "leave out --probabilities."
+        )
     if args.probabilities:
         arr, geom = read_image(args.probabilities)
         if arr.ndim != 4 or arr.shape[0] not in (3, 4):
@@ -122,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     check_scribbles(scribbles, case.shape, None, source=f"scribble file {args.scribbles!r}")
     prop = ScribblePropagator(case.images, case.modalities, None, case.scale, n_segments=n_segments)
     res = prop.update(scribbles, prob)
-    save_labels(res.labels, case, args.out)
+    save_labels(to_native(res.labels), out_case, args.out)
     if args.weights_out:
-        save_image(res.weights, case, args.weights_out)
+        save_image(to_native(res.weights.astype(np.float32)), out_case, args.weights_out)
     n = res.info["scribbled_voxels"]
     print(
         f"annotated fraction: {res.annotated_fraction:.4f} ({n} scribbled voxels / "

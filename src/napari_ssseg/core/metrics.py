@@ -310,10 +310,14 @@ def surface_distances(
     gt_to_pred : (n_gt_border,) ndarray of float64
         The same from ``gt`` to ``pred``.
     """
+    return _surface_distances(*_checked(pred, gt, spacing, method))
+
+
+def _checked(pred, gt, spacing, method: str):
+    """Validated ``(pred, gt, spacing, method)`` of the public distance functions."""
     p, g = _check_pair(pred, gt)
     sp = _check_spacing(spacing, p.ndim)
-    method = check_choice("method", method, ("auto", "edt", "kdtree"))
-    return _surface_distances(p, g, sp, method)
+    return p, g, sp, check_choice("method", method, ("auto", "edt", "kdtree"))
 
 
 def _surface_distances(
@@ -434,10 +438,7 @@ def surfel_distances(
     pred_areas, gt_areas : (n,) ndarray of float64
         Area (3D) or length (2D) of each surfel, same order.
     """
-    p, g = _check_pair(pred, gt)
-    sp = _check_spacing(spacing, p.ndim)
-    method = check_choice("method", method, ("auto", "edt", "kdtree"))
-    return _surfel_distances(p, g, sp, method)
+    return _surfel_distances(*_checked(pred, gt, spacing, method))
 
 
 def _surfel_distances(

@@ -3,7 +3,11 @@
 Stages (each writes its outputs into the output folder and a line of the summary):
 
 1. **sample** - generate a deterministic phantom case (BraTS grid by default) and write it as a
-   BraTS-2021-named case folder, as a user's data would be.
+   BraTS-2021-named case folder, as a user's data would be. With ``DemoConfig.case_dir`` (CLI:
+   ``ssseg demo --case PATH``) the stage is called **case** instead: a real case folder is read
+   where it is (never copied or written to) and every later stage runs on it; metrics are
+   computed only when the case has a usable label file, and the scripted scribbles are then
+   drawn from the model's proposal instead of the ground truth.
 2. **load** - read the folder back through the io layer (naming, geometry, convention) and
    preprocess it (brain mask, crop, clip, z-score).
 3. **propose** - run the shipped default model (MONAI sliding-window inference, CPU here) and
@@ -60,6 +64,12 @@ class DemoConfig:
     retrain : bool
         Fine-tune the default model for a few iterations on the sample workspace's latest
         label versions (in a child process, as the Retrain panel does) and propose again.
+    scribble : bool
+        Run the scripted-scribble stage (the slowest stage on a full-size case).
+    case_dir : Path, optional
+        A real case (folder, or anything :func:`~napari_ssseg.io.readers.load_case` reads) to
+        run the demo on instead of the phantom; ``shape``, ``spacing`` and ``name`` are then
+        taken from the case. Its files are only read.
     """
 
     out_dir: Path
@@ -71,11 +81,17 @@ class DemoConfig:
     name: str = "SSSEG_Phantom_00000"
     workspace_cases: int = 3
     retrain: bool = True
+    scribble: bool = True
+    case_dir: Path | None = None
     stages: dict[str, Any] = field(default_factory=dict)
 
 
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+class _Skip(Exception):
+    """Raised inside a stage that cannot run on this case; recorded as skipped, not failed."""
 
 
 class _Stage:
@@ -94,6 +110,9 @@ class _Stage:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.record["seconds"] = round(time.perf_counter() - self.t0, 2)
+        if isinstance(exc, _Skip):
+            self.record.update(status="skipped", reason=str(exc))
+            exc = None
         if exc is not None:
             self.record["status"] = "failed"
             self.record["error"] = f"{type(exc).__name__}: {exc}"
@@ -107,7 +126,7 @@ class _Stage:
         else:
             self.log(f"{self.name}: done in {self.record['seconds']:.1f} s")
         self.summary["stages"][self.name] = self.record
-        return False
+        return exc_type is _Skip
 
 
 def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
@@ -131,9 +150,11 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
     from napari_ssseg.io.readers import load_case
     from napari_ssseg.io.writers import save_image, save_labels, write_case
 
+    real = config.case_dir is not None
     out = check_writable_dir(config.out_dir)
     summary: dict[str, Any] = {
         "case": config.name,
+        "source": "case folder" if real else "phantom",
         "shape": list(config.shape),
         "spacing": list(config.spacing),
         "seed": config.seed,
@@ -142,15 +163,27 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
     }
     label_maps: dict[str, np.ndarray] = {}
 
-    with _Stage(summary, "sample", log, critical=True) as rec:
-        phantom = make_phantom(shape=config.shape, spacing=config.spacing, seed=config.seed)
-        case_dir = write_case(phantom.to_case(name=config.name), out / "cases", "brats2021")
-        rec["case_dir"] = str(case_dir)
+    if real:
+        with _Stage(summary, "case", log, critical=True) as rec:
+            case_dir = Path(config.case_dir).expanduser()
+            rec.update(case_dir=str(case_dir), source="real case folder (read in place)")
+    else:
+        with _Stage(summary, "sample", log, critical=True) as rec:
+            phantom = make_phantom(shape=config.shape, spacing=config.spacing, seed=config.seed)
+            case_dir = write_case(phantom.to_case(name=config.name), out / "cases", "brats2021")
+            rec["case_dir"] = str(case_dir)
 
     with _Stage(summary, "load", log, critical=True) as rec:
+        import warnings
+
         from napari_ssseg.core.preprocess import preprocess_case
 
-        case = load_case(case_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # a real case's label file may be unusable: the demo then goes on without metrics
+            case = load_case(case_dir, label_errors="warn" if real else "raise")
+        for w in caught:
+            log(f"load: warning - {w.message}")
         pre = preprocess_case(case)
         rec.update(
             naming=case.naming,
@@ -159,8 +192,15 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
             spacing_zyx=list(case.scale),
             orientation=case.geometry.orientation_code(),
             convention=case.convention.name,
+            labels="yes" if case.labels is not None else "none",
             brain_bbox=[[s.start, s.stop] for s in pre.bbox],
         )
+        if caught:
+            rec["warnings"] = [str(w.message) for w in caught]
+        if real:
+            summary.update(
+                case=case.name, shape=list(case.shape), spacing=[float(v) for v in case.scale]
+            )
         gt = case.labels
         save_image(pre.uncrop(pre.mask.astype(np.uint8)), case, out / "brain_mask.nii.gz")
 
@@ -195,6 +235,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
 
         if "proposal" in label_maps:
             pseudo, source = label_maps["proposal"], "model proposal"
+        elif gt is None:
+            raise _Skip("nothing to refine: no proposal (--no-propose) and the case has no labels")
         else:
             from napari_ssseg.core.degrade import degrade_labels
 
@@ -208,30 +250,43 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
         save_labels(refined.labels, case, out / "refined.nii.gz")
         rec.update(source=source, **refined.info)
 
-    with _Stage(summary, "scribble", log) as rec:
-        from napari_ssseg.core.scribbles import (
-            encode_scribbles,
-            propagate_scribbles,
-            simulate_scribbles,
-        )
+    if config.scribble:
+        with _Stage(summary, "scribble", log) as rec:
+            from napari_ssseg.core.scribbles import (
+                encode_scribbles,
+                propagate_scribbles,
+                simulate_scribbles,
+            )
 
-        # scripted strokes: skeletons of each class and a background ring on 3 axial slices,
-        # as an annotator would draw them (drawn from the phantom's ground truth)
-        brain = pre.uncrop(pre.mask.astype(np.uint8)).astype(bool)
-        strokes = simulate_scribbles(gt, brain, n_slices=3, keep=0.5)
-        save_image(encode_scribbles(strokes, case.convention), case, out / "scribbles.nii.gz")
-        propagated = propagate_scribbles(
-            case.images, case.modalities, strokes, brain=brain, spacing=case.scale
-        )
-        label_maps["scribble-propagated"] = propagated.labels
-        save_labels(propagated.labels, case, out / "scribble-propagated.nii.gz")
-        rec.update(
-            scribbled_voxels=int(np.count_nonzero(strokes)),
-            annotated_fraction=round(float(propagated.annotated_fraction), 4),
-            source="scripted strokes on 3 axial slices (cold start, no model)",
-        )
+            # scripted strokes: skeletons of each class and a background ring on 3 axial slices,
+            # as an annotator would draw them (drawn from the ground truth; on a case without
+            # labels, from the model's proposal, standing in for what an annotator would see)
+            if gt is not None:
+                truth, stroke_source = gt, "the case's labels" if real else "the phantom's labels"
+            elif "proposal" in label_maps:
+                truth, stroke_source = label_maps["proposal"], "the model proposal (no labels)"
+            else:
+                raise _Skip("no labels and no proposal to draw the scripted strokes from")
+            if not np.any(truth):
+                raise _Skip(f"{stroke_source} hold no tumour to draw strokes on")
+            brain = pre.uncrop(pre.mask.astype(np.uint8)).astype(bool)
+            strokes = simulate_scribbles(truth, brain, n_slices=3, keep=0.5)
+            save_image(encode_scribbles(strokes, case.convention), case, out / "scribbles.nii.gz")
+            propagated = propagate_scribbles(
+                case.images, case.modalities, strokes, brain=brain, spacing=case.scale
+            )
+            label_maps["scribble-propagated"] = propagated.labels
+            save_labels(propagated.labels, case, out / "scribble-propagated.nii.gz")
+            rec.update(
+                scribbled_voxels=int(np.count_nonzero(strokes)),
+                annotated_fraction=round(float(propagated.annotated_fraction), 4),
+                source=f"scripted strokes on 3 axial slices from {stroke_source} "
+                "(cold start, no model)",
+            )
 
     with _Stage(summary, "evaluate", log) as rec:
+        if gt is None:
+            raise _Skip("the case has no labels: nothing to compare with")
         for key, labels in label_maps.items():
             summary["metrics"][key] = region_metrics(labels, gt, spacing=case.scale)
         rec["maps"] = list(label_maps)
@@ -239,10 +294,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
     if config.workspace_cases > 0:
         with _Stage(summary, "workspace", log) as rec:
             rec.update(
-                _workspace_stage(config, out, case_dir, label_maps, uncertainty, refined_provenance)
+                _workspace_stage(
+                    config, out, case_dir, case.name, label_maps, uncertainty, refined_provenance
+                )
             )
 
-    if config.retrain and "workspace" in summary["stages"]:
+    if config.retrain and summary["stages"].get("workspace", {}).get("status") == "ok":
         with _Stage(summary, "retrain", log) as rec:
             rec.update(_retrain_stage(config, out, case, gt))
             if rec.get("metrics"):
@@ -275,11 +332,15 @@ def _workspace_stage(
     config: DemoConfig,
     out: Path,
     case_dir: Path,
+    case_name: str,
     label_maps: dict[str, np.ndarray],
     uncertainty: np.ndarray | None,
     refined_provenance: np.ndarray | None,
 ) -> dict[str, Any]:
     """A sample annotation workspace: the sample case plus a few small phantom cases.
+
+    The small phantoms are written to ``out/cases``; a real case (``config.case_dir``) is
+    added by reference (its files are not copied or modified).
 
     Every case gets the model's proposal as label version 1 (with its uncertainty score) when
     the ML stack is there; the sample case also gets the refined labels as version 2 (source
@@ -293,18 +354,22 @@ def _workspace_stage(
     from napari_ssseg.io.workspace_export import evaluate_workspace, export_workspace
     from napari_ssseg.io.writers import write_case
 
+    cases_dir = out / "cases"
     for i in range(config.workspace_cases):
         seed = config.seed + 100 + i
         small = make_phantom(shape=(64, 80, 80), spacing=(2.0, 2.0, 2.0), seed=seed)
-        write_case(small.to_case(name=f"SSSEG_Small_{seed:05d}"), case_dir.parent, "brats2021")
+        write_case(small.to_case(name=f"SSSEG_Small_{seed:05d}"), cases_dir, "brats2021")
     ws_dir = out / "workspace"
     if ws_dir.exists():
         import shutil
 
         shutil.rmtree(ws_dir)
     record: dict[str, Any] = {}
-    with Workspace.create(ws_dir, from_dir=case_dir.parent) as ws:
-        main_id = next(r.case_id for r in ws.cases if config.name in r.case_id)
+    with Workspace.create(ws_dir, from_dir=cases_dir) as ws:
+        if config.case_dir is not None:
+            main_id = ws.add_case(case_dir).case_id
+        else:
+            main_id = next(r.case_id for r in ws.cases if case_name in r.case_id)
         try:
             from napari_ssseg.ml.inference import predict_case
         except ImportError:
@@ -394,12 +459,14 @@ def _retrain_stage(config: DemoConfig, out: Path, case: Any, gt: np.ndarray) -> 
         raise RuntimeError(f"ssseg train failed (exit {proc.returncode}): {tail}")
     best = run_dir / "best.pt"
     result = predict_case(case, best if best.exists() else run_dir / "last.pt", device="cpu")
-    return {
+    record: dict[str, Any] = {
         "run_dir": str(run_dir),
         "events": [e.get("event") for e in events],
         "final_event": events[-1] if events else None,
-        "metrics": region_metrics(result["labels"], gt, spacing=case.scale),
     }
+    if gt is not None:  # a real case without labels: the new proposal is not scored
+        record["metrics"] = region_metrics(result["labels"], gt, spacing=case.scale)
+    return record
 
 
 def _jsonable(obj: Any) -> Any:
@@ -418,11 +485,23 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _markdown(summary: dict) -> str:
+    if summary.get("source") == "case folder":
+        where = summary["stages"].get("case", {}).get("case_dir", "")
+        intro = (
+            f"Real case `{where}`: grid {tuple(summary['shape'])} at "
+            f"{tuple(summary['spacing'])} mm."
+        )
+        truth = "the case's labels"
+    else:
+        intro = (
+            f"Phantom grid {tuple(summary['shape'])} at {tuple(summary['spacing'])} mm, "
+            f"seed {summary['seed']}."
+        )
+        truth = "the phantom's ground truth"
     lines = [
         f"# napari-ssseg demo: {summary['case']}",
         "",
-        f"Phantom grid {tuple(summary['shape'])} at {tuple(summary['spacing'])} mm, "
-        f"seed {summary['seed']}.",
+        intro,
         "",
         "| stage | status | seconds | notes |",
         "|---|---|---|---|",
@@ -431,7 +510,7 @@ def _markdown(summary: dict) -> str:
         notes = rec.get("error") or rec.get("reason") or rec.get("source") or ""
         lines.append(f"| {name} | {rec['status']} | {rec.get('seconds', '')} | {notes} |")
     if summary["metrics"]:
-        lines += ["", "## Metrics against the phantom's ground truth", ""]
+        lines += ["", f"## Metrics against {truth}", ""]
         lines += ["| labels | region | Dice | HD95 (mm) | IoU | NSD |", "|---|---|---|---|---|---|"]
         for key, per_region in summary["metrics"].items():
             for region, m in per_region.items():

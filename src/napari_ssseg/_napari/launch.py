@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["launch_demo_viewer"]
@@ -12,8 +13,9 @@ def launch_demo_viewer(
     seed: int = 0,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     run: bool = True,
+    case: str | os.PathLike | None = None,
 ) -> Any:
-    """Open a napari window with a phantom case and every panel.
+    """Open a napari window with a phantom case (or a real case) and every panel.
 
     Parameters
     ----------
@@ -25,6 +27,9 @@ def launch_demo_viewer(
         Voxel size in mm.
     run : bool
         Start napari's event loop (blocks until the window is closed).
+    case : path-like, optional
+        A real case folder to open instead of the phantom (``shape``, ``spacing`` and
+        ``seed`` are then unused).
 
     Returns
     -------
@@ -36,7 +41,14 @@ def launch_demo_viewer(
     from napari_ssseg._napari.screenshot import add_case_layers, dock_plugin_panels, focus_on_labels
     from napari_ssseg.core.phantom import make_phantom
 
-    case = make_phantom(shape=shape, spacing=spacing, seed=seed).to_case(name="SSSEG_Phantom_00000")
+    if case is not None:
+        from napari_ssseg.io.readers import load_case
+
+        case = load_case(case, label_errors="warn")
+    else:
+        case = make_phantom(shape=shape, spacing=spacing, seed=seed).to_case(
+            name="SSSEG_Phantom_00000"
+        )
     viewer = napari.Viewer(title="napari-ssseg")
     dock_plugin_panels(viewer, raise_panel="Loader")
     add_case_layers(viewer, case)

@@ -1,0 +1,103 @@
+"""``ssseg demo --case PATH``: the demo's stages on a real case folder instead of the phantom."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from napari_ssseg.cli import main
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+CASE = REAL / "BraTS-GLI-00000-000"
+
+
+def _fast(out: Path) -> list[str]:
+    # the heavy optional stages are left out; propose, refine and evaluate run
+    return ["--headless", "--out", str(out), "--no-retrain", "--no-screenshot"]
+
+
+def test_demo_on_a_real_labelled_case(tmp_path):
+    if not CASE.is_dir():
+        pytest.skip(f"real cases not available ({CASE} is absent)")
+    before = sorted(p.name for p in CASE.iterdir())
+    # the scribbles (the slowest stage on a full case) run in the unlabelled-case test below
+    args = [*_fast(tmp_path), "--workspace-cases", "0", "--no-scribble"]
+    code = main(["demo", "--case", str(CASE), *args])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    statuses = {name: rec["status"] for name, rec in summary["stages"].items()}
+    assert code == 0, statuses
+    assert statuses == {
+        "case": "ok",
+        "load": "ok",
+        "propose": "ok",
+        "refine": "ok",
+        "evaluate": "ok",
+    }
+    assert summary["case"] == "BraTS-GLI-00000-000"
+    assert summary["source"] == "case folder"
+    assert summary["shape"] == [155, 240, 240]
+    assert summary["stages"]["load"]["naming"] == "brats2023"
+    assert summary["stages"]["load"]["labels"] == "yes"
+    # no phantom was generated, and the real case folder was only read
+    assert not (tmp_path / "cases").exists()
+    assert sorted(p.name for p in CASE.iterdir()) == before
+    # measured against the case's own labels: real numbers, and the model finds the tumour
+    for key in ("proposal", "refined"):
+        wt = summary["metrics"][key]["WT"]["dice"]
+        assert 0.2 < wt <= 1.0, (key, wt)
+    assert "Real case" in (tmp_path / "summary.md").read_text()
+    assert "against the case's labels" in (tmp_path / "summary.md").read_text()
+
+
+def test_demo_on_an_unlabelled_case_skips_metrics(tmp_path):
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.writers import write_case
+
+    phantom = make_phantom(shape=(48, 64, 64), spacing=(2.0, 2.0, 2.0), seed=5)
+    case_dir = write_case(phantom.to_case(name="Unlabelled_001"), tmp_path / "in", "brats2021")
+    (case_dir / "Unlabelled_001_seg.nii.gz").unlink()
+    out = tmp_path / "out"
+    code = main(["demo", "--case", str(case_dir), *_fast(out), "--workspace-cases", "1"])
+    summary = json.loads((out / "summary.json").read_text())
+    stages = summary["stages"]
+    assert code == 0, stages
+    assert stages["load"]["labels"] == "none"
+    assert stages["evaluate"]["status"] == "skipped"
+    assert "no labels" in stages["evaluate"]["reason"]
+    assert summary["metrics"] == {}
+    # the scripted strokes come from the proposal when there is no ground truth
+    assert stages["scribble"]["status"] == "ok"
+    assert "proposal" in stages["scribble"]["source"]
+    assert stages["workspace"]["status"] == "ok"
+    assert "Unlabelled_001" in stages["workspace"]["cases"]
+    assert (out / "proposal.nii.gz").is_file() and (out / "refined.nii.gz").is_file()
+    # the input folder was not written to
+    assert sorted(p.name for p in case_dir.iterdir()) == [
+        f"Unlabelled_001_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")
+    ]
+
+
+def test_demo_case_that_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "no-such-case"
+    assert main(["demo", "--case", str(missing), *_fast(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "no such file or folder" in err
+    assert "BraTS 2023" in err  # says what a case looks like
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_case_folder_without_images(tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not an image")
+    assert main(["demo", "--case", str(folder), *_fast(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "is not a case" in err and "No images found" in err
+
+
+def test_demo_case_refuses_phantom_options(tmp_path, capsys):
+    args = ["demo", "--case", str(tmp_path), "--shape", "64", "64", "64", *_fast(tmp_path)]
+    assert main(args) == 2
+    assert "--shape" in capsys.readouterr().err

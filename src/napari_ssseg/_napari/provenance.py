@@ -63,6 +63,20 @@ def _atom_indices(atom: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.flatnonzero(box)
 
 
+def _union_indices(parts: list[np.ndarray], size: int) -> np.ndarray:
+    """Sorted unique flat indices of ``parts`` (a boolean mask for large edits: O(size),
+    where ``np.unique``'s sort took seconds for millions of voxels)."""
+    total = sum(int(p.size) for p in parts)
+    if total == 0:
+        return np.zeros(0, np.intp)
+    if total < 100_000:
+        return np.unique(np.concatenate(parts))
+    mask = np.zeros(size, bool)
+    for p in parts:
+        mask[p] = True
+    return np.flatnonzero(mask)
+
+
 class ProvenanceTracker:
     """Keeps ``layer.metadata[PROVENANCE_KEY]`` in step with a labels layer's edit history.
 
@@ -147,7 +161,7 @@ class ProvenanceTracker:
         if extra is not None and extra.shape == shape:
             parts.append(np.flatnonzero(extra))
             self._extra = None  # counted once, in the first history item of the block
-        idx = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.intp)
+        idx = _union_indices(parts, int(np.prod(shape)))
         code = HUMAN if self._code is None else self._code
         prov = self.provenance
         old = prov.ravel()[idx].copy()

@@ -314,3 +314,29 @@ def test_deleting_the_labels_layer_saves_its_edits(panel, qtbot):
     painted = np.asarray(layer.data) == 3
     panel.viewer.layers.remove(layer)
     np.testing.assert_array_equal(panel.ws.latest_labels("p1") == 3, painted)
+
+
+def test_lesion_wise_columns_when_ticked(panel, qtbot):
+    gt = panel.ws.ground_truth("p0")
+    pred = gt.copy()
+    # a spurious far-away lesion: whole-volume WT Dice stays high, lesion-wise drops
+    pred[-3:, -3:, -3:] = 2
+    panel.ws.save_labels("p0", pred, source="human")
+    panel.evaluate_btn.click()
+    wait(qtbot, panel)
+    t = panel.metrics_table
+    header = [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())]
+    assert "WT LW Dice" not in header
+    panel.lesion_box.setChecked(True)
+    panel.evaluate_btn.click()
+    wait(qtbot, panel)
+    header = [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())]
+    assert {"WT LW Dice", "TC LW HD95", "ET LW Dice"} <= set(header)
+    ref = evaluate_workspace(panel.ws, None, cases=["p0"], lesion_wise=True)
+    lw = ref["cases"]["p0"]["WT"]["lesion_wise"]["dice"]
+    j = header.index("WT LW Dice")
+    assert float(t.item(0, j).text()) == pytest.approx(lw, rel=1e-3)
+    whole = float(t.item(0, header.index("WT Dice")).text())
+    assert lw < whole  # the spurious lesion counts as a whole lesion scored 0
+    assert t.item(t.rowCount() - 2, 0).text() == "mean"
+    assert t.item(t.rowCount() - 2, j).text() != "-"

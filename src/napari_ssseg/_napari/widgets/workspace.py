@@ -145,49 +145,30 @@ def load_case_job(ws: Any, case_id: str, version: int | None):
     }
 
 
-def evaluate_job(ws: Any, case_ids: list[str]):
-    """Per-case metrics with :func:`~napari_ssseg.io.workspace_export.evaluate_workspace`, one
+def evaluate_job(ws: Any, case_ids: list[str], lesion_wise: bool = False):
+    """Per-case metrics with :func:`~napari_ssseg.io.evaluation.evaluate_workspace`, one
     case at a time (progress per case), then the dataset summary (worker thread).
+
+    ``lesion_wise`` adds the BraTS 2023+ lesion-wise Dice/HD95 (glioma rules).
 
     Returns
     -------
     dict
         Same layout as ``evaluate_workspace(ws, None)``: ``cases``, ``summary``, ``skipped``.
     """
-    from napari_ssseg.io.workspace_export import evaluate_workspace
+    from napari_ssseg.io.evaluation import evaluate_workspace, summarise
 
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     n = len(case_ids)
     for i, cid in enumerate(case_ids):
         rep = yield from _step(
-            evaluate_workspace, ws, None, cases=[cid], plot=False, step=i, total=n,
-            message=f"evaluating {cid} ({i + 1}/{n})",
+            evaluate_workspace, ws, None, cases=[cid], plot=False, lesion_wise=lesion_wise,
+            step=i, total=n, message=f"evaluating {cid} ({i + 1}/{n})",
         )  # fmt: skip
         results.update(rep["cases"])
         skipped.update(rep["skipped"])
     return {"cases": results, "summary": summarise(results), "skipped": skipped}
-
-
-def summarise(cases: dict[str, Any]) -> dict[str, Any]:
-    """Dataset summary of per-case metrics as in ``evaluate_workspace``: mean, std, median
-    and n of the finite values of every region and metric."""
-    from napari_ssseg.io.workspace_export import _METRICS
-
-    summary: dict[str, Any] = {}
-    for region in _REGIONS:
-        summary[region] = {}
-        for metric in _METRICS:
-            vals = [r[region][metric] for r in cases.values()]
-            arr = np.array([np.nan if v is None else v for v in vals], dtype=float)
-            arr = arr[np.isfinite(arr)]
-            summary[region][metric] = {
-                "mean": float(arr.mean()) if arr.size else None,
-                "std": float(arr.std()) if arr.size else None,
-                "median": float(np.median(arr)) if arr.size else None,
-                "n": int(arr.size),
-            }
-    return summary
 
 
 def metrics_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -196,16 +177,34 @@ def metrics_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     Returns
     -------
     header : list of str
-        ``["case", "WT Dice", "TC Dice", "ET Dice", "WT HD95", ...]``.
+        ``["case", "WT Dice", "TC Dice", "ET Dice", "WT HD95", ...]``, then ``"WT LW Dice"``,
+        ``"WT LW HD95"``, ... when the report has lesion-wise values.
     rows : list of list
         ``[name, value or None, ...]``.
     """
     cols = [(r, m) for m, _ in _TABLE_METRICS for r in _REGIONS]
     titles = dict(_TABLE_METRICS)
     header = ["case"] + [f"{r} {titles[m]}" for r, m in cols]
-    rows = [[cid] + [res[r][m] for r, m in cols] for cid, res in report["cases"].items()]
+    lesion = any(
+        res.get(r, {}).get("lesion_wise") for res in report["cases"].values() for r in _REGIONS
+    )
+    lw_cols = [(r, m) for m in ("dice", "hd95") for r in _REGIONS] if lesion else []
+    header += [f"{r} LW {titles[m]}" for r, m in lw_cols]
+
+    def lw_value(res: dict, r: str, m: str) -> Any:
+        return (res[r].get("lesion_wise") or {}).get(m)
+
+    rows = [
+        [cid] + [res[r][m] for r, m in cols] + [lw_value(res, r, m) for r, m in lw_cols]
+        for cid, res in report["cases"].items()
+    ]
     for stat in ("mean", "median"):
-        rows.append([stat] + [report["summary"][r][m][stat] for r, m in cols])
+        summ = report["summary"]
+        rows.append(
+            [stat]
+            + [summ[r][m][stat] for r, m in cols]
+            + [summ[r].get("lesion_wise", {}).get(m, {}).get(stat) for r, m in lw_cols]
+        )
     return header, rows
 
 
@@ -303,6 +302,12 @@ class WorkspaceWidget(QWidget):
         self.diversity_box = QCheckBox("diversity")
         self.random_box = QCheckBox("random baseline")
         self.evaluate_btn = QPushButton("Evaluate (ground truth)")
+        self.lesion_box = QCheckBox("lesion-wise (BraTS 2023+)")
+        self.lesion_box.setToolTip(
+            "Also compute the BraTS 2023+ lesion-wise Dice and HD95 (glioma rules: lesions "
+            "matched after a 3-voxel dilation of the ground truth, missed or spurious lesions "
+            "score 0 / 374 mm, ground-truth lesions under 50 mm3 ignored)."
+        )
         self.metrics_table = QTableWidget(0, 0)
         self.metrics_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.export_edit = QLineEdit()
@@ -335,7 +340,10 @@ class WorkspaceWidget(QWidget):
         for w in (self.suggest_btn, self.diversity_box, self.random_box):
             row.addWidget(w)
         layout.addLayout(row)
-        layout.addWidget(self.evaluate_btn)
+        row = QHBoxLayout()
+        row.addWidget(self.evaluate_btn)
+        row.addWidget(self.lesion_box)
+        layout.addLayout(row)
         layout.addWidget(self.metrics_table)
         row = QHBoxLayout()
         row.addWidget(self.export_edit)
@@ -829,6 +837,7 @@ class WorkspaceWidget(QWidget):
             evaluate_job,
             self.ws,
             list(self.ws.case_ids),
+            self.lesion_box.isChecked(),
             desc="Evaluating",
             on_returned=self._fill,
         )
@@ -857,7 +866,7 @@ class WorkspaceWidget(QWidget):
     def export_evaluation(self, folder: str | Path) -> TaskHandle:
         """Write ``metrics.csv``, ``metrics.json`` and ``dice_boxplot.png`` to ``folder``
         (:func:`~napari_ssseg.io.workspace_export.evaluate_workspace`, in a worker)."""
-        from napari_ssseg.io.workspace_export import evaluate_workspace
+        from napari_ssseg.io.evaluation import evaluate_workspace
 
         if self.ws is None:
             raise InputError("Open a workspace first.")
@@ -870,8 +879,11 @@ class WorkspaceWidget(QWidget):
         self.autosaver.flush()
         out = Path(str(folder).strip()).expanduser()
 
+        lesion_wise = self.lesion_box.isChecked()
+
         def job(ws: Any, out: Path):
             rep = yield from _step(evaluate_workspace, ws, out, step=0, total=1,
+                                   lesion_wise=lesion_wise,
                                    message=f"exporting to {out}")  # fmt: skip
             return rep
 

@@ -97,6 +97,19 @@ def test_file_open_twice_does_not_stack(make_napari_viewer, case_folder):
     assert np.array_equal(labels.data, edited)
 
 
+def test_reopening_one_modality_file_reuses_its_layer(make_napari_viewer, case_folder):
+    viewer = make_napari_viewer()
+    viewer.open(str(case_folder), plugin="napari-ssseg")
+    labels = _labels(viewer)[0]
+    loaded = np.array(labels.data)
+    assert loaded.any()  # the case's label file
+    flair_file = next(case_folder.glob("*_flair.nii.gz"))
+    assert viewer.open(str(flair_file), plugin="napari-ssseg") == []
+    assert len(viewer.layers) == 5
+    assert np.array_equal(labels.data, loaded)  # a file without labels never clears them
+    assert handle_of_layer(labels).case.modalities == ("t1", "t1ce", "t2", "flair")
+
+
 def test_missing_modalities_warn_at_load(loader, qtbot, tmp_path, tiny_phantom, monkeypatch):
     from napari_ssseg.io.writers import case_from_arrays, write_case
 

@@ -144,9 +144,10 @@ def test_paint_save_reload_same_voxel_and_world(
     np.testing.assert_allclose(
         world_lps_zyx, case.canonical_geometry.index_to_world(np.array(zyx))[::-1], atol=1e-5
     )
+    # (in a second viewer: in the first one the case is open, so its FLAIR layer is reused)
     (layer2,) = [
         layer
-        for layer in viewer.open(str(folder / "G-t2f.nii.gz"), plugin="napari-ssseg")
+        for layer in make_napari_viewer().open(str(folder / "G-t2f.nii.gz"), plugin="napari-ssseg")
         if "FLAIR" in layer.name
     ]
     np.testing.assert_allclose(layer2.data_to_world(zyx), world_lps_zyx, atol=1e-5)

@@ -38,6 +38,7 @@ def launch_demo_viewer(
     """
     import napari
 
+    from napari_ssseg._napari.orientation import install_orientation
     from napari_ssseg._napari.screenshot import add_case_layers, dock_plugin_panels, focus_on_labels
     from napari_ssseg.core.phantom import make_phantom
 
@@ -51,6 +52,7 @@ def launch_demo_viewer(
         )
     viewer = napari.Viewer(title="napari-ssseg")
     dock_plugin_panels(viewer, raise_panel="Loader")
+    install_orientation(viewer)  # radiological 2D views + L/R, A/P, S/I letters
     add_case_layers(viewer, case)
     focus_on_labels(viewer, case, case.labels)
     if run:

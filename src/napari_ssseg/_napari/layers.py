@@ -33,11 +33,17 @@ viewer *unless the case is already shown there* (same name, shape and canonical 
   intensities (another preprocessing choice); an image layer the user deleted is added again;
 * the labels layer is **never** overwritten when it differs from the labels the case was
   loaded with (hand edits, an accepted proposal: the layer, its data and its undo history
-  stay as they are); an unedited labels layer gets the labels read now; a deleted one is
-  added again;
+  stay as they are); an unedited labels layer gets the labels read now (if the new load
+  has a label file: re-opening one image file never clears it); a deleted one is added
+  again;
 * all layers keep sharing the open case's :class:`CaseHandle` (its ``preprocessed`` follows
-  the new load; its ``case`` stays the same object when the modalities and source files are
-  the same, so panels holding that case keep working).
+  the new load). Its ``case`` stays the same object when the new load reads the same files
+  for the same or fewer modalities (re-opening one modality file of an open case just reuses
+  that layer, and a subset never changes the open case's preprocessing), so panels holding
+  that case keep working; a load with more modalities or other files for them replaces
+  ``handle.case`` by the new case and those layers' data. A load that lacks some open
+  modalities *and* brings other files is not taken for the open
+  case: its layers are added beside it (napari suffixes the names with ``[1]``).
 
 :func:`missing_modalities_note` is the sentence shown at load when a case lacks some of
 T1, T1Gd, T2 and FLAIR.
@@ -387,13 +393,21 @@ def _same_grid(a: Case, b: Case) -> bool:
     )
 
 
-def _same_sources(a: Case, b: Case) -> bool:
+def _changed_files(old: Case, new: Case) -> set[str] | None:
+    """Modalities of ``new`` read from another file than in ``old``, or ``None`` if ``new``
+    cannot take the place of ``old`` (it lacks some of ``old``'s modalities *and* brings
+    other files)."""
     from pathlib import Path
 
-    def norm(sources: dict[str, str]) -> dict[str, str]:
-        return {k: str(Path(v).resolve()) for k, v in sources.items() if k != "seg"}
+    def norm(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).resolve())
 
-    return tuple(a.modalities) == tuple(b.modalities) and norm(a.sources) == norm(b.sources)
+    shared = set(new.modalities) & set(old.modalities)
+    changed = {m for m in shared if norm(old.sources.get(m)) != norm(new.sources.get(m))}
+    changed |= set(new.modalities) - set(old.modalities)
+    if changed and not set(new.modalities) >= set(old.modalities):
+        return None
+    return changed
 
 
 def find_open_case(viewer: napari.Viewer, case: Case) -> CaseHandle | None:
@@ -446,7 +460,8 @@ def iter_show_case(
     from napari.layers import Layer
 
     handle = find_open_case(viewer, case)
-    if handle is None:
+    changed = None if handle is None else _changed_files(handle.case, case)
+    if handle is None or changed is None:
         report = ShowReport(case)
         for data, kwargs, layer_type in layer_data:
             layer = viewer.add_layer(Layer.create(data, kwargs, layer_type))
@@ -465,12 +480,15 @@ def iter_show_case(
         for x in open_layers
         if x.metadata.get("ssseg_role") == "labels"
     }
-    if not _same_sources(handle.case, case):
+    if changed:  # other files or more modalities: the new case takes the open one's place
         handle.case = case
     old_pre = handle.preprocessed
     new_pre = new_handle.preprocessed if new_handle is not None else None
     intensities_changed = old_pre is not new_pre and not (old_pre is None and new_pre is None)
-    handle.preprocessed = new_pre
+    if set(case.modalities) < set(handle.case.modalities):
+        intensities_changed = False  # a subset never changes how the open case is shown
+    else:
+        handle.preprocessed = new_pre
     report = ShowReport(handle.case, reused=True)
     for data, kwargs, layer_type in layer_data:
         kwargs = dict(kwargs, metadata=dict(kwargs["metadata"], **{CASE_KEY: handle}))
@@ -487,7 +505,7 @@ def iter_show_case(
                 None,
             )
             if layer is not None:
-                if intensities_changed or layer.data.shape != data.shape:
+                if intensities_changed or modality in changed:
                     layer.data = data
                     layer.contrast_limits_range = kwargs["contrast_limits"]
                     layer.contrast_limits = kwargs["contrast_limits"]
@@ -499,7 +517,7 @@ def iter_show_case(
             if layer is not None:
                 if edited[id(layer)]:
                     report.kept_labels = layer.name
-                elif not np.array_equal(layer.data, data):
+                elif case.labels is not None and not np.array_equal(layer.data, data):
                     layer.data = data
                     report.updated.append(layer.name)
                     yield

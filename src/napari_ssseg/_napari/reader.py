@@ -148,12 +148,29 @@ def read_case_layers(path: PathOrPaths) -> LayerData:
 
 
 def _current_viewer() -> Any | None:
-    """napari's current viewer, or ``None`` (no viewer, or napari not importable)."""
+    """The viewer that is opening the path, or ``None``.
+
+    napari does not tell a reader which viewer called it: the viewer whose ``open`` is on
+    the call stack is used (so ``viewer_b.open(...)`` never touches another viewer), else
+    ``napari.current_viewer()``.
+    """
+    import sys
+
+    try:
+        from napari.components import ViewerModel
+    except Exception:  # noqa: BLE001 - the reader works without napari's viewer
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, ViewerModel):
+            return owner
+        frame = frame.f_back
     try:
         import napari
 
         return napari.current_viewer()
-    except Exception:  # noqa: BLE001 - the reader works without a viewer
+    except Exception:  # noqa: BLE001
         return None
 
 

@@ -286,7 +286,10 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
 
     with _Stage(summary, "evaluate", log) as rec:
         if gt is None:
-            raise _Skip("the case has no labels: nothing to compare with")
+            raise _Skip(
+                "the case has no labels (or an unusable label file, see the load warnings): "
+                "nothing to compare with"
+            )
         for key, labels in label_maps.items():
             summary["metrics"][key] = region_metrics(labels, gt, spacing=case.scale)
         rec["maps"] = list(label_maps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_ssseg.cli import main
@@ -119,3 +120,27 @@ def test_demo_viewer_opens_the_given_case(qtbot, tmp_path):
         assert tuple(viewer.layers["Given_007 FLAIR"].scale) == (2.0, 2.0, 2.0)
     finally:
         viewer.close()
+
+
+def test_demo_case_with_an_unusable_label_file_goes_on_without_metrics(tmp_path):
+    import nibabel as nib
+
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.writers import write_case
+
+    phantom = make_phantom(shape=(40, 56, 56), spacing=(2.0, 2.0, 2.0), seed=4)
+    case_dir = write_case(phantom.to_case(name="BadSeg_001"), tmp_path / "in", "brats2021")
+    seg = case_dir / "BadSeg_001_seg.nii.gz"
+    img = nib.load(seg)
+    data = np.asarray(img.dataobj).astype(np.uint8)
+    data[data > 0] = 7  # a value of no label convention
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), seg)
+    out = tmp_path / "out"
+    args = [*_fast(out), "--workspace-cases", "0", "--no-propose", "--no-scribble"]
+    assert main(["demo", "--case", str(case_dir), *args]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    stages = summary["stages"]
+    assert stages["load"]["labels"] == "none"
+    assert any("7" in w for w in stages["load"]["warnings"])  # the warning names the value
+    assert stages["refine"]["status"] == "skipped"  # no proposal and no usable labels
+    assert stages["evaluate"]["status"] == "skipped"

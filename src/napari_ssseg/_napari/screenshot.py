@@ -263,7 +263,7 @@ def _main(argv: list[str]) -> int:
     from napari_ssseg.io.readers import load_case, read_image, read_labels
 
     spec = json.loads(argv[0])
-    case = load_case(spec["case_dir"])
+    case = load_case(spec["case_dir"], label_errors="warn")  # the images are what is shown
     label_maps = {k: read_labels(v, case) for k, v in spec["labels"].items()}
     uncertainty = None
     if spec.get("uncertainty"):

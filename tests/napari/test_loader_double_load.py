@@ -167,3 +167,20 @@ def test_layers_are_added_one_per_event_loop_turn(loader, qtbot, case_folder):
         assert any(a < t < b for t in ticks), "no event-loop turn between two layers"
     print(f"\nGUI time per layer (ms): {[round(g * 1000) for g in widget.add_gaps]}")
     assert len(widget.add_gaps) == 6  # 5 layers + the step that finds nothing left
+
+
+def test_closing_the_viewer_while_layers_are_added_stops_the_worker(
+    make_napari_viewer, qtbot, case_folder
+):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ssseg", "Loader")
+    inserted: list[str] = []
+    viewer.layers.events.inserted.connect(lambda e: inserted.append(e.value.name))
+    widget.folder.value = case_folder
+    task = widget.load()
+    qtbot.waitUntil(lambda: bool(inserted), timeout=60_000)
+    viewer.close()
+    t0 = time.perf_counter()
+    qtbot.waitUntil(lambda: not task.running, timeout=10_000)  # not the 120 s hand-over limit
+    assert task.stop_event.is_set()
+    print(f"\nworker ended {time.perf_counter() - t0:.2f} s after the close")

@@ -24,6 +24,7 @@ the file pickers' "Choose" buttons.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -250,6 +251,11 @@ class LoaderWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.last_report = None
         self.add_gaps: list[float] = []
+        # closing the panel or the viewer mid-load stops the worker at once (it would
+        # otherwise wait for a GUI that is gone to take the next layer)
+        # (holder[1] False once the Qt widgets are gone: late callbacks then do nothing)
+        self._task_holder: list[Any] = [None, True]
+        self.native.destroyed.connect(functools.partial(_cancel_task, self._task_holder))
         from napari_ssseg._napari.orientation import install_orientation
 
         install_orientation(napari_viewer)
@@ -313,6 +319,7 @@ class LoaderWidget(Container):
             on_aborted=self._on_aborted,
             on_finished=self._on_finished,
         )
+        self._task_holder[0] = self.task
         return self.task
 
     def cancel(self, *_: Any) -> None:
@@ -322,6 +329,8 @@ class LoaderWidget(Container):
 
     # ------------------------------------------------------------------ callbacks (GUI thread)
     def _on_progress(self, report: dict[str, Any]) -> None:
+        if not self._task_holder[1]:  # the panel was closed
+            return
         if report.get("message"):
             self.status.value = str(report["message"])
         if "ssseg_show" in report:
@@ -359,6 +368,8 @@ class LoaderWidget(Container):
             request["ack"].set()
 
     def _on_loaded(self, result: tuple[Any, Any]) -> None:
+        if not self._task_holder[1]:  # the panel was closed
+            return
         case, report = result
         self.last_report = report
         if report is None:
@@ -374,16 +385,30 @@ class LoaderWidget(Container):
         )
 
     def _on_error(self, exc: BaseException) -> None:
+        if not self._task_holder[1]:  # the panel was closed
+            return
         self._done_message = "failed: " + _short(str(exc), 80)
         notify_error(exc)
 
     def _on_aborted(self) -> None:
+        if not self._task_holder[1]:  # the panel was closed
+            return
         self._done_message = "cancelled"
 
     def _on_finished(self) -> None:
+        if not self._task_holder[1]:  # the panel was closed
+            return
         self.cancel_button.enabled = False
         self._busy.stop(getattr(self, "_done_message", ""))
         self._done_message = ""
+
+
+def _cancel_task(holder: list[Any], *_: Any) -> None:
+    """Cancel the task in ``holder[0]`` if it runs (the panel is being destroyed)."""
+    holder[1] = False
+    task = holder[0]
+    if task is not None and task.running:
+        task.cancel()
 
 
 def _short(text: str, limit: int = 120) -> str:

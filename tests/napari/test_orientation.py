@@ -15,6 +15,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_ssseg._napari.orientation import (
+    LETTER_COLOR,
     OVERLAY_KEYS,
     axis_letters,
     radiological_orientation2d,
@@ -108,6 +109,20 @@ def test_sagittal_view_is_upright_with_letters_on_a_real_case(make_napari_viewer
     _, ant_col = _blob_centre(img, rgb[2])
     assert sup_row < 0.4 < 0.6 < inf_row  # superior up, inferior down
     assert ant_col < 0.4  # anterior on the left
+    # the letters are drawn at their edges (text pixels of the letter colour there)
+    letter = tuple(int(LETTER_COLOR[i : i + 2], 16) for i in (1, 3, 5))
+    text = np.all(np.abs(img[..., :3].astype(int) - np.asarray(letter)) < 60, axis=-1)
+    h, w = text.shape
+    regions = {
+        "top": text[: h // 8, w // 3 : 2 * w // 3],
+        "bottom": text[-h // 8 :, w // 3 : 2 * w // 3],
+        "left": text[h // 3 : 2 * h // 3, : w // 8],
+        "right": text[h // 3 : 2 * h // 3, -w // 8 :],
+    }
+    assert all(region.sum() > 5 for region in regions.values()), {
+        k: int(v.sum()) for k, v in regions.items()
+    }
+    assert text[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].sum() == 0  # none over the brain
 
     viewer.dims.order = (1, 0, 2)  # coronal
     assert _letters(viewer) == {"top": "S", "bottom": "I", "left": "R", "right": "L"}

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "EDGES",
+    "LETTER_COLOR",
     "OVERLAY_KEYS",
     "axis_letters",
     "install_orientation",
@@ -53,6 +54,8 @@ EDGES: dict[str, str] = {
     "left": "middle_left",
     "right": "middle_right",
 }
+#: Colour of the letters: light blue, unlike any label class colour or gray level.
+LETTER_COLOR = "#66ccff"
 #: Keys of the letter overlays in ``viewer.canvas.overlays``.
 OVERLAY_KEYS: dict[str, str] = {edge: f"ssseg_orientation_{edge}" for edge in EDGES}
 #: Viewers with the hooks installed, by ``id`` (entries vanish with their viewer).
@@ -159,7 +162,11 @@ def _overlays(viewer: Any) -> dict[str, Any]:
     for edge, key in OVERLAY_KEYS.items():
         if key not in overlays:
             overlays[key] = TextOverlay(
-                text="", position=EDGES[edge], font_size=14, color="yellow", visible=False
+                text="",
+                position=EDGES[edge],
+                font_size=14,
+                color=LETTER_COLOR,
+                visible=False,
             )
         out[edge] = overlays[key]
     return out

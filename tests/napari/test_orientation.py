@@ -41,6 +41,14 @@ def test_letters_follow_the_direction_cosines():
     assert axis_letters(_fake_case(d)) == [("I", "S"), ("A", "P"), ("L", "R")]
 
 
+@pytest.mark.parametrize("geometry", ["lps", "ras", "aniso", "las_aniso"])
+def test_cases_read_from_any_source_orientation_get_canonical_letters(make_geo_case, geometry):
+    """Whatever the file's axis directions (RAS, LAS, LPS), the canonical arrays run I->S,
+    A->P, R->L, and the letters derived from the canonical direction cosines say so."""
+    case = make_geo_case(geometry)
+    assert axis_letters(case) == [("I", "S"), ("A", "P"), ("R", "L")]
+
+
 def test_radiological_orientation_of_each_view():
     letters = [("I", "S"), ("A", "P"), ("R", "L")]
     cases = {

@@ -216,8 +216,17 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
             except ImportError as exc:
                 rec.update(status="skipped", reason=f"ML stack not available ({exc})")
             else:
+                from napari_ssseg.errors import InputError
+
                 ckpt = default_checkpoint_path()
-                result = predict_case(case, ckpt, device="cpu")
+                try:
+                    result = predict_case(case, ckpt, device="cpu")
+                except InputError as exc:
+                    if not real:
+                        raise
+                    # a real case the model cannot take (e.g. missing modalities and a model
+                    # trained without modality dropout): the demo goes on without a proposal
+                    raise _Skip(f"the default model cannot propose on this case: {exc}") from exc
                 label_maps["proposal"] = result["labels"]
                 uncertainty = result["uncertainty"]
                 save_labels(result["labels"], case, out / "proposal.nii.gz")
@@ -229,6 +238,11 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _log) -> dict:
                     uncertainty_kind=info.get("uncertainty"),
                     inference_seconds=info.get("timings", {}).get("inference"),
                 )
+                if info.get("missing_modalities"):  # e.g. a FLAIR + T1c only case
+                    missing = ", ".join(info["missing_modalities"])
+                    rec["missing_modalities"] = info["missing_modalities"]
+                    rec["source"] = f"missing inputs fed as zeros: {missing}"
+                    log(f"propose: the case lacks {missing}; " + " ".join(info.get("notes", [])))
 
     with _Stage(summary, "refine", log) as rec:
         from napari_ssseg.core.refine import refine_case
@@ -381,7 +395,15 @@ def _workspace_stage(
             if rec.case_id == main_id and "proposal" in label_maps:
                 labels, unc = label_maps["proposal"], uncertainty
             elif predict_case is not None:
-                result = predict_case(ws.load_case(rec.case_id, labels="none"), None, device="cpu")
+                from napari_ssseg.errors import InputError
+
+                try:
+                    result = predict_case(
+                        ws.load_case(rec.case_id, labels="none"), None, device="cpu"
+                    )
+                except InputError as exc:  # e.g. missing modalities (see the propose stage)
+                    record.setdefault("not_proposed", {})[rec.case_id] = str(exc)
+                    continue
                 labels, unc = result["labels"], result["uncertainty"]
             else:
                 continue
@@ -418,7 +440,19 @@ def _workspace_stage(
             import shutil
 
             shutil.rmtree(export_dir)
-        files = export_workspace(ws, export_dir, "nnunet", verified=False)
+        from napari_ssseg.errors import InputError
+
+        try:
+            files = export_workspace(ws, export_dir, "nnunet", verified=False)
+            record["export_format"] = "nnU-Net v2"
+        except InputError as exc:  # nnU-Net needs all four modalities in every case
+            if export_dir.exists():
+                import shutil
+
+                shutil.rmtree(export_dir)
+            files = export_workspace(ws, export_dir, "brats", verified=False)
+            record["export_format"] = "BraTS"
+            record["export_note"] = f"not in nnU-Net layout: {exc}"
         record["exported_files"] = len(files)
         record["cases"] = {r.case_id: r.status for r in ws.cases}
     record["workspace"] = str(ws_dir)
@@ -528,7 +562,8 @@ def _markdown(summary: dict) -> str:
         lines += [f"{i}. {item}" for i, item in enumerate(ws["suggested_order"], 1)]
         dice = ", ".join(f"{k} {v:.3f}" for k, v in ws["mean_dice"].items() if v is not None)
         lines += ["", f"Mean Dice of the latest label versions: {dice}."]
-        lines += [f"Exported {ws['exported_files']} files in nnU-Net v2 layout."]
+        layout = ws.get("export_format", "nnU-Net v2")
+        lines += [f"Exported {ws['exported_files']} files in {layout} layout."]
     shots = summary["stages"].get("screenshot", {}).get("files", [])
     if shots:
         lines += ["", "## Screenshots", ""]

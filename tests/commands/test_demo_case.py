@@ -144,3 +144,30 @@ def test_demo_case_with_an_unusable_label_file_goes_on_without_metrics(tmp_path)
     assert any("7" in w for w in stages["load"]["warnings"])  # the warning names the value
     assert stages["refine"]["status"] == "skipped"  # no proposal and no usable labels
     assert stages["evaluate"]["status"] == "skipped"
+
+
+def test_demo_case_with_flair_and_t1c_only(tmp_path):
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.writers import write_case
+
+    phantom = make_phantom(shape=(40, 56, 56), spacing=(2.0, 2.0, 2.0), seed=6)
+    case_dir = write_case(phantom.to_case(name="TwoMod_001"), tmp_path / "in", "brats2021")
+    for m in ("t1", "t2"):
+        (case_dir / f"TwoMod_001_{m}.nii.gz").unlink()
+    out = tmp_path / "out"
+    args = [*_fast(out), "--workspace-cases", "1", "--no-scribble"]
+    assert main(["demo", "--case", str(case_dir), *args]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    stages = summary["stages"]
+    assert stages["load"]["modalities"] == ["t1ce", "flair"]
+    propose = stages["propose"]
+    if propose["status"] == "ok":  # a model trained with modality dropout: zero-filled inputs
+        assert propose["missing_modalities"] == ["t1", "t2"]
+        assert stages["refine"]["source"] == "model proposal"
+    else:  # a model that needs all four inputs: said, and the demo goes on without it
+        assert propose["status"] == "skipped"
+        assert "missing t1, t2" in propose["reason"]
+        assert stages["refine"]["source"].startswith("degraded ground truth")
+    assert stages["refine"]["status"] == "ok" and stages["evaluate"]["status"] == "ok"
+    assert stages["workspace"]["status"] == "ok"
+    assert stages["workspace"]["export_format"] == "BraTS"  # nnU-Net needs all four inputs

@@ -153,7 +153,9 @@ def test_layers_are_added_one_per_event_loop_turn(loader, qtbot, case_folder):
     viewer, widget = loader
     ticks: list[float] = []
     inserted: list[float] = []
+    names: list[str] = []
     viewer.layers.events.inserted.connect(lambda e: inserted.append(time.perf_counter()))
+    viewer.layers.events.inserted.connect(lambda e: names.append(e.value.name))
     timer = QTimer()
     timer.setInterval(1)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
@@ -167,6 +169,10 @@ def test_layers_are_added_one_per_event_loop_turn(loader, qtbot, case_folder):
         assert any(a < t < b for t in ticks), "no event-loop turn between two layers"
     print(f"\nGUI time per layer (ms): {[round(g * 1000) for g in widget.add_gaps]}")
     assert len(widget.add_gaps) == 6  # 5 layers + the step that finds nothing left
+    # what the user sees comes first; the final order is T1, T1Gd, T2, FLAIR, labels
+    assert names[:2] == ["Tiny_001 FLAIR", "Tiny_001 labels"]
+    assert [x.name.split()[-1] for x in viewer.layers] == ["T1", "T1Gd", "T2", "FLAIR", "labels"]
+    assert viewer.layers.selection.active is viewer.layers["Tiny_001 labels"]
 
 
 def test_closing_the_viewer_while_layers_are_added_stops_the_worker(

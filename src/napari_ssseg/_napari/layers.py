@@ -463,10 +463,25 @@ def iter_show_case(
     changed = None if handle is None else _changed_files(handle.case, case)
     if handle is None or changed is None:
         report = ShowReport(case)
-        for data, kwargs, layer_type in layer_data:
-            layer = viewer.add_layer(Layer.create(data, kwargs, layer_type))
+        # visible layers first (the user sees the image and the labels after two steps),
+        # hidden ones then inserted at their place: the final order is layer_data's order
+        hidden = [not kwargs.get("visible", True) for _, kwargs, _ in layer_data]
+        order = sorted(range(len(layer_data)), key=lambda i: hidden[i])
+        created: dict[int, Any] = {}
+        for i in order:
+            data, kwargs, layer_type = layer_data[i]
+            layer = Layer.create(data, kwargs, layer_type)
+            after = [created[j] for j in created if j > i]
+            if after:
+                viewer.layers.insert(min(viewer.layers.index(x) for x in after), layer)
+            else:
+                viewer.add_layer(layer)
+            created[i] = layer
             report.added.append(layer.name)
             yield
+        labels = [x for x in created.values() if x.metadata.get("ssseg_role") == "labels"]
+        if labels:  # ready to paint, as when the labels layer was added last
+            viewer.layers.selection.active = labels[0]
         return report
 
     new_handle = next(

@@ -13,6 +13,8 @@ thread, about 0.2-0.5 s per layer of a 240 x 240 x 155 case on a busy 2-core mac
 worker therefore hands the layers over **one per event-loop turn** (it waits for the GUI to
 add one before it sends the next), so the viewer repaints and handles input between layers
 instead of freezing for the whole set; the task counts as running until the last layer is in.
+The visible layers (FLAIR, labels) come first and the hidden modalities are inserted below
+them, so the user sees the case after two layers.
 
 Loading a case already open reuses its layers (see :mod:`napari_ssseg._napari.layers`):
 nothing is stacked, and an edited labels layer is kept as it is. A case without one of T1,

@@ -229,29 +229,13 @@ def run(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from napari_ssseg.errors import InputError
-    from napari_ssseg.io.dataset_import import (
-        import_dataset,
-        import_ground_truth,
-        normalise_labels_as,
-    )
-    from napari_ssseg.io.workspace import Workspace
+    from napari_ssseg.io.dataset_import import create_workspace
 
-    how = normalise_labels_as(args.labels_as) if args.labels_as is not None else None
-    if how is not None and args.source is None:
-        raise InputError("--labels-as needs --from DIR (a folder of cases or a dataset).")
+    ws, imported, status = create_workspace(
+        args.workspace, args.source, copy_images=args.copy, labels_as=args.labels_as
+    )
     is_dataset = args.source is not None and (Path(args.source) / "dataset.json").is_file()
-    if is_dataset:
-        ws = import_dataset(
-            args.source, args.workspace, copy_images=args.copy, labels_as=how or "version"
-        )
-    else:
-        ws = Workspace.create(args.workspace, from_dir=args.source, copy_images=args.copy)
     with ws:
-        imported = []
-        if not is_dataset and how in ("version", "proposed"):
-            status = "verified" if how == "version" else "proposed"
-            imported = import_ground_truth(ws, status=status)
         s = ws.summary()
         print(f"created workspace {ws.root} with {s['n_cases']} case(s)")
         if imported:
@@ -260,7 +244,7 @@ def _init(args: argparse.Namespace) -> int:
                 f"(status {status})"
             )
         n_gt = sum(1 for r in ws.cases if r.ground_truth is not None)
-        if n_gt and not is_dataset and how is None:
+        if n_gt and not is_dataset and args.labels_as is None:
             print(
                 f"note: the label files of {n_gt} case(s) are kept as ground truth for "
                 "`ssseg workspace evaluate`; to export or train on them, import them as "

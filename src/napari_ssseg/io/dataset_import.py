@@ -18,6 +18,7 @@ from napari_ssseg.errors import InputError, check_choice
 
 __all__ = [
     "LABELS_AS",
+    "create_workspace",
     "import_dataset",
     "import_label_file",
     "import_ground_truth",
@@ -117,6 +118,64 @@ def import_ground_truth(
         ws.set_status(cid, status, note="labels of the source dataset")
         done.append(cid)
     return done
+
+
+def create_workspace(
+    ws_path: str | os.PathLike,
+    source: str | os.PathLike | None = None,
+    *,
+    copy_images: bool = False,
+    labels_as: str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+):
+    """Create a workspace, from a folder of cases or a dataset: ``ssseg workspace init``.
+
+    Parameters
+    ----------
+    ws_path : path-like
+        New workspace folder.
+    source : path-like, optional
+        A folder of case folders, or an nnU-Net v2 / MSD dataset (with ``dataset.json``).
+    copy_images : bool
+        Copy the images into the workspace (default: reference them in place).
+    labels_as : {"ground-truth", "verified", "proposed"} or None
+        What the source's label files are (see :data:`LABELS_AS`). Default: ground truth for
+        a folder of cases, verified versions for a dataset.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    ws : Workspace
+        Open for writing (holds the lock).
+    imported : list of str
+        Cases whose label files became version 1.
+    status : str or None
+        The status those cases got.
+    """
+    from napari_ssseg.io.workspace import Workspace
+
+    how = normalise_labels_as(labels_as) if labels_as is not None else None
+    if how is not None and source is None:
+        raise InputError("--labels-as needs --from DIR (a folder of cases or a dataset).")
+    is_dataset = source is not None and (Path(source) / "dataset.json").is_file()
+    if is_dataset:
+        ws = import_dataset(
+            source, ws_path, copy_images=copy_images, labels_as=how or "version",
+            progress=progress,
+        )  # fmt: skip
+        return ws, [], None
+    ws = Workspace.create(ws_path, from_dir=source, copy_images=copy_images, progress=progress)
+    imported: list[str] = []
+    status = None
+    if how in ("version", "proposed"):
+        status = "verified" if how == "version" else "proposed"
+        try:
+            imported = import_ground_truth(ws, status=status, progress=progress)
+        except BaseException:
+            ws.close()
+            raise
+    return ws, imported, status
 
 
 # ----------------------------------------------------------------------------- import

@@ -349,6 +349,10 @@ class WorkspaceWidget(QWidget):
         row.addWidget(self.export_edit)
         row.addWidget(self.export_btn)
         layout.addLayout(row)
+        from napari_ssseg._napari.widgets.workspace_dataset import WorkspaceDatasetBox
+
+        self.dataset_box = WorkspaceDatasetBox(self)
+        layout.addWidget(self.dataset_box)
         layout.addWidget(self.status_label)
 
         self.open_ws_btn.clicked.connect(
@@ -438,6 +442,8 @@ class WorkspaceWidget(QWidget):
             b.setEnabled(bool(has_case) and not busy)
         # saving the current case stays possible while another case loads
         self.save_btn.setEnabled(bool(has_case))
+        if hasattr(self, "dataset_box"):
+            self.dataset_box.update_buttons(has_ws, busy)
 
     def _start(
         self, kind: str, gen_func: Any, *args: Any, desc: str, on_returned: Any
@@ -507,11 +513,19 @@ class WorkspaceWidget(QWidget):
     # -- workspace
     def open_workspace(self, path: str | Path, readonly: bool = False) -> None:
         """Open (or switch to) the workspace at ``path``."""
-        from napari_ssseg.io.workspace import Workspace
 
         if not str(path).strip():
-            raise InputError("Type the workspace folder first (created by `ssseg workspace init`).")
+            raise InputError(
+                "Type the workspace folder first (made by `ssseg workspace init`, or create "
+                "one with the panel's Create workspace button)."
+            )
         self._check_idle()
+        self._open_workspace(path, readonly)
+
+    def _open_workspace(self, path: str | Path, readonly: bool = False) -> None:
+        """:meth:`open_workspace` without the idle check (for a task's own result)."""
+        from napari_ssseg.io.workspace import Workspace
+
         self.close_workspace()
         self.ws = Workspace.open(path, readonly=readonly)
         self._watch_window()

@@ -425,3 +425,33 @@ def test_uncertainty_is_zero_outside_the_brain(tiny_case, tiny_ckpt):
     assert outside.any()
     assert float(np.abs(result["uncertainty"][outside]).max()) == 0.0
     assert float(result["uncertainty"][~outside].max()) > 0.0
+
+
+def test_minor_components_are_removed_by_option_and_by_checkpoint(tiny_case, make_ckpt, tmp_path):
+    from napari_ssseg.core.editing import minor_components_mask
+
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[1:5, 1:5, 1:5] = 2  # 64 voxels
+    lab[7:9, 7:9, 7:9] = 1  # 8 voxels, remote
+    assert minor_components_mask(lab, 0.0).sum() == 0
+    drop = minor_components_mask(lab, 0.5)
+    assert drop.sum() == 8 and drop[8, 8, 8] and not drop[2, 2, 2]
+    assert minor_components_mask(lab, 0.1).sum() == 0  # 8 >= 0.1 * 64: kept
+    with pytest.raises(InputError, match="min_fraction"):
+        minor_components_mask(lab, 1.5)
+    ck = make_ckpt(tmp_path / "pp.pt")
+    full = predict_case(tiny_case, ck, device="cpu", min_component_fraction=0.0)
+    assert full["info"]["postprocess"] == {"min_component_fraction": 0.0, "removed_voxels": 0}
+    only = predict_case(tiny_case, ck, device="cpu", min_component_fraction=1.0)
+    expected = full["labels"].copy()
+    expected[minor_components_mask(expected, 1.0)] = 0
+    np.testing.assert_array_equal(only["labels"], expected)
+    assert only["info"]["postprocess"]["removed_voxels"] == int((full["labels"] != expected).sum())
+    np.testing.assert_array_equal(only["probabilities"], full["probabilities"])
+    # the checkpoint's own setting applies when the option is not given
+    c = load_checkpoint(ck)
+    c.normalization["postprocess"] = {"min_component_fraction": 1.0}
+    own = predict_case(tiny_case, c, device="cpu")
+    np.testing.assert_array_equal(own["labels"], expected)
+    with pytest.raises(InputError, match="min_component_fraction"):
+        predict_case(tiny_case, ck, device="cpu", min_component_fraction=2)

@@ -74,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "trained with modality dropout, as the default model is; else an error), zero, error",
     )
     parser.add_argument(
+        "--min-component-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="remove whole-tumour components smaller than F x the largest (0 keeps all; "
+        "default: the model's setting, see docs/models.md)",
+    )
+    parser.add_argument(
         "--case-convention", metavar="CONV", help="label convention of the case's label file"
     )
     from napari_ssseg.commands._clinical import add_clinical_arguments
@@ -149,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             allow_cpu_fallback=not args.no_cpu_fallback,
             uncertainty=args.uncertainty_kind,
             missing_modalities=args.missing_modalities,
+            min_component_fraction=args.min_component_fraction,
             progress=reporter,
         )
     finally:
@@ -164,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.1f} s ({info['n_passes']} pass(es), uncertainty "
         f"{info['uncertainty']})"
     )
+    post = info.get("postprocess") or {}
+    if post.get("removed_voxels"):
+        print(
+            f"post-processing: removed {post['removed_voxels']} voxels of tumour components "
+            f"smaller than {post['min_component_fraction']:g} x the largest "
+            "(--min-component-fraction 0 keeps them)"
+        )
     if info.get("missing_modalities"):
         print(
             f"missing inputs: {', '.join(info['missing_modalities'])} (set to zero; "

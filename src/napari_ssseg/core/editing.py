@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_ssseg.core.refine import RefinementSession
 
 __all__ = [
+    "minor_components_mask",
     "ISLAND_MODES",
     "ISLAND_TARGETS",
     "annotated_slices",
@@ -413,6 +414,46 @@ def island_mask(
             drop[0] = False
         out |= drop[comp]
     return out
+
+
+def minor_components_mask(
+    labels: np.ndarray, min_fraction: float, *, connectivity: int = 26
+) -> np.ndarray:
+    """Voxels of the whole-tumour components smaller than ``min_fraction`` x the largest.
+
+    A proposal's post-processing (the default model's, tuned on held-out real cases, see
+    docs/models.md): remote false positives (e.g. FLAIR-bright cortex called oedema) are
+    usually much smaller than the tumour; a second lesion at least ``min_fraction`` of the
+    largest one's size is kept.
+
+    Parameters
+    ----------
+    labels : (Z, Y, X) ndarray of int
+    min_fraction : float
+        In [0, 1]; 0 removes nothing, 1 keeps only the largest component (and ties).
+    connectivity : {6, 18, 26}
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of bool
+        Voxels to set to background.
+    """
+    labels = _labels3d(labels)
+    f = float(min_fraction)
+    if not (np.isfinite(f) and 0.0 <= f <= 1.0):
+        raise InputError(f"min_fraction={min_fraction!r}; expected a fraction in [0, 1].")
+    out = np.zeros(labels.shape, bool)
+    tumour = labels > 0
+    if f == 0.0 or not tumour.any():
+        return out
+    comp, n = ndimage.label(tumour, structure=_structure(int(connectivity)))
+    if n < 2:
+        return out
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    drop = sizes < f * sizes.max()
+    drop[0] = False
+    return drop[comp]
 
 
 # --------------------------------------------------------------------------- volumes

@@ -439,6 +439,7 @@ def predict_case_iter(
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
     missing_modalities: str = "auto",
+    min_component_fraction: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Predict labels, probabilities and uncertainty of a case; yield progress, then the result.
 
@@ -483,6 +484,13 @@ def predict_case_iter(
         ``"zero"`` always feeds zeros; ``"error"`` always raises. Zero-filling warns, naming
         the missing inputs and the regions that will be weaker, and is recorded in
         ``info["missing_modalities"]`` and ``info["notes"]``.
+    min_component_fraction : float or None
+        Post-processing of the labels: whole-tumour connected components smaller than this
+        fraction of the largest are set to background (remote false positives;
+        :func:`napari_ssseg.core.editing.minor_components_mask`). None (default): the
+        checkpoint's own setting (``normalization["postprocess"]``; the default model's is
+        in docs/models.md), 0: keep every component. The probabilities and uncertainty are
+        not changed. What was removed is in ``info["postprocess"]``.
 
     Yields
     ------
@@ -519,6 +527,14 @@ def predict_case_iter(
     ):
         raise InputError(f"mc_samples={mc_samples!r}; expected an integer from 0 to 100.")
     uncertainty = check_choice("uncertainty", uncertainty, UNCERTAINTY_KINDS)
+    if min_component_fraction is not None and not (
+        isinstance(min_component_fraction, (int, float))
+        and 0.0 <= float(min_component_fraction) <= 1.0
+    ):
+        raise InputError(
+            f"min_component_fraction={min_component_fraction!r}; expected a fraction in "
+            "[0, 1] (0 keeps every component) or None (the model's setting)."
+        )
 
     yield _progress(0, 1, "load", "Loading the model")
     ckpt = load_model(checkpoint)
@@ -722,7 +738,7 @@ def predict_case_iter(
     )
     t0 = time.perf_counter()
     result = yield from _pump(
-        lambda: _finish(out, prep, ckpt, uncertainty),
+        lambda: _finish(out, prep, ckpt, uncertainty, min_component_fraction),
         should_stop,
         _progress(counter["total"], counter["total"], "postprocess", "Resampling the result"),
     )
@@ -743,6 +759,7 @@ def predict_case_iter(
         "mc_samples": mc,
         "uncertainty": uncertainty,
         "probability_channels": result.pop("channels"),
+        "postprocess": result.pop("postprocess"),
         "modalities": list(ckpt.modalities),
         "channel_index": prep.channel_index,
         "spacing_zyx": list(prep.spacing_zyx),
@@ -763,8 +780,14 @@ def predict_case_iter(
     yield {"event": "result", **result, "info": info}
 
 
-def _finish(out: dict, prep: PreparedInput, ckpt: Checkpoint, kind: str) -> dict[str, Any]:
-    """Resample to the case grid, make labels, uncrop."""
+def _finish(
+    out: dict,
+    prep: PreparedInput,
+    ckpt: Checkpoint,
+    kind: str,
+    min_component_fraction: float | None = None,
+) -> dict[str, Any]:
+    """Resample to the case grid, make labels (minor components removed), uncrop."""
     mean_p: torch.Tensor = out["mean_p"]
     maps: dict[str, torch.Tensor] = out["maps"]
     if ckpt.axis_order == "xyz":
@@ -792,6 +815,19 @@ def _finish(out: dict, prep: PreparedInput, ckpt: Checkpoint, kind: str) -> dict
         channels = ["WT", "TC", "ET"]
         fill = [0.0, 0.0, 0.0]
     labels[~mask] = 0
+    post = (ckpt.normalization or {}).get("postprocess") or {}
+    frac = (
+        post.get("min_component_fraction")
+        if min_component_fraction is None
+        else (min_component_fraction)
+    )
+    removed = 0
+    if frac:
+        from napari_ssseg.core.editing import minor_components_mask
+
+        drop = minor_components_mask(labels, float(frac))
+        removed = int(drop.sum())
+        labels[drop] = 0
     pre = prep.pre
     full_p = np.empty((probs.shape[0], *pre.full_shape), dtype=np.float32)
     for c in range(probs.shape[0]):
@@ -808,6 +844,10 @@ def _finish(out: dict, prep: PreparedInput, ckpt: Checkpoint, kind: str) -> dict
         "uncertainty": full_maps[kind],
         "uncertainty_maps": full_maps,
         "channels": channels,
+        "postprocess": {
+            "min_component_fraction": float(frac) if frac else 0.0,
+            "removed_voxels": removed,
+        },
     }
 
 

@@ -51,9 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-segments",
         type=int,
-        default=350,
+        default=None,
         metavar="N",
-        help="approximate number of superpixels (default: %(default)s)",
+        help="approximate number of superpixels of the whole volume (default: the tuned "
+        "default, see docs)",
     )
     parser.add_argument(
         "--compactness",
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     output = None  # the tuned per-region default
     if args.output is not None:
         output = check_choice("--output", args.output, ("added", "union", "superpixels"))
-    if args.n_segments < 2:
+    n_segments = R.DEFAULT_N_SEGMENTS if args.n_segments is None else int(args.n_segments)
+    if n_segments < 2:
         raise InputError(f"--n-segments {args.n_segments} must be an integer >= 2 (e.g. 350).")
 
     t = time.perf_counter()
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         pseudo,
         sim0=sim0,
         n_c=n_c,
-        n_segments=args.n_segments,
+        n_segments=n_segments,
         compactness=args.compactness,
         sigma=args.sigma,
         regions=regions,

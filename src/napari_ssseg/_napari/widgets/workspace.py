@@ -376,6 +376,9 @@ class WorkspaceWidget(QWidget):
         self._closing_guard: Any = None
         self._removing_own = False
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        from napari_ssseg._napari.orientation import install_orientation
+
+        install_orientation(self.viewer)  # radiological 2D views + L/R, A/P, S/I letters
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(lambda: self._guard(self.close_workspace))

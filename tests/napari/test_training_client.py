@@ -45,14 +45,23 @@ ALL = [
     ],
 )
 def test_one_click_choice_with_every_strategy(counts, expected):
-    name, why = choose_strategy(DataSummary("workspace", *counts), ALL)
+    name, why = choose_strategy(DataSummary("workspace", *counts), ALL, semi_supervised=True)
     assert name == expected
     assert "not available" not in why
     assert why.endswith(".")
 
 
+def test_one_click_default_is_supervised_with_unlabelled_cases():
+    name, why = choose_strategy(DataSummary("workspace", 2, 0, 5), ALL)
+    assert name == "supervised"
+    assert "5 unlabelled" in why and "Advanced" in why
+    assert choose_strategy(DataSummary("workspace", 2, 3, 5), ALL)[0] == "sp3"
+
+
 def test_fallbacks_say_what_is_missing():
-    name, why = choose_strategy(DataSummary("folder", 2, 0, 5), ["supervised", "pseudo-label"])
+    name, why = choose_strategy(
+        DataSummary("folder", 2, 0, 5), ["supervised", "pseudo-label"], semi_supervised=True
+    )
     assert name == "pseudo-label" and "'pseudo-label-superpixel' is not available" in why
     name, why = choose_strategy(DataSummary("folder", 0, 2, 0), ["supervised"])
     assert name == "supervised" and "'sp3' is not available" in why

@@ -65,8 +65,13 @@ def load_real_case(folder: Path):
         return load_case(Path(folder))
 
 
-def evaluate_case(case, checkpoint, device: str = "cpu") -> dict:
-    """Dice and HD95 per region of the proposal on one labelled case, and its time."""
+def evaluate_case(
+    case, checkpoint, device: str = "cpu", min_component_fraction: float | None = None
+) -> dict:
+    """Dice and HD95 per region of the proposal on one labelled case, and its time.
+
+    ``min_component_fraction``: the proposal's post-processing (None: the checkpoint's).
+    """
     from napari_ssseg.core.case import region_masks
     from napari_ssseg.core.metrics import dice, hd95
     from napari_ssseg.ml.inference import predict_case
@@ -74,7 +79,9 @@ def evaluate_case(case, checkpoint, device: str = "cpu") -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = predict_case(case, checkpoint, device=device)
+        res = predict_case(
+            case, checkpoint, device=device, min_component_fraction=min_component_fraction
+        )
     seconds = time.perf_counter() - t0
     sp = tuple(float(s) for s in case.canonical_geometry.spacing_zyx)
     pm, gm = region_masks(res["labels"]), region_masks(case.labels)
@@ -91,7 +98,13 @@ def summarise(rows: list[dict]) -> dict:
     return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
 
 
-def evaluate(checkpoint, cases=LABELLED, real: Path = REAL, log=print) -> dict:
+def evaluate(
+    checkpoint,
+    cases=LABELLED,
+    real: Path = REAL,
+    log=print,
+    min_component_fraction: float | None = None,
+) -> dict:
     """Evaluate ``checkpoint`` (path, loaded Checkpoint or None = default) on ``cases``."""
     from napari_ssseg.ml.checkpoint import load_model
 
@@ -99,7 +112,7 @@ def evaluate(checkpoint, cases=LABELLED, real: Path = REAL, log=print) -> dict:
     rows = []
     for name in cases:
         case = load_real_case(Path(real) / name)
-        row = evaluate_case(case, ckpt)
+        row = evaluate_case(case, ckpt, min_component_fraction=min_component_fraction)
         log(json.dumps(row))
         rows.append(row)
     return {"per_case": rows, "mean": summarise(rows)}
@@ -112,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", type=Path, default=REAL)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--min-component-fraction",
+        type=float,
+        default=None,
+        help="post-processing of the proposals (default: the checkpoint's)",
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -119,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.real.is_dir():
         print(f"real data folder {args.real} not found", file=sys.stderr)
         return 2
-    res = evaluate(args.model, [c for c in args.cases.split(",") if c], args.real)
+    res = evaluate(
+        args.model,
+        [c for c in args.cases.split(",") if c],
+        args.real,
+        min_component_fraction=args.min_component_fraction,
+    )
     print(json.dumps(res["mean"]))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -83,3 +83,16 @@ def test_default_growth_does_not_hurt_a_real_case(wt_session):
     fit_only = sess.refine(seed, 1.0, DEFAULT_NC)  # sim0 = 1: nothing can merge
     assert grown.merged, "the default sim0 grows nothing on a real case"
     assert _dice(grown.mask, gt) >= _dice(fit_only.mask, gt) - 0.01
+
+
+def test_cli_n_segments_help_names_the_core_default():
+    """``ssseg refine --n-segments`` defaults to DEFAULT_N_SEGMENTS; its help must say so."""
+    import argparse
+
+    from napari_ssseg.commands import refine as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    action = next(a for a in parser._actions if "--n-segments" in a.option_strings)
+    assert action.default is None  # resolved to DEFAULT_N_SEGMENTS in run()
+    assert f"(default: {DEFAULT_N_SEGMENTS})" in action.help

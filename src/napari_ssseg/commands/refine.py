@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="approximate number of superpixels of the whole volume (default: the tuned "
-        "default, see docs)",
+        # the default is core.refine.DEFAULT_N_SEGMENTS (not imported here: it pulls numpy)
+        help="approximate number of superpixels (default: 350)",
     )
     parser.add_argument(
         "--compactness",

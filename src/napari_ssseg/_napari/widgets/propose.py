@@ -85,7 +85,10 @@ __all__ = [
     "DEVICE_CHOICES",
     "MAX_UNDOABLE_VOXELS",
     "MODEL_SOURCES",
+    "LEGEND_OVERLAY_KEY",
     "UNCERTAINTY_COLORMAP",
+    "UNCERTAINTY_TITLES",
+    "legend_text",
     "CaseComboBox",
     "ProposeWidget",
     "case_choices",
@@ -103,6 +106,14 @@ MODEL_SOURCES: dict[str, str] = {
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 #: Colormap of the uncertainty layer (perceptually uniform, dark = certain).
 UNCERTAINTY_COLORMAP = "inferno"
+#: Uncertainty kind (``info["uncertainty"]``) -> the words shown in the legend.
+UNCERTAINTY_TITLES: dict[str, str] = {
+    "entropy": "predictive entropy",
+    "mutual_information": "mutual information (MC dropout)",
+    "disagreement": "disagreement of the two networks",
+}
+#: Key of the uncertainty legend's text overlay in ``viewer.canvas.overlays``.
+LEGEND_OVERLAY_KEY = "ssseg_uncertainty_legend"
 _ROLE_PROPOSAL = "proposal"
 _ROLE_UNCERTAINTY = "uncertainty"
 #: A re-run that changes more proposal voxels than this replaces the layer's data instead of
@@ -191,6 +202,24 @@ def case_choices_of(box: ComboBox) -> list[tuple[str, Any]]:
     """``(name, case)`` entries of a case box."""
     native = box.native
     return [(native.itemText(i), native.itemData(i)) for i in range(native.count())]
+
+
+def legend_text(kind: str | None, high: float) -> str:
+    """The uncertainty legend: which map it is and what its colours mean.
+
+    Parameters
+    ----------
+    kind : str or None
+        ``info["uncertainty"]`` of the prediction (``"entropy"``, ``"mutual_information"``,
+        ``"disagreement"``).
+    high : float
+        The upper contrast limit (the colour bar spans ``0 .. high``).
+    """
+    title = UNCERTAINTY_TITLES.get(str(kind), str(kind or "uncertainty"))
+    text = f"uncertainty:\n{title}\n0 = certain (dark)\n1 = most uncertain (bright)"
+    if high < 0.999:
+        text += f"\nbar spans 0 - {high:.2f}\n(the map's maximum)"
+    return text
 
 
 def propose_job(case: Any, model: Any, options: dict[str, Any]):
@@ -332,6 +361,8 @@ class ProposeWidget(Container):
         self.take_button = PushButton(text="Take proposal into labels")
         self.status = Label(label="Status", value="")
         self.status.native.setWordWrap(True)
+        self.legend = Label(label="Uncertainty", value="(propose a case to see its map)")
+        self.legend.native.setWordWrap(True)
         super().__init__(
             widgets=[
                 self.case,
@@ -348,6 +379,7 @@ class ProposeWidget(Container):
                 self.take_mode,
                 self.keep_human,
                 self.take_button,
+                self.legend,
                 self.status,
             ]
         )
@@ -441,6 +473,9 @@ class ProposeWidget(Container):
 
     def _on_layer_removed(self, event: Any) -> None:
         self.case.reset_choices()
+        removed = getattr(event, "value", None)
+        if removed is not None and removed.metadata.get("ssseg_role") == _ROLE_UNCERTAINTY:
+            self._update_legend()
         if not self._cleanup_pending:
             # never change the layer list inside its own event: one pass after it
             from qtpy.QtCore import QTimer
@@ -738,6 +773,7 @@ class ProposeWidget(Container):
             uncertainty.metadata["ssseg_prediction"] = meta_info
             if self._current(case):
                 uncertainty.visible = True
+            self._show_legend(uncertainty)
             return
         uncertainty = Image(
             unc,
@@ -757,6 +793,54 @@ class ProposeWidget(Container):
         if not self._current(case):
             uncertainty.metadata[_HIDDEN_KEY] = True
         self.viewer.add_layer(uncertainty)
+        uncertainty.events.visible.connect(self._update_legend)
+        self._show_legend(uncertainty)
+
+    # ------------------------------------------------------------------ legend
+    def _show_legend(self, layer: Any) -> None:
+        """Show the layer's colour bar and the legend text (canvas overlay and panel)."""
+        colorbar = getattr(layer, "colorbar", None)  # napari >= 0.6: a per-layer overlay
+        if colorbar is not None:
+            colorbar.position = "top_right"
+            colorbar.box = True
+            colorbar.visible = True
+        layer.metadata["ssseg_legend"] = legend_text(
+            layer.metadata.get("ssseg_prediction", {}).get("uncertainty"),
+            float(layer.contrast_limits[1]),
+        )
+        self._update_legend()
+
+    def legend_overlay(self) -> Any:
+        """The text overlay naming the uncertainty map (created on first use)."""
+        from napari.components.overlays import TextOverlay
+
+        overlays = self.viewer.canvas.overlays
+        if LEGEND_OVERLAY_KEY not in overlays:
+            overlays[LEGEND_OVERLAY_KEY] = TextOverlay(
+                text="", position="top_right", font_size=11, color="white", box=True,
+                visible=False,
+            )  # fmt: skip
+        return overlays[LEGEND_OVERLAY_KEY]
+
+    def _update_legend(self, *_: Any) -> None:
+        """Show the legend of the visible uncertainty layer (none visible: hide it)."""
+        try:
+            layers = list(self.viewer.layers)
+        except RuntimeError:  # the viewer is closing
+            return
+        shown = [
+            x for x in layers if x.metadata.get("ssseg_role") == _ROLE_UNCERTAINTY and x.visible
+        ]
+        overlay = self.legend_overlay()
+        if not shown:
+            overlay.visible = False
+            self.legend.value = "(no uncertainty layer shown)"
+            return
+        layer = shown[-1]
+        text = layer.metadata.get("ssseg_legend", "")
+        overlay.text = text.replace("uncertainty:", f"{layer.name}:", 1) if text else layer.name
+        self.legend.value = " ".join(text.split("\n"))
+        overlay.visible = True
 
     # ------------------------------------------------------------------ take into labels
     def _labels_target(self, case: Any) -> Any:

@@ -584,7 +584,8 @@ def tune_table(results, weights, region) -> tuple[list[str], tuple]:
                 if key in results and (s0 < 1.0 or wi == 0):
                     lines.append(row(next(r for r in rows if r[4] == key)))
     lines.append(
-        f"\nSelected for {region.upper()}: {chosen[4]} (score {chosen[0]:+.4f}, mean gain "
+        f"\nBest for {region.upper()} alone (per-region rule; the defaults are chosen jointly, "
+        f"below): {chosen[4]} (score {chosen[0]:+.4f}, mean gain "
         f"{chosen[1]:+.4f}, slider {act[chosen[4][:5]]:.1f})."
     )
     return lines, chosen

@@ -164,3 +164,11 @@ def test_console_script_help():
     )
     assert proc.returncode == 0, proc.stderr
     assert "evaluate" in proc.stdout
+
+
+def test_every_listed_command_is_in_the_help():
+    from napari_ssseg.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {name for name, _, _ in COMMANDS}

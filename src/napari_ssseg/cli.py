@@ -45,12 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(f"napari_ssseg.commands.{module_name}")
-        except ModuleNotFoundError as exc:  # command not built yet in this checkout
-            if exc.name == f"napari_ssseg.commands.{module_name}":
-                continue
-            raise
+        # every listed command must import: a missing one is a packaging bug, not something
+        # to hide from --help (tests/test_cli_startup.py checks that each appears)
+        module = importlib.import_module(f"napari_ssseg.commands.{module_name}")
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -211,7 +211,6 @@ def _write_case(folder, labels_internal, direction):
     ids=["LPS", "RAS"],
 )
 def test_case_option_reads_labels_on_the_case_grid(capsys, tmp_path, direction):
-    pytest.importorskip("napari_ssseg.io.readers")
     gt = _internal()
     pred = _internal(shift=1)
     orient = _write_case(tmp_path / "C", gt, direction)
@@ -235,7 +234,6 @@ def test_case_option_reads_labels_on_the_case_grid(capsys, tmp_path, direction):
 
 
 def test_case_option_rejects_a_prediction_on_another_grid(capsys, tmp_path):
-    pytest.importorskip("napari_ssseg.io.readers")
     _write_case(tmp_path / "C", _internal(), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     p = _write(tmp_path / "pred.nii.gz", _internal(), spacing=(1.0, 1.0, 1.0))
     rc, _, err = _run(capsys, [p, "--case", str(tmp_path / "C"), "--json"])

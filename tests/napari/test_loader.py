@@ -121,7 +121,6 @@ def test_nothing_chosen_notifies(loader, qtbot, monkeypatch):
 def test_load_with_preprocessing_zscores_brain(
     loader, qtbot, case_folder, tiny_case, choice, tmp_path
 ):
-    pytest.importorskip("napari_ssseg.core.preprocess")
     viewer, widget = loader
     widget.folder.value = case_folder
     widget.preprocessing.value = choice

@@ -95,10 +95,19 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: done once, at import
     os.umask(mask)
     return mask
+
+
+#: The process umask, read once when the module is imported (reading it means setting it for
+#: a moment, which would race with files created by other threads, e.g. the GUI's).
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _fsync_file(path: Path) -> None:

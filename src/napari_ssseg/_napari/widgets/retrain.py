@@ -12,7 +12,8 @@ and two small curves: the mean training loss per epoch and the validation Dice p
 (:func:`~napari_ssseg._napari.training_client.summarize_data`) and picks the strategy
 (:func:`~napari_ssseg._napari.training_client.choose_strategy`): cases with scribbles ->
 ``sp3``; otherwise ``supervised``, also with unlabelled cases (on real scans semi-supervised
-strategies did not beat it at a one-click budget; docs/training.md) (when a preferred strategy is not registered, the next best one is used and the
+strategies did not beat it at a one-click budget; docs/training.md) (when a preferred
+strategy is not registered, the next best one is used and the
 panel says so). The **Advanced** section exposes the strategy, epochs, iterations per epoch,
 time budget, device, initial checkpoint (default: the shipped default model), seed, patch and
 batch size, mixed precision, gradient checkpointing and run folder; **Start** uses those

@@ -22,6 +22,22 @@ T1Gd, T2 and FLAIR shows a warning naming the missing modalities and the proposa
 that will be weaker. The panel also installs radiological 2D views and orientation letters
 (:mod:`napari_ssseg._napari.orientation`) on its viewer. No modal dialog is opened except by
 the file pickers' "Choose" buttons.
+
+Clinical scans (issue 13; docs/clinical-scans.md): the "Brain extraction", "Register" and
+"Resample (mm)" options are the CLI's ``--brain-extraction``, ``--register`` and
+``--resample`` (defaults ``auto``). With them the worker runs
+:func:`napari_ssseg.ml.clinical.prepare_clinical` (series read on their native grids,
+registered to the FLAIR, resampled to a 1 mm working grid, deepbet brain extraction) when the
+case needs it: a study that does not look skull-stripped or whose series lie on different
+grids. A skull-stripped case on one grid (BraTS) is loaded exactly as before (``auto`` changes
+nothing; only the file headers are read in addition). The case shown is then the
+**working-grid** case (the model and superpixels run on it), plus a ``"<case> brain mask"``
+Labels layer (correctable; "Apply brain mask" zeroes the images outside the corrected mask).
+Where the reference (native FLAIR) grid is: the status line and a notification name both
+grids, and every layer of the case carries ``metadata["ssseg_working_grid"]``
+(:meth:`~napari_ssseg.core.working_grid.WorkingGrid.to_dict`, reference grid included). A case
+that does not look skull-stripped always gets a notification: which offers brain extraction
+when it did not run.
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ from napari_ssseg._napari.widgets._common import (
     BusyState,
     button_row,
     notify_error,
+    notify_info,
     notify_warning,
 )
 from napari_ssseg._napari.workers import (
@@ -49,7 +66,7 @@ from napari_ssseg._napari.workers import (
 )
 from napari_ssseg.errors import SsegError
 
-__all__ = ["LoaderWidget", "PREPROCESSING", "load_and_show_job", "load_job"]
+__all__ = ["LoaderWidget", "PREPROCESSING", "load_and_show_job", "load_job", "clinical_job"]
 
 #: Preprocessing choices: label -> (run preprocess_case, n4).
 PREPROCESSING: dict[str, tuple[bool, bool]] = {
@@ -58,6 +75,12 @@ PREPROCESSING: dict[str, tuple[bool, bool]] = {
     "brain mask + clip + z-score + N4 bias correction": (True, True),
 }
 CONVENTION_CHOICES = ("auto", "brats2021", "brats2023", "msd")
+#: Choices of the brain-extraction and register options (as the CLI's).
+CLINICAL_CHOICES = ("auto", "on", "off")
+#: Working-grid choices (mm); "auto": 1 mm for a clinical case, else the case's own grid.
+RESAMPLE_CHOICES = ("auto", "0.5", "1", "1.5", "2")
+#: Role (``metadata["ssseg_role"]``) of the brain-mask layer.
+ROLE_BRAIN_MASK = "brain_mask"
 _FILE_FIELDS = (("t1", "T1"), ("t1ce", "T1Gd"), ("t2", "T2"), ("flair", "FLAIR"), ("seg", "labels"))
 _NAMING_TEXT = {
     "brats2021": "BraTS 2019-2021 naming",
@@ -67,11 +90,67 @@ _NAMING_TEXT = {
 }
 
 
+def _headers_same_grid(path: str | None, files: dict[str, str]) -> bool:
+    """True if the case's image series share one grid (headers only; nothing else is read)."""
+    from napari_ssseg.io.readers import find_case_files, geometry_of, read_header
+
+    cf = find_case_files(path, **{k: v for k, v in files.items() if k != "seg"})
+    grids = []
+    for m in cf.modalities:
+        h = read_header(cf.files[m])
+        size = tuple(int(s) for s in h.GetSize()[:3])
+        grids.append((size, geometry_of(h)))
+    return all(s == grids[0][0] and g.allclose(grids[0][1]) for s, g in grids)
+
+
+def clinical_job(
+    path: str | None,
+    files: dict[str, str],
+    brain_extraction: str,
+    register: str,
+    resample: float | None,
+):
+    """Worker generator: :func:`~napari_ssseg.ml.clinical.prepare_clinical` with progress.
+
+    Returns
+    -------
+    ClinicalCase
+    """
+    from napari_ssseg.ml.clinical import prepare_clinical
+
+    clin = yield from below_total(
+        callback_generator(
+            prepare_clinical,
+            path,
+            {k: v for k, v in files.items() if k != "seg"},
+            brain_extraction=brain_extraction,
+            register=register,
+            resample=resample,
+            keep_unmasked=True,
+            progress_kwarg="progress",
+        )
+    )
+    return clin
+
+
+def _grid_text(grid: Any, reference: str) -> str:
+    def mm(sp: Any) -> str:
+        return "×".join(f"{float(s):.3g}" for s in sp)
+
+    return (
+        f"working grid {mm(grid.geometry.spacing)} mm, "
+        f"{'×'.join(str(s) for s in grid.shape[::-1])} voxels; reference {reference} native "
+        f"grid {mm(grid.reference_geometry.spacing)} mm, "
+        f"{'×'.join(str(s) for s in grid.reference_shape[::-1])} voxels (labels go back there)"
+    )
+
+
 def load_job(
     path: str | None,
     files: dict[str, str],
     convention: str | None,
     preprocessing: str,
+    clinical: dict[str, Any] | None = None,
 ):
     """Generator run in the worker: load (and preprocess) a case, build its layer data.
 
@@ -85,6 +164,9 @@ def load_job(
         Label convention override.
     preprocessing : str
         A key of :data:`PREPROCESSING`.
+    clinical : dict, optional
+        ``{"brain_extraction", "register", "resample"}`` (see the module docstring); None or
+        all ``"off"`` / None: the case is loaded as it is.
 
     Yields
     ------
@@ -94,18 +176,75 @@ def load_job(
 
     Returns
     -------
-    (Case, list of layer-data tuples)
+    (Case, list of layer-data tuples, dict)
+        The dict holds ``"notes"`` (notification texts), ``"clinical"`` (the
+        :class:`~napari_ssseg.ml.clinical.ClinicalCase` or None), ``"skull_stripped"`` (bool
+        or None when not checked) and ``"grid_text"``.
     """
     from napari_ssseg._napari.layers import case_to_layer_data
     from napari_ssseg.io.readers import load_case
 
     run_pre, n4 = PREPROCESSING[preprocessing]
-    # load_case ends with fraction 1.0; napari's bar reaching 100 % costs ~0.2 s of GUI time
-    case = yield from below_total(
-        callback_generator(
-            load_case, path, convention=convention, progress_kwarg="progress", **files
+    opts = dict(clinical or {})
+    bet = opts.get("brain_extraction", "off")
+    reg = opts.get("register", "off")
+    resample = opts.get("resample")
+    extra: dict[str, Any] = {"notes": [], "clinical": None, "skull_stripped": None}
+    use_clinical = bet == "on" or reg == "on" or resample is not None
+    if not use_clinical and "auto" in (bet, reg):
+        yield {"message": "reading the series' headers"}
+        use_clinical = not _headers_same_grid(path, files)
+    if bet == "auto":
+        from napari_ssseg.ml.brain_extraction import deepbet_available
+
+        if not deepbet_available():
+            bet = "off"  # a note below offers it when the case is not skull-stripped
+    case = None
+    if not use_clinical:
+        # load_case ends with fraction 1.0; napari's bar reaching 100 % costs ~0.2 s of GUI time
+        case = yield from below_total(
+            callback_generator(
+                load_case, path, convention=convention, progress_kwarg="progress", **files
+            )
         )
-    )
+        if bet != "off" or opts.get("brain_extraction") == "auto":
+            from napari_ssseg.core.skullstrip import skull_strip_check
+
+            yield {"message": "checking for skull stripping"}
+            check = skull_strip_check(case.images, case.scale, case.modalities)
+            extra["skull_stripped"] = check.stripped
+            if not check.stripped:
+                if bet == "auto":
+                    use_clinical = True  # read again natively: registration, grid, deepbet
+                else:
+                    extra["notes"].append(_offer_extraction(check.message(case.name)))
+    if use_clinical:
+        clin = yield from clinical_job(path, files, bet, reg, resample)
+        case = clin.case
+        extra["clinical"] = clin
+        extra["skull_stripped"] = clin.stripped
+        extra["grid_text"] = _grid_text(clin.grid, clin.report["reference"])
+        if not clin.stripped:
+            msg = clin.report["skull_strip_message"]
+            if clin.brain is None:
+                extra["notes"].append(_offer_extraction(msg))
+            else:
+                info = clin.report.get("brain_extraction", {})
+                ml = info.get("check", {}).get("volume_ml")
+                why = "; ".join(clin.report["skull_stripped"].get("reasons", []))
+                extra["notes"].append(
+                    f"{case.name} does not look skull-stripped ({why}); the brain was "
+                    "extracted with "
+                    f"deepbet on {info.get('sequence', 'T1')}"
+                    + (f" ({float(ml):.0f} ml)" if ml is not None else "")
+                    + " and the images are zeroed outside it. Correct the "
+                    f"'{case.name} brain mask' layer and press 'Apply brain mask' if needed."
+                )
+        if files.get("seg"):
+            extra["notes"].append(
+                f"The labels file {Path(files['seg']).name} was not loaded: the case is shown "
+                "on its working grid, and reading labels onto it is not supported yet."
+            )
     pre = None
     if run_pre:
         from napari_ssseg.core.preprocess import preprocess_case
@@ -113,7 +252,27 @@ def load_job(
         yield {"message": "preprocessing" + (" (N4 bias correction)" if n4 else "")}
         pre = yield from callback_generator(preprocess_case, case, n4=n4, progress_kwarg="")
     yield {"message": "building layers"}
-    return case, case_to_layer_data(case, preprocessed=pre)
+    layer_data = case_to_layer_data(case, preprocessed=pre)
+    if extra["clinical"] is not None:
+        grid_meta = extra["clinical"].grid.to_dict()
+        for _, kwargs, _ in layer_data:
+            kwargs["metadata"]["ssseg_working_grid"] = grid_meta
+    return case, layer_data, extra
+
+
+def _offer_extraction(message: str) -> str:
+    from napari_ssseg.ml.brain_extraction import deepbet_available
+
+    how = (
+        "set 'Brain extraction' to on (or auto) and press Load again"
+        if deepbet_available()
+        else 'install deepbet (pip install "napari-ssseg[clinical]", see '
+        "docs/clinical-scans.md), then set 'Brain extraction' to auto and press Load again"
+    )
+    return message.replace(
+        "run brain extraction (--brain-extraction on, or auto, the default).",
+        "to extract the brain, " + how + ".",
+    )
 
 
 #: Seconds the worker waits for the GUI thread to take one layer before giving up.
@@ -127,11 +286,12 @@ def load_and_show_job(
     files: dict[str, str],
     convention: str | None,
     preprocessing: str,
+    clinical: dict[str, Any] | None = None,
 ):
     """Worker generator: :func:`load_job`, then hand the layers to the GUI one at a time.
 
     After the case is read it yields one report holding a ``"ssseg_show"`` request
-    (``{"case", "layer_data", "ack", "done", "report"}``), then one ``"ssseg_step"`` report
+    (``{"case", "layer_data", "extra", "ack", "done", "report"}``), then one ``"ssseg_step"`` report
     each time the GUI thread has added a layer and set ``ack``, until the GUI sets
     ``done``. Each layer is thus added in its own event-loop turn.
 
@@ -139,10 +299,11 @@ def load_and_show_job(
     -------
     (Case, ShowReport or None)
     """
-    case, layer_data = yield from load_job(path, files, convention, preprocessing)
+    case, layer_data, extra = yield from load_job(path, files, convention, preprocessing, clinical)
     request: dict[str, Any] = {
         "case": case,
         "layer_data": layer_data,
+        "extra": extra,
         "ack": threading.Event(),
         "done": False,
         "report": None,
@@ -185,12 +346,20 @@ class LoaderWidget(Container):
     detected : Label
         The naming scheme and files found in the folder (updated as the folder changes).
     convention, preprocessing : ComboBox
+    brain_extraction, registration : ComboBox
+        ``auto`` / ``on`` / ``off``, as the CLI's ``--brain-extraction`` and ``--register``.
+    resample : ComboBox
+        Working grid in mm (``auto``: 1 mm for a clinical case), as ``--resample``.
     load_button, cancel_button : PushButton
+    apply_mask_button : PushButton
+        Zero the images of the last clinical case outside its (corrected) brain-mask layer.
     status : Label
     task : TaskHandle or None
         The running (or last) load task.
     last_case : Case or None
         The case of the last successful load.
+    last_clinical : ClinicalCase or None
+        The clinical preparation of the last load (None when the case was loaded as it is).
     last_report : ShowReport or None
         What the last load did to the viewer (layers added, reused, labels kept).
     add_gaps : list of float
@@ -217,6 +386,30 @@ class LoaderWidget(Container):
         self.preprocessing = ComboBox(
             label="Preprocessing", choices=list(PREPROCESSING), value=next(iter(PREPROCESSING))
         )
+        self.brain_extraction = ComboBox(
+            label="Brain extraction",
+            choices=CLINICAL_CHOICES,
+            value="auto",
+            tooltip="deepbet on T1 (then T1Gd); auto: when the case does not look skull-stripped",
+        )
+        self.registration = ComboBox(
+            label="Register",
+            choices=CLINICAL_CHOICES,
+            value="auto",
+            tooltip="rigid registration of each series to the FLAIR (checked); auto: when "
+            "the series lie on different grids and are found misaligned",
+        )
+        self.resample = ComboBox(
+            label="Resample (mm)",
+            choices=RESAMPLE_CHOICES,
+            value="auto",
+            tooltip="isotropic working grid for the model and superpixels; auto: 1 mm for a "
+            "clinical case, else the case's own grid",
+        )
+        self.apply_mask_button = PushButton(text="Apply brain mask", enabled=False)
+        self.apply_mask_button.tooltip = (
+            "zero the images outside the (corrected) brain-mask layer of the last clinical case"
+        )
         self.load_button = PushButton(text="Load")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="Status", value="")
@@ -227,7 +420,11 @@ class LoaderWidget(Container):
                 *self.file_edits.values(),
                 self.convention,
                 self.preprocessing,
+                self.brain_extraction,
+                self.registration,
+                self.resample,
                 button_row(self.load_button, self.cancel_button),
+                self.apply_mask_button,
                 self.status,
             ],
         )
@@ -242,6 +439,9 @@ class LoaderWidget(Container):
                 *self.file_edits.values(),
                 self.convention,
                 self.preprocessing,
+                self.brain_extraction,
+                self.registration,
+                self.resample,
                 self.load_button,
             ],
             self.status,
@@ -251,6 +451,8 @@ class LoaderWidget(Container):
             edit.changed.connect(self._update_detected)
         self.load_button.changed.connect(self.load)
         self.cancel_button.changed.connect(self.cancel)
+        self.apply_mask_button.changed.connect(self.apply_brain_mask)
+        self.last_clinical = None
         self.last_report = None
         self.add_gaps: list[float] = []
         # closing the panel or the viewer mid-load stops the worker at once (it would
@@ -314,6 +516,7 @@ class LoaderWidget(Container):
             files,
             convention,
             self.preprocessing.value,
+            self.clinical_options(),
             desc="Loading case",
             on_yielded=self._on_progress,
             on_returned=self._on_loaded,
@@ -323,6 +526,69 @@ class LoaderWidget(Container):
         )
         self._task_holder[0] = self.task
         return self.task
+
+    def clinical_options(self) -> dict[str, Any]:
+        """The clinical options as :func:`load_job` takes them."""
+        res = self.resample.value
+        return {
+            "brain_extraction": self.brain_extraction.value,
+            "register": self.registration.value,
+            "resample": None if res == "auto" else float(res),
+        }
+
+    def brain_mask_layer(self) -> Any | None:
+        """The brain-mask layer of the last clinical case, or None."""
+        clin = self.last_clinical
+        if clin is None:
+            return None
+        return next(
+            (
+                x
+                for x in self.viewer.layers
+                if x.metadata.get("ssseg_role") == ROLE_BRAIN_MASK
+                and x.metadata.get("ssseg_case_name") == clin.case.name
+            ),
+            None,
+        )
+
+    def apply_brain_mask(self, *_: Any) -> None:
+        """Zero the last clinical case's images outside its brain-mask layer (as corrected).
+
+        The case's image arrays are changed in place (panels holding the case see the
+        new images) and its image layers are refreshed.
+        """
+        import numpy as np
+
+        from napari_ssseg._napari.layers import case_of_layer
+
+        clin = self.last_clinical
+        layer = self.brain_mask_layer()
+        if clin is None or clin.unmasked is None or layer is None:
+            notify_error(
+                SsegError(
+                    "No brain mask to apply: load a case with brain extraction (Brain "
+                    "extraction: auto or on) first, and keep its brain-mask layer."
+                )
+            )
+            return
+        mask = np.asarray(layer.data) > 0
+        if mask.shape != clin.case.shape:
+            notify_error(
+                SsegError(
+                    f"The brain-mask layer's shape {mask.shape} is not the "
+                    f"case's {clin.case.shape}; load the case again."
+                )
+            )
+            return
+        clin.brain = mask
+        np.copyto(clin.case.images, np.where(mask[None], clin.unmasked, 0).astype(np.float32))
+        for x in self.viewer.layers:
+            if x.metadata.get("ssseg_role") == "image" and case_of_layer(x) is clin.case:
+                x.refresh()
+        voxel_ml = float(np.prod(clin.case.scale)) / 1000.0
+        self.status.value = (
+            f"brain mask applied: {mask.sum() * voxel_ml:.0f} ml; images zeroed outside it"
+        )
 
     def cancel(self, *_: Any) -> None:
         """Cancel a running load (takes effect at its next progress report)."""
@@ -347,6 +613,11 @@ class LoaderWidget(Container):
         note = missing_modalities_note(case)
         if note is not None:
             notify_warning(note)
+        extra = request.get("extra") or {}
+        for text in extra.get("notes", []):
+            notify_warning(text)
+        if extra.get("grid_text"):
+            notify_info(f"{case.name}: {extra['grid_text']}.")
         request["gen"] = iter_show_case(self.viewer, case, request["layer_data"])
         self._show_step(request)
 
@@ -362,12 +633,69 @@ class LoaderWidget(Container):
         except StopIteration as stop:
             request["report"] = stop.value
             request["done"] = True
+            self._add_brain_mask(request)
         except Exception as exc:  # noqa: BLE001 - shown to the user, the worker ends
             request["done"] = True
             notify_error(exc)
         finally:
             self.add_gaps.append(time.perf_counter() - t0)
             request["ack"].set()
+
+    def _add_brain_mask(self, request: dict[str, Any]) -> None:
+        """Add (or keep) the brain-mask layer of a clinical load (GUI thread)."""
+        import numpy as np
+
+        clin = (request.get("extra") or {}).get("clinical")
+        self.last_clinical = clin
+        self.apply_mask_button.enabled = clin is not None and clin.brain is not None
+        if clin is None or clin.brain is None:
+            return
+        report = request.get("report")
+        case = report.case if report is not None else clin.case
+        if case is not clin.case:  # an open case was reused: keep its images masked alike
+            clin.case = case
+        layer = self.brain_mask_layer()
+        if layer is not None and layer.data.shape == clin.brain.shape:
+            if not np.array_equal(np.asarray(layer.data) > 0, clin.brain):
+                layer.data = clin.brain.astype(np.uint8)
+            return
+        from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
+
+        handle = next(
+            (
+                handle_of_layer(x)
+                for x in self.viewer.layers
+                if handle_of_layer(x) is not None and handle_of_layer(x).case is case
+            ),
+            None,
+        )
+        meta = {
+            "ssseg_role": ROLE_BRAIN_MASK,
+            "ssseg_case_name": case.name,
+            "ssseg_working_grid": clin.grid.to_dict(),
+            "ssseg_brain_extraction": clin.report.get("brain_extraction", {}),
+        }
+        if handle is not None:
+            meta[CASE_KEY] = handle
+        layer = self.viewer.add_labels(
+            clin.brain.astype(np.uint8),
+            name=f"{case.name} brain mask",
+            scale=tuple(float(s) for s in case.scale),
+            translate=tuple(float(t) for t in case.translate),
+            opacity=0.5,
+            metadata=meta,
+        )
+        layer.contour = 1
+        labels = next(
+            (
+                x
+                for x in self.viewer.layers
+                if x.metadata.get("ssseg_role") == "labels" and handle_of_layer(x) is handle
+            ),
+            None,
+        )
+        if labels is not None:  # ready to paint the tumour, as before
+            self.viewer.layers.selection.active = labels
 
     def _on_loaded(self, result: tuple[Any, Any]) -> None:
         if not self._task_holder[1]:  # the panel was closed
@@ -385,6 +713,11 @@ class LoaderWidget(Container):
             + f", shape {case.shape}, spacing {tuple(round(s, 3) for s in case.scale)} mm"
             + (f" ({report.summary()})" if report.reused else "")
         )
+        clin = self.last_clinical
+        if clin is not None:
+            self._done_message += f"; {_grid_text(clin.grid, clin.report['reference'])}"
+            if clin.brain is not None:
+                self._done_message += "; brain extracted"
 
     def _on_error(self, exc: BaseException) -> None:
         if not self._task_holder[1]:  # the panel was closed

@@ -1,0 +1,195 @@
+"""Clinical scans: one study's series onto a working grid, registered and brain-extracted.
+
+:func:`prepare_clinical` reads each series on its native grid, rigidly registers the others to
+the reference (FLAIR, else the first), resamples them to an isotropic working grid (1 mm for
+a clinical case), checks whether the study is skull-stripped and, when asked or when it is
+not, runs deepbet brain extraction (:mod:`napari_ssseg.ml.brain_extraction`) and zeroes the
+images outside the brain. The result, :class:`ClinicalCase`, keeps the way back to the
+reference's native grid. Used by the CLI (``commands/_clinical.py``) and the napari Loader.
+See docs/clinical-scans.md.
+
+numpy / SimpleITK at import time; deepbet (torch) only when brain extraction runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_ssseg.errors import InputError
+
+__all__ = ["ClinicalCase", "prepare_clinical", "CHOICES"]
+
+#: Values of the ``brain_extraction`` and ``register`` options.
+CHOICES = ("auto", "on", "off")
+
+
+@dataclass
+class ClinicalCase:
+    """A case on its working grid plus the way back to the reference's native grid.
+
+    Attributes
+    ----------
+    case : Case
+        On the working grid (canonical), zeroed outside ``brain`` when it is set.
+    grid : WorkingGrid
+    brain : (Z, Y, X) ndarray of bool or None
+        Canonical brain mask on the working grid (None: no brain extraction ran).
+    report : dict
+        Reference, detection (``skull_stripped``), registrations, extraction, working grid.
+    unmasked : (C, Z, Y, X) ndarray or None
+        The working-grid images before zeroing outside the brain (only with
+        ``keep_unmasked=True``), so a corrected mask can be applied again.
+    """
+
+    case: Any
+    grid: Any
+    brain: np.ndarray | None
+    report: dict = field(default_factory=dict)
+    unmasked: np.ndarray | None = None
+
+    @property
+    def stripped(self) -> bool:
+        """True if the study looked skull-stripped as read."""
+        return bool(self.report.get("skull_stripped", {}).get("stripped", True))
+
+    @property
+    def changed(self) -> bool:
+        """True if anything clinical applied (brain extracted, resampled or registered)."""
+        return (
+            self.brain is not None
+            or not self.grid.is_native
+            or any(r.get("passed") for r in self.report.get("registration", {}).values())
+        )
+
+    def mask_to_native(self, mask: np.ndarray) -> np.ndarray:
+        """A canonical working-grid mask/labels as canonical labels on the native grid."""
+        from napari_ssseg.core.case import Orientation
+        from napari_ssseg.core.working_grid import labels_to_native
+
+        o = Orientation.from_geometry(self.grid.geometry)
+        native = labels_to_native(o.from_canonical(np.asarray(mask, np.uint8)), self.grid)
+        return Orientation.from_geometry(self.grid.reference_geometry).to_canonical(native)
+
+
+def _check_choice(name: str, value: str) -> str:
+    if value not in CHOICES:
+        raise InputError(f"{name} must be one of {', '.join(CHOICES)}; got {value!r}.")
+    return value
+
+
+def prepare_clinical(
+    case: str | Path | None = None,
+    files: Mapping[str, str | Path | None] | None = None,
+    *,
+    brain_extraction: str = "auto",
+    register: str = "auto",
+    resample: float | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    keep_unmasked: bool = False,
+) -> ClinicalCase:
+    """Read the series natively, register, resample, detect and extract the brain.
+
+    Parameters
+    ----------
+    case : str or Path or None
+        Case folder (BraTS, MSD or a PACS/TCIA export recognised by series names) or file;
+        ``None`` or ``"-"`` when ``files`` names every series.
+    files : mapping of str to path, optional
+        Explicit series by modality (``t1``, ``t1ce``, ``t2``, ``flair``); they override the
+        folder's. Other keys (``seg``) are ignored.
+    brain_extraction : {"auto", "on", "off"}
+        deepbet on T1 (then T1Gd); ``auto``: when the study does not look skull-stripped.
+    register : {"auto", "on", "off"}
+        Rigid registration to the reference (checked; a failed check raises). ``auto``: only
+        series on other grids, and the transform is used only if they are found misaligned.
+    resample : float or None
+        Isotropic working grid in mm; ``None``: 1 mm for a clinical case (not skull-stripped
+        or series on different grids), else the reference grid itself.
+    progress : callable, optional
+        ``progress(fraction, message)`` between stages (it may raise to cancel).
+    keep_unmasked : bool
+        Keep the images before zeroing outside the brain in :attr:`ClinicalCase.unmasked`.
+
+    Returns
+    -------
+    ClinicalCase
+    """
+    from napari_ssseg.core.case import Case, Geometry, Orientation
+    from napari_ssseg.core.registration import register_rigid
+    from napari_ssseg.core.skullstrip import skull_strip_check
+    from napari_ssseg.core.working_grid import make_working_grid, resample_to, to_sitk
+    from napari_ssseg.io.readers import find_case_files, read_image
+
+    _check_choice("brain extraction", brain_extraction)
+    _check_choice("register", register)
+
+    def report_progress(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(float(fraction), message)
+
+    explicit = {m: None for m in ("t1", "t1ce", "t2", "flair")}
+    explicit.update({k: v for k, v in (files or {}).items() if k in explicit and v})
+    cf = find_case_files(case if case not in (None, "-") else None, **explicit)
+    series: dict[str, tuple[np.ndarray, Geometry]] = {}
+    for i, m in enumerate(cf.modalities):
+        report_progress(0.05 + 0.15 * i / len(cf.modalities), f"reading {m}")
+        series[m] = read_image(cf.files[m])
+    ref = "flair" if "flair" in series else next(iter(series))
+    ref_arr, ref_geom = series[ref]
+    same = all(a.shape == ref_arr.shape and g.allclose(ref_geom) for a, g in series.values())
+    report: dict = {"reference": ref, "same_grid": same, "registration": {}}
+    report_progress(0.2, "checking for skull stripping")
+    raw = skull_strip_check(
+        np.stack([a.astype(np.float32) for a, g in series.values()]) if same else ref_arr,
+        ref_geom.spacing[::-1],
+        list(series) if same else [ref],
+    )
+    report["skull_stripped"] = raw.to_dict()
+    report["skull_strip_message"] = raw.message(cf.name)
+    clinical = (not raw.stripped) or (not same)
+    spacing = resample if resample is not None else (1.0 if clinical else None)
+    grid = make_working_grid(ref_geom, ref_arr.shape, spacing)
+    fixed = to_sitk(ref_arr.astype(np.float32), ref_geom)
+    work = {}
+    for i, (m, (arr, geom)) in enumerate(series.items()):
+        tx = None
+        if m != ref and (register == "on" or (register == "auto" and not same)):
+            report_progress(0.25 + 0.45 * i / len(series), f"registering {m} to {ref}")
+            res = register_rigid(fixed, to_sitk(arr.astype(np.float32), geom))
+            res.check(f"the {m} series")
+            report["registration"][m] = res.summary()
+            if register == "on" or res.misaligned:
+                tx = res.transform
+        report_progress(0.25 + 0.45 * (i + 1) / len(series), f"resampling {m}")
+        work[m] = resample_to(arr, geom, grid.geometry, grid.shape, transform=tx)
+    orient = Orientation.from_geometry(grid.geometry)
+    images = orient.to_canonical(np.stack([work[m] for m in series]))
+    brain = None
+    unmasked = None
+    do_bet = brain_extraction == "on" or (brain_extraction == "auto" and not raw.stripped)
+    if do_bet:
+        from napari_ssseg.ml.brain_extraction import extract_brain_case
+
+        report_progress(0.75, "brain extraction (deepbet)")
+        sp = orient.canonical_geometry(grid.geometry, grid.shape).spacing_zyx
+        brain, info = extract_brain_case(images, list(series), sp)
+        report["brain_extraction"] = info
+        if keep_unmasked:
+            unmasked = images
+        images = np.where(brain[None], images, 0).astype(np.float32)
+    report_progress(0.95, "building the working-grid case")
+    out = Case(
+        images=images,
+        modalities=tuple(series),
+        geometry=grid.geometry,
+        orientation=orient,
+        name=cf.name,
+        sources={m: str(cf.files[m]) for m in series},
+    )
+    report["working_grid"] = grid.to_dict()
+    return ClinicalCase(case=out, grid=grid, brain=brain, report=report, unmasked=unmasked)

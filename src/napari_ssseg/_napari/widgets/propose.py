@@ -414,6 +414,21 @@ class ProposeWidget(Container):
         self.propose_button.changed.connect(self.propose)
         self.cancel_button.changed.connect(self.cancel)
         self.take_button.changed.connect(self.take_proposal)
+        from napari_ssseg._napari.shortcuts import install_shortcuts, tooltip_with_key
+
+        self.propose_button.tooltip = tooltip_with_key("Propose the Case box's case", "propose")
+        self.take_button.tooltip = tooltip_with_key(
+            "Write the proposal into the case's labels layer (one undo step)", "take_proposal"
+        )
+        install_shortcuts(
+            self,
+            self.viewer,
+            {
+                "propose": self.propose,
+                # like the button: not while a proposal is running or being shown
+                "take_proposal": lambda: None if self.running else self.take_proposal(),
+            },
+        )
         self.case.changed.connect(self._on_case_chosen)
         self._cleanup_pending = False
         events = self.viewer.layers.events

@@ -548,6 +548,12 @@ class RefineWidget(Container):
         self.compute_button.changed.connect(self.compute)
         self.cancel_button.changed.connect(self.cancel)
         self.accept_button.changed.connect(self.accept)
+        from napari_ssseg._napari.shortcuts import install_shortcuts, tooltip_with_key
+
+        self.accept_button.tooltip = tooltip_with_key(
+            "Write the refined labels into the pseudo-label layer (one undo step)", "refine_accept"
+        )
+        install_shortcuts(self, self.viewer, {"refine_accept": self._accept_by_key})
         self.sim0.changed.connect(self._on_slider)
         self.n_c.changed.connect(self._on_slider)
         self.show_boundaries.changed.connect(self._on_show_boundaries)
@@ -1113,6 +1119,13 @@ class RefineWidget(Container):
         self.status.value = f"preview sim0={key[0]:.2f}, n_c={key[1]}: " + ", ".join(parts)
 
     # ------------------------------------------------------------------ accept
+    def _accept_by_key(self) -> None:
+        """The Accept shortcut: acts only when the Accept button could be pressed."""
+        if self.accept_button.enabled:
+            self.accept()
+        else:
+            self.status.value = "nothing to accept yet: compute superpixels first"
+
     def accept(self, *_: Any) -> np.ndarray | None:
         """Write the refined labels into the pseudo-label layer as one undoable step.
 

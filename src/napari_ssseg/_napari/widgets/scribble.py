@@ -190,6 +190,12 @@ class ScribbleWidget(Container):
         self.new_button.changed.connect(self.new_scribble_layer)
         self.propagate_button.changed.connect(self.propagate)
         self.accept_button.changed.connect(self.accept)
+        from napari_ssseg._napari.shortcuts import install_shortcuts, tooltip_with_key
+
+        self.accept_button.tooltip = tooltip_with_key(
+            "Merge the preview into the case's labels layer (one undo step)", "scribble_accept"
+        )
+        install_shortcuts(self, viewer, {"scribble_accept": self.accept})
         self.save_button.changed.connect(self.save)
         self.region.changed.connect(self._on_region)
         self.show_weights.changed.connect(lambda *_: self._show_weights())

@@ -372,6 +372,7 @@ class WorkspaceWidget(QWidget):
             lambda: self._guard(self.export_evaluation, self.export_edit.text())
         )
         self.autosave_spin.valueChanged.connect(self._set_interval)
+        self._install_shortcuts()
 
         self._closing_guard: Any = None
         self._removing_own = False
@@ -390,6 +391,31 @@ class WorkspaceWidget(QWidget):
         self._update_buttons()
 
     # -- helpers
+    def _install_shortcuts(self) -> None:
+        """Save / Next / Previous on the keyboard (:mod:`napari_ssseg._napari.shortcuts`)."""
+        from napari_ssseg._napari.shortcuts import install_shortcuts, tooltip_with_key
+
+        for button, text, action in (
+            (self.save_btn, "Save the labels as a new version now", "workspace_save"),
+            (self.next_btn, "Save, then open the next case", "next_case"),
+            (self.prev_btn, "Save, then open the previous case", "previous_case"),
+        ):
+            button.setToolTip(tooltip_with_key(text, action))
+        buttons = {
+            "workspace_save": self.save_btn,
+            "next_case": self.next_btn,
+            "previous_case": self.prev_btn,
+        }
+        # a key acts like its button: not while it is disabled (no workspace, busy)
+        install_shortcuts(
+            self,
+            self.viewer,
+            {
+                action: (lambda b=button: b.click() if b.isEnabled() else None)
+                for action, button in buttons.items()
+            },
+        )
+
     def _guard(self, fn, *args: Any) -> Any:
         try:
             return fn(*args)
@@ -647,24 +673,64 @@ class WorkspaceWidget(QWidget):
         )
 
     def _on_loaded(self, result: dict[str, Any]) -> None:
-        """GUI thread: add the new case's layers one per event-loop turn, then switch."""
-        from napari.layers import Layer
+        """GUI thread: add the new case's layers one per event-loop turn, then switch.
+
+        The layers are added with :func:`~napari_ssseg._napari.layers.iter_show_case`, as the
+        Loader panel does (visible layers first, so the case is seen after two turns); the
+        layers it adds become the panel's own once the switch happens.
+        """
+        from napari_ssseg._napari.layers import find_open_case
 
         self.last_load_seconds = float(result["seconds"])
         self._pending = []
         self._steps = []
-        for data, kwargs, layer_type in result["layer_data"]:
+        if find_open_case(self.viewer, result["case"]) is None:
+            self._steps.append(self._show_step_of(result))
+        else:
+            # the same case is already shown (this workspace's current case, or loaded by
+            # another panel): iter_show_case would reuse those layers, which the switch then
+            # removes, so this case gets layers of its own
+            self._steps.extend(self._create_steps(result["layer_data"]))
+        self._steps.append(lambda: self._switch_to(result))
+        self._update_buttons()
+        # each new layer costs napari some time on the GUI thread: one per event-loop turn
+        QTimer.singleShot(0, self._run_steps)
+
+    def _create_steps(self, layer_data: list[Any]) -> list[Callable[[], None]]:
+        from napari.layers import Layer
+
+        steps = []
+        for data, kwargs, layer_type in layer_data:
 
             def add(data: Any = data, kwargs: Any = kwargs, layer_type: str = layer_type) -> None:
                 layer = Layer.create(data, kwargs, layer_type)
                 self.viewer.add_layer(layer)
                 self._pending.append(layer)
 
-            self._steps.append(add)
-        self._steps.append(lambda: self._switch_to(result))
-        self._update_buttons()
-        # each new layer costs napari some time on the GUI thread: one per event-loop turn
-        QTimer.singleShot(0, self._run_steps)
+            steps.append(add)
+        return steps
+
+    def _show_step_of(self, result: dict[str, Any]) -> Callable[[], None]:
+        """A step adding the next layer of ``result`` with iter_show_case; it puts itself
+        back at the head of the steps until the generator is done."""
+        from napari_ssseg._napari.layers import iter_show_case
+
+        gen = iter_show_case(self.viewer, result["case"], result["layer_data"])
+
+        def step() -> None:
+            before = {id(x) for x in self.viewer.layers}
+            try:
+                next(gen)
+                more = True
+            except StopIteration:
+                more = False
+            self._pending.extend(x for x in self.viewer.layers if id(x) not in before)
+            if more:
+                self._steps.insert(0, step)
+            else:
+                self._pending.sort(key=lambda x: self.viewer.layers.index(x))
+
+        return step
 
     def _run_steps(self) -> None:
         if not self._steps:

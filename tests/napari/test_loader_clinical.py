@@ -15,13 +15,14 @@ from napari_ssseg._napari.layers import case_of_layer
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 RAW = REAL / "TCGA-FG-6692-raw"
 
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
+pytestmark = pytest.mark.gui
 
 
 def _click(qtbot, button):
     qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not RAW.is_dir(), reason="shared/data/real/TCGA-FG-6692-raw is absent")
 def test_raw_study_loads_brain_extracted_and_proposal_stays_in_brain(make_napari_viewer, qtbot):
     pytest.importorskip("deepbet", reason="deepbet (the clinical extra) is not installed")
@@ -75,3 +76,40 @@ def test_raw_study_loads_brain_extracted_and_proposal_stays_in_brain(make_napari
     labelled = np.asarray(proposal.data) > 0
     assert labelled.any(), "the proposal is empty"
     assert not (labelled & ~mask).any(), "the proposal labels voxels outside the brain"
+
+
+def _run(gen):
+    """Drive a worker generator to its return value (no GUI)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_auto_leaves_a_skull_stripped_case_alone(case_folder):
+    from napari_ssseg._napari.widgets.loader import PREPROCESSING, load_job
+
+    auto = {"brain_extraction": "auto", "register": "auto", "resample": None}
+    pre = next(iter(PREPROCESSING))
+    case, layers, extra = _run(load_job(str(case_folder), {}, None, pre, auto))
+    plain, plain_layers, _ = _run(load_job(str(case_folder), {}, None, pre, None))
+    assert extra["clinical"] is None and extra["skull_stripped"] is True
+    assert extra["notes"] == []
+    assert case.shape == plain.shape and case.geometry.allclose(plain.geometry)
+    np.testing.assert_array_equal(case.images, plain.images)
+    assert [kw["name"] for _, kw, _ in layers] == [kw["name"] for _, kw, _ in plain_layers]
+
+
+@pytest.mark.skipif(not RAW.is_dir(), reason="shared/data/real/TCGA-FG-6692-raw is absent")
+def test_brain_extraction_off_offers_it():
+    from napari_ssseg._napari.widgets.loader import PREPROCESSING, load_job
+
+    opts = {"brain_extraction": "off", "register": "off", "resample": None}
+    case, _, extra = _run(load_job(str(RAW), {}, None, next(iter(PREPROCESSING)), opts))
+    assert extra["skull_stripped"] is False
+    assert extra["clinical"] is None  # every option off: loaded as it is, as the CLI does
+    assert any(
+        "does not look skull-stripped" in n and "set 'Brain extraction'" in n
+        for n in extra["notes"]
+    ), extra["notes"]

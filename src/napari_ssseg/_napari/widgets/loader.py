@@ -94,12 +94,15 @@ def _headers_same_grid(path: str | None, files: dict[str, str]) -> bool:
     """True if the case's image series share one grid (headers only; nothing else is read)."""
     from napari_ssseg.io.readers import find_case_files, geometry_of, read_header
 
-    cf = find_case_files(path, **{k: v for k, v in files.items() if k != "seg"})
-    grids = []
-    for m in cf.modalities:
-        h = read_header(cf.files[m])
-        size = tuple(int(s) for s in h.GetSize()[:3])
-        grids.append((size, geometry_of(h)))
+    try:
+        cf = find_case_files(path, **{k: v for k, v in files.items() if k != "seg"})
+        grids = []
+        for m in cf.modalities:
+            h = read_header(cf.files[m])
+            size = tuple(int(s) for s in h.GetSize()[:3])
+            grids.append((size, geometry_of(h)))
+    except SsegError:  # e.g. a DICOM series folder: load_case reads it and says what is wrong
+        return True
     return all(s == grids[0][0] and g.allclose(grids[0][1]) for s, g in grids)
 
 
@@ -207,7 +210,7 @@ def load_job(
                 load_case, path, convention=convention, progress_kwarg="progress", **files
             )
         )
-        if bet != "off" or opts.get("brain_extraction") == "auto":
+        if case.images.size:  # cheap (well under a second on a BraTS case)
             from napari_ssseg.core.skullstrip import skull_strip_check
 
             yield {"message": "checking for skull stripping"}
@@ -682,10 +685,13 @@ class LoaderWidget(Container):
             name=f"{case.name} brain mask",
             scale=tuple(float(s) for s in case.scale),
             translate=tuple(float(t) for t in case.translate),
-            opacity=0.5,
+            opacity=0.7,
             metadata=meta,
         )
-        layer.contour = 1
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: "cyan"})
+        layer.contour = 2  # an outline: the image stays visible; painting still fills
         labels = next(
             (
                 x

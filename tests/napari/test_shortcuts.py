@@ -49,7 +49,8 @@ def _viewer_with_case(make_napari_viewer, case):
 def test_keys_clash_with_no_napari_key(make_napari_viewer):
     make_napari_viewer()  # registers napari's menu actions and their keys
     defaults = napari_default_keys()
-    assert "Ctrl+Shift+P" in defaults and "Ctrl+S" in defaults  # the list is napari's
+    # the list is napari's: menu actions, layer keys, Labels' own undo/redo
+    assert {"Ctrl+Shift+P", "Ctrl+S", "P", "Ctrl+Z", "Ctrl+Shift+Z"} <= defaults
     keys = [k for k, _ in SHORTCUTS.values()]
     assert len(set(keys)) == len(keys)
     assert not set(keys) & defaults
@@ -80,13 +81,17 @@ def test_propose_and_take_by_key(make_napari_viewer, qtbot, tiny_case, tmp_path,
     proposal = viewer.layers["tiny proposal"]
     press(qtbot, viewer, "take_proposal")
     np.testing.assert_array_equal(labels.data, proposal.data)
+    assert viewer.layers.selection.active is labels
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert np.any(proposal.data)  # napari's Ctrl+Z on the labels layer undoes the take
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert not np.any(labels.data)
     # napari's own keys still work: the labels paint-mode key (from napari's keymap)
     from napari.utils.shortcuts import default_shortcuts
 
     paint_key = str(default_shortcuts["napari:activate_labels_paint_mode"][0])
     viewer.layers.selection.active = labels
     labels.mode = "pan_zoom"
-    canvas = viewer.window._qt_viewer.canvas.native
     qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{paint_key}"))
     assert labels.mode == "paint"
     # a closed panel's keys do nothing, and are unbound

@@ -44,6 +44,8 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
 def napari_default_keys() -> set[str]:
     """Keys napari itself binds: its layer/viewer shortcuts and its menu actions.
 
+    Layer-class and viewer-class bindings (e.g. Labels' ``Ctrl+Z``) are included.
+
     Returns
     -------
     set of str
@@ -52,6 +54,17 @@ def napari_default_keys() -> set[str]:
     from napari.utils.shortcuts import default_shortcuts
 
     keys = {str(k) for ks in default_shortcuts.values() for k in ks}
+    # keys bound on the layer classes and the viewer class directly (e.g. Labels' Ctrl+Z)
+    import napari.layers
+    from napari.components import ViewerModel
+
+    owners = [ViewerModel] + [
+        cls
+        for cls in vars(napari.layers).values()
+        if isinstance(cls, type) and issubclass(cls, napari.layers.Layer)
+    ]
+    for owner in owners:
+        keys |= {str(k) for k in getattr(owner, "class_keymap", {})}
     with contextlib.suppress(Exception):  # app-model keybindings (menus), napari >= 0.5
         from napari._app_model import get_app_model
 

@@ -44,7 +44,10 @@ Torch and MONAI are imported inside the worker, never on the GUI thread.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,7 @@ __all__ = [
     "DEVICE_CHOICES",
     "MAX_UNDOABLE_VOXELS",
     "MODEL_SOURCES",
+    "PanelLife",
     "LEGEND_OVERLAY_KEY",
     "UNCERTAINTY_COLORMAP",
     "UNCERTAINTY_TITLES",
@@ -121,6 +125,60 @@ _ROLE_UNCERTAINTY = "uncertainty"
 MAX_UNDOABLE_VOXELS = 1_000_000
 #: Layer-metadata flag: hidden by the panel because another case was loaded.
 _HIDDEN_KEY = "ssseg_hidden_by_case_switch"
+
+
+class PanelLife:
+    """Whether a panel's Qt widget still exists, and what to undo when it goes.
+
+    Closing the panel or the viewer deletes the panel's Qt widgets while its worker may still
+    run and the viewer may still emit layer events: a late callback touching a widget would
+    raise "wrapped C/C++ object ... has been deleted". When the widget is destroyed this
+    object cancels the panel's tasks (:meth:`on_close`), disconnects the viewer events it
+    connected (:meth:`connect`) and stops its timers; callbacks wrapped by :meth:`guard` do
+    nothing afterwards.
+
+    Parameters
+    ----------
+    native : QWidget
+        The panel's Qt widget.
+    """
+
+    def __init__(self, native: Any) -> None:
+        self.alive = True
+        self._on_close: list[Callable[[], None]] = []
+        self._hooks: list[tuple[Any, Callable[..., Any]]] = []
+        native.destroyed.connect(functools.partial(PanelLife._destroyed, self))
+
+    def guard(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` that does nothing once the panel is gone."""
+
+        @functools.wraps(func)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.alive:
+                return func(*args, **kwargs)
+            return None
+
+        return call
+
+    def connect(self, emitter: Any, func: Callable[..., Any]) -> None:
+        """Connect ``func`` (guarded) to ``emitter``; disconnected when the panel goes."""
+        guarded = self.guard(func)
+        emitter.connect(guarded)
+        self._hooks.append((emitter, guarded))
+
+    def on_close(self, func: Callable[[], None]) -> None:
+        """Call ``func`` when the panel's widget is destroyed (e.g. to cancel a task)."""
+        self._on_close.append(func)
+
+    def _destroyed(self, *_: Any) -> None:
+        self.alive = False
+        for emitter, func in self._hooks:
+            with contextlib.suppress(Exception):
+                emitter.disconnect(func)
+        self._hooks = []
+        for func in self._on_close:
+            with contextlib.suppress(Exception):
+                func()
 
 
 def case_choices(viewer: Any) -> list[tuple[str, Any]]:
@@ -431,9 +489,12 @@ class ProposeWidget(Container):
         )
         self.case.changed.connect(self._on_case_chosen)
         self._cleanup_pending = False
+        # closing the panel or the viewer mid-run: stop the network, ignore late callbacks
+        self._life = PanelLife(self.native)
+        self._life.on_close(self._stop_on_close)
         events = self.viewer.layers.events
-        events.inserted.connect(self._on_layer_inserted)
-        events.removed.connect(self._on_layer_removed)
+        self._life.connect(events.inserted, self._on_layer_inserted)
+        self._life.connect(events.removed, self._on_layer_removed)
         for layer in list(self.viewer.layers):
             self._track_labels(layer)
 
@@ -496,7 +557,7 @@ class ProposeWidget(Container):
             from qtpy.QtCore import QTimer
 
             self._cleanup_pending = True
-            QTimer.singleShot(0, self.drop_closed_cases)
+            QTimer.singleShot(0, self._life.guard(self.drop_closed_cases))
 
     def drop_closed_cases(self) -> list[str]:
         """Remove the proposal/uncertainty layers of cases whose image layers are all gone.
@@ -598,19 +659,26 @@ class ProposeWidget(Container):
         self._started = time.perf_counter()
         self._outcome = ""
         self._running_case = case
+        guard = self._life.guard
         self.task = start_task(
             propose_job,
             case,
             model,
             self.options(),
             desc=f"Proposing {case.name}",
-            on_yielded=self._on_progress,
-            on_returned=self._on_result,
-            on_error=self._on_error,
-            on_aborted=self._on_aborted,
-            on_finished=self._on_finished,
+            on_yielded=guard(self._on_progress),
+            on_returned=guard(self._on_result),
+            on_error=guard(self._on_error),
+            on_aborted=guard(self._on_aborted),
+            on_finished=guard(self._on_finished),
         )
         return self.task
+
+    def _stop_on_close(self) -> None:
+        """The panel is being destroyed: stop the prediction (its result is not shown)."""
+        self._steps = []
+        if self.task is not None and self.task.running:
+            self.task.stop_event.set()
 
     def cancel(self, *_: Any) -> None:
         """Stop the prediction at its next window batch; no layer is added or changed."""
@@ -673,6 +741,8 @@ class ProposeWidget(Container):
         """Run the pending GUI steps one per event-loop turn, then leave the busy state."""
         from qtpy.QtCore import QTimer
 
+        if not self._life.alive:
+            return
         if self._steps:
             step = self._steps.pop(0)
             try:
@@ -808,7 +878,7 @@ class ProposeWidget(Container):
         if not self._current(case):
             uncertainty.metadata[_HIDDEN_KEY] = True
         self.viewer.add_layer(uncertainty)
-        uncertainty.events.visible.connect(self._update_legend)
+        self._life.connect(uncertainty.events.visible, self._update_legend)
         self._show_legend(uncertainty)
 
     # ------------------------------------------------------------------ legend

@@ -65,6 +65,7 @@ from magicgui.widgets import (
 from napari_ssseg._napari.layers import CASE_KEY, case_of_layer, handle_of_layer
 from napari_ssseg._napari.provenance import track
 from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
+from napari_ssseg._napari.widgets.propose import PanelLife
 from napari_ssseg._napari.workers import (
     TaskHandle,
     callback_generator,
@@ -543,7 +544,7 @@ class RefineWidget(Container):
         self._debounce = QTimer()
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(self._start_async_preview)
+        self._debounce.timeout.connect(lambda: self._life.guard(self._start_async_preview)())
 
         self.compute_button.changed.connect(self.compute)
         self.cancel_button.changed.connect(self.cancel)
@@ -561,9 +562,12 @@ class RefineWidget(Container):
             w.changed.connect(self._on_config_changed)
         self._follow_case: Any = None  # a newly loaded case whose labels layer is awaited
         self._cleanup_pending = False
+        # closing the panel or the viewer mid-run: stop the workers, ignore late callbacks
+        self._life = PanelLife(self.native)
+        self._life.on_close(self._stop_on_close)
         events = self.viewer.layers.events
         for name in ("inserted", "removed", "moved"):
-            getattr(events, name).connect(self._on_layers_changed)
+            self._life.connect(getattr(events, name), self._on_layers_changed)
         for layer in list(self.viewer.layers):
             self._track_labels(layer)
 
@@ -599,7 +603,7 @@ class RefineWidget(Container):
                 from qtpy.QtCore import QTimer
 
                 self._cleanup_pending = True
-                QTimer.singleShot(0, self.drop_closed_cases)
+                QTimer.singleShot(0, self._life.guard(self.drop_closed_cases))
 
     # ------------------------------------------------------------------ case switches
     @staticmethod
@@ -686,6 +690,11 @@ class RefineWidget(Container):
         handle = handle_of_layer(layer)
         params = self._params()
         reuse = self._reusable(handle.case, self._regions(), params)
+        if reuse and not np.any(np.asarray(layer.data) > 0):
+            # e.g. the box fell back to an empty layer of the case because the pseudo-label
+            # layer was removed (the viewer closing removes them one by one): say so, no error
+            self._drop_setup(f"{layer.name!r} is empty: choose a pseudo-label with a tumour")
+            return
         if reuse and len(reuse) == len(self._regions()):
             try:
                 self._install_setup(layer, self._setup_from(handle.case, reuse, params))
@@ -784,13 +793,21 @@ class RefineWidget(Container):
             reuse,
             brain,
             desc="Superpixels",
-            on_yielded=self._on_progress,
-            on_returned=self._on_computed,
-            on_error=self._on_error,
-            on_aborted=self._on_aborted,
-            on_finished=self._on_finished,
+            on_yielded=self._life.guard(self._on_progress),
+            on_returned=self._life.guard(self._on_computed),
+            on_error=self._life.guard(self._on_error),
+            on_aborted=self._life.guard(self._on_aborted),
+            on_finished=self._life.guard(self._on_finished),
         )
         return self.task
+
+    def _stop_on_close(self) -> None:
+        """The panel is being destroyed: stop the workers and timers, drop the setup."""
+        self._debounce.stop()
+        for task in (self.task, self._preview_task):
+            if task is not None and task.running:
+                task.cancel()
+        self._disconnect_target()
 
     def _warn_fallbacks(self, case: Any, regions: tuple[str, ...]) -> None:
         from napari_ssseg.core.superpixels import channels_for_region
@@ -1095,7 +1112,7 @@ class RefineWidget(Container):
             self._masks,
             desc="Refine preview",
             show_progress=False,
-            on_returned=done,
+            on_returned=self._life.guard(done),
         )
 
     def _show_preview(

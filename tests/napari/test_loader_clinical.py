@@ -24,7 +24,9 @@ def _click(qtbot, button):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not RAW.is_dir(), reason="shared/data/real/TCGA-FG-6692-raw is absent")
-def test_raw_study_loads_brain_extracted_and_proposal_stays_in_brain(make_napari_viewer, qtbot):
+def test_raw_study_loads_brain_extracted_and_proposal_stays_in_brain(
+    make_napari_viewer, qtbot, tmp_path
+):
     pytest.importorskip("deepbet", reason="deepbet (the clinical extra) is not installed")
     import SimpleITK as sitk
     from napari.utils.notifications import notification_manager
@@ -76,6 +78,33 @@ def test_raw_study_loads_brain_extracted_and_proposal_stays_in_brain(make_napari
     labelled = np.asarray(proposal.data) > 0
     assert labelled.any(), "the proposal is empty"
     assert not (labelled & ~mask).any(), "the proposal labels voxels outside the brain"
+
+    # saved back on the FLAIR's exact native grid
+    labels_layer = next(x for x in viewer.layers if x.name == f"{case.name} labels")
+    labels_layer.data = np.asarray(proposal.data).astype(labels_layer.data.dtype)
+    out = loader.save_labels_native(tmp_path / "native.nii.gz")
+    assert out is not None and out.is_file(), loader.status.value
+    img = sitk.ReadImage(str(out))
+    assert img.GetSize() == flair.GetSize()
+    np.testing.assert_allclose(img.GetSpacing(), flair.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(img.GetOrigin(), flair.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(img.GetDirection(), flair.GetDirection(), atol=1e-6)
+    native = sitk.GetArrayFromImage(img) > 0
+    clin = loader.last_clinical
+    brain_native = clin.native_case().to_file_order(clin.mask_to_native(mask)) > 0
+    assert native.any() and native.shape == brain_native.shape
+    assert not (native & ~brain_native).any(), "native labels outside the native brain mask"
+
+    # a corrected brain mask: erase one slice, Apply: the images are zero there
+    z = int(np.argmax(mask.sum(axis=(1, 2))))
+    corrected = mask.astype(np.uint8)
+    corrected[z] = 0
+    mask_layers[0].data = corrected
+    _click(qtbot, loader.apply_mask_button)
+    flair_layer = next(x for x in images if x.metadata.get("ssseg_modality") == "flair")
+    assert not np.asarray(flair_layer.data)[z].any()
+    assert np.asarray(case.images)[:, z].max() == 0  # the case itself (Propose reads it)
+    assert np.asarray(flair_layer.data)[z + 1][mask[z + 1]].any()
 
 
 def _run(gen):

@@ -107,20 +107,13 @@ def load_case_clinical(
             return case, case, lambda a: a, lambda a: a
         return case, case, lambda a: a
 
-    from napari_ssseg.core.case import Case, Orientation
+    from napari_ssseg.core.case import Orientation
     from napari_ssseg.core.working_grid import image_to_native, labels_from_native
 
     grid = clin.grid
     o_ref = Orientation.from_geometry(grid.reference_geometry)
     o_work = Orientation.from_geometry(grid.geometry)
-    native = Case(
-        images=o_ref.to_canonical(np.zeros((1, *grid.reference_shape), np.float32)),
-        modalities=(clin.report["reference"],),
-        geometry=grid.reference_geometry,
-        orientation=o_ref,
-        name=clin.case.name,
-        sources=dict(clin.case.sources),
-    )
+    native = clin.native_case()
 
     def to_native(arr):
         a = np.asarray(arr)

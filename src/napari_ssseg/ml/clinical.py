@@ -75,6 +75,55 @@ class ClinicalCase:
         native = labels_to_native(o.from_canonical(np.asarray(mask, np.uint8)), self.grid)
         return Orientation.from_geometry(self.grid.reference_geometry).to_canonical(native)
 
+    def native_case(self) -> Any:
+        """An image-less :class:`~napari_ssseg.core.case.Case` on the reference's native grid.
+
+        Its one channel is zeros; it carries the native geometry and orientation, so
+        :func:`napari_ssseg.io.writers.save_labels` writes on the reference's exact grid.
+        """
+        from napari_ssseg.core.case import Case, Orientation
+
+        grid = self.grid
+        o_ref = Orientation.from_geometry(grid.reference_geometry)
+        return Case(
+            images=o_ref.to_canonical(np.zeros((1, *grid.reference_shape), np.float32)),
+            modalities=(self.report["reference"],),
+            geometry=grid.reference_geometry,
+            orientation=o_ref,
+            name=self.case.name,
+            sources=dict(self.case.sources),
+        )
+
+    def save_labels_native(
+        self, labels: np.ndarray, path: str | Path, convention: str | None = None
+    ) -> Path:
+        """Write canonical working-grid labels on the reference's exact native grid.
+
+        Parameters
+        ----------
+        labels : (Z, Y, X) ndarray of int
+            Internal labels (0 bg, 1 NCR, 2 ED, 3 ET) on the working grid (canonical).
+        path : path-like
+            Output file (``.nii.gz``, ...).
+        convention : str, optional
+            Written label convention (default the case's).
+
+        Returns
+        -------
+        Path
+        """
+        from napari_ssseg.io.writers import save_labels
+
+        lab = np.asarray(labels)
+        if lab.shape != self.case.shape:
+            raise InputError(
+                f"labels of shape {lab.shape} are not on {self.case.name}'s working grid "
+                f"{self.case.shape}; pass the labels layer of this case."
+            )
+        native = self.native_case()
+        conv = convention if convention is not None else self.case.convention
+        return save_labels(self.mask_to_native(lab), native, path, convention=conv)
+
 
 def _check_choice(name: str, value: str) -> str:
     if value not in CHOICES:

@@ -356,6 +356,10 @@ class LoaderWidget(Container):
     load_button, cancel_button : PushButton
     apply_mask_button : PushButton
         Zero the images of the last clinical case outside its (corrected) brain-mask layer.
+    native_file : FileEdit
+    save_native_button : PushButton
+        Write the last clinical case's labels layer to ``native_file`` on the reference
+        (FLAIR) series' exact native grid.
     status : Label
     task : TaskHandle or None
         The running (or last) load task.
@@ -413,6 +417,17 @@ class LoaderWidget(Container):
         self.apply_mask_button.tooltip = (
             "zero the images outside the (corrected) brain-mask layer of the last clinical case"
         )
+        self.native_file = FileEdit(
+            mode="w",
+            label="Native labels file",
+            nullable=True,
+            filter="Images (*.nii.gz *.nii *.nrrd *.mha)",
+        )
+        self.save_native_button = PushButton(text="Save labels on native grid", enabled=False)
+        self.save_native_button.tooltip = (
+            "write the labels layer of the last clinical case on the reference (FLAIR) "
+            "series' exact native grid"
+        )
         self.load_button = PushButton(text="Load")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="Status", value="")
@@ -428,6 +443,8 @@ class LoaderWidget(Container):
                 self.resample,
                 button_row(self.load_button, self.cancel_button),
                 self.apply_mask_button,
+                self.native_file,
+                self.save_native_button,
                 self.status,
             ],
         )
@@ -455,6 +472,7 @@ class LoaderWidget(Container):
         self.load_button.changed.connect(self.load)
         self.cancel_button.changed.connect(self.cancel)
         self.apply_mask_button.changed.connect(self.apply_brain_mask)
+        self.save_native_button.changed.connect(lambda *_: self.save_labels_native())
         self.last_clinical = None
         self.last_report = None
         self.add_gaps: list[float] = []
@@ -593,6 +611,45 @@ class LoaderWidget(Container):
             f"brain mask applied: {mask.sum() * voxel_ml:.0f} ml; images zeroed outside it"
         )
 
+    def save_labels_native(self, path: str | Path | None = None) -> Path | None:
+        """Write the last clinical case's labels layer on the reference's native grid.
+
+        Parameters
+        ----------
+        path : path-like, optional
+            Output file; default the "Native labels file" field.
+
+        Returns
+        -------
+        Path or None
+            The file written (None if nothing was written; the reason is notified).
+        """
+        from napari_ssseg._napari.layers import labels_layer_of_case
+
+        clin = self.last_clinical
+        target = path if path is not None else self.native_file.value
+        if target in (None, Path("."), Path("")):
+            notify_error(SsegError("Choose the 'Native labels file' to write, e.g. labels.nii.gz."))
+            return None
+        layer = labels_layer_of_case(self.viewer, clin.case) if clin is not None else None
+        if layer is None:
+            notify_error(
+                SsegError(
+                    "No labels of a clinical case to save: load a case whose series needed "
+                    "the working grid (Resample, Register or Brain extraction applied), and "
+                    "keep its labels layer."
+                )
+            )
+            return None
+        try:
+            written = clin.save_labels_native(layer.data, target)
+        except SsegError as exc:
+            notify_error(exc)
+            return None
+        ref = clin.report["reference"]
+        self.status.value = f"labels written on the {ref} native grid: {written}"
+        return written
+
     def cancel(self, *_: Any) -> None:
         """Cancel a running load (takes effect at its next progress report)."""
         if self.task is not None and self.task.running:
@@ -651,12 +708,15 @@ class LoaderWidget(Container):
         clin = (request.get("extra") or {}).get("clinical")
         self.last_clinical = clin
         self.apply_mask_button.enabled = clin is not None and clin.brain is not None
-        if clin is None or clin.brain is None:
+        self.save_native_button.enabled = clin is not None
+        if clin is None:
             return
         report = request.get("report")
         case = report.case if report is not None else clin.case
         if case is not clin.case:  # an open case was reused: keep its images masked alike
             clin.case = case
+        if clin.brain is None:
+            return
         layer = self.brain_mask_layer()
         if layer is not None and layer.data.shape == clin.brain.shape:
             if not np.array_equal(np.asarray(layer.data) > 0, clin.brain):

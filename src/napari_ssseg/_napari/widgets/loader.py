@@ -32,7 +32,8 @@ case needs it: a study that does not look skull-stripped or whose series lie on 
 grids. A skull-stripped case on one grid (BraTS) is loaded exactly as before (``auto`` changes
 nothing; only the file headers are read in addition). The case shown is then the
 **working-grid** case (the model and superpixels run on it), plus a ``"<case> brain mask"``
-Labels layer (correctable; "Apply brain mask" zeroes the images outside the corrected mask).
+Labels layer (correctable; "Apply brain mask" zeroes the images outside the corrected mask);
+"Save labels on native grid" writes the case's labels layer on the FLAIR's exact grid.
 Where the reference (native FLAIR) grid is: the status line and a notification name both
 grids, and every layer of the case carries ``metadata["ssseg_working_grid"]``
 (:meth:`~napari_ssseg.core.working_grid.WorkingGrid.to_dict`, reference grid included). A case

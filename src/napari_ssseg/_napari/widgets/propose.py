@@ -718,7 +718,9 @@ class ProposeWidget(Container):
         # add them on separate event-loop turns so the viewer keeps repainting in between
         self._steps = [
             lambda: self._show_proposal(case, result),
-            lambda: self._show_uncertainty(case, result),
+            lambda: self._show_uncertainty(case, result, legend=False),
+            # the colour bar and legend text are built on a turn of their own too
+            lambda: self._show_legend(self._find(case, _ROLE_UNCERTAINTY)),
         ]
 
     def _on_error(self, exc: BaseException) -> None:
@@ -843,8 +845,9 @@ class ProposeWidget(Container):
         track(proposal)  # a hand edit of the proposal is 'human' at once; undo follows
         self.viewer.add_layer(proposal)
 
-    def _show_uncertainty(self, case: Any, result: dict[str, Any]) -> None:
-        """Add ``"<case> uncertainty"`` or update its data in place."""
+    def _show_uncertainty(self, case: Any, result: dict[str, Any], legend: bool = True) -> None:
+        """Add ``"<case> uncertainty"`` or update its data in place (and, if ``legend``,
+        show its legend: :meth:`_show_legend`)."""
         from napari.layers import Image
 
         unc = np.asarray(result["uncertainty"], np.float32)
@@ -858,7 +861,8 @@ class ProposeWidget(Container):
             uncertainty.metadata["ssseg_prediction"] = meta_info
             if self._current(case):
                 uncertainty.visible = True
-            self._show_legend(uncertainty)
+            if legend:
+                self._show_legend(uncertainty)
             return
         uncertainty = Image(
             unc,
@@ -879,11 +883,14 @@ class ProposeWidget(Container):
             uncertainty.metadata[_HIDDEN_KEY] = True
         self.viewer.add_layer(uncertainty)
         self._life.connect(uncertainty.events.visible, self._update_legend)
-        self._show_legend(uncertainty)
+        if legend:
+            self._show_legend(uncertainty)
 
     # ------------------------------------------------------------------ legend
     def _show_legend(self, layer: Any) -> None:
         """Show the layer's colour bar and the legend text (canvas overlay and panel)."""
+        if layer is None:
+            return
         colorbar = getattr(layer, "colorbar", None)  # napari >= 0.6: a per-layer overlay
         if colorbar is not None:
             colorbar.position = "top_right"

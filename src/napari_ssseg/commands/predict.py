@@ -1,8 +1,8 @@
 """Propose tumour labels, probabilities and an uncertainty map with a MONAI network.
 
 Loads CASE (any layout `ssseg info` reads), runs the model (default: the small UNet shipped
-with napari-ssseg, trained on synthetic phantoms only - see docs/models.md) with MONAI
-sliding-window inference on the brain crop, and writes the labels (NIfTI, the case's exact
+with napari-ssseg, trained on 6 real labelled cases and phantoms - see docs/models.md) with
+MONAI sliding-window inference on the brain crop, and writes the labels (NIfTI, the case's exact
 geometry, the case's label convention unless --convention is given). Optional outputs: the
 uncertainty map (float32 in [0, 1]: predictive entropy; mutual information with
 --mc-samples; disagreement for a two-network checkpoint) and the per-class probabilities

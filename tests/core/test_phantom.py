@@ -342,9 +342,7 @@ def test_wide_style_keeps_the_label_defining_contrasts(strength: float) -> None:
     assert all(5 <= v <= 25 for v in flags.values()), flags  # each option in some draws only
     # necrosis is not always dark: its T1Gd level relative to WM varies widely
     assert max(spread) / min(spread) > 1.8
-    assert PhantomStyle.sample(0, strength=0.0, variety="wide").intensities == (
-        DEFAULT_INTENSITIES
-    )
+    assert PhantomStyle.sample(0, strength=0.0, variety="wide").intensities == (DEFAULT_INTENSITIES)
 
 
 def test_wide_style_renders_its_options() -> None:

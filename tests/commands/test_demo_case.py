@@ -105,14 +105,14 @@ def test_demo_case_refuses_phantom_options(tmp_path, capsys):
 
 
 @pytest.mark.gui
-def test_demo_viewer_opens_the_given_case(qtbot, tmp_path):
+def test_demo_viewer_opens_the_given_case(qtbot, tmp_path, make_napari_viewer):
     from napari_ssseg._napari.launch import launch_demo_viewer
     from napari_ssseg.core.phantom import make_phantom
     from napari_ssseg.io.writers import write_case
 
     phantom = make_phantom(shape=(40, 56, 56), spacing=(2.0, 2.0, 2.0), seed=2)
     case_dir = write_case(phantom.to_case(name="Given_007"), tmp_path, "brats2023")
-    viewer = launch_demo_viewer(case=case_dir, run=False)
+    viewer = launch_demo_viewer(case=case_dir, run=False, viewer=make_napari_viewer())
     try:
         names = [layer.name for layer in viewer.layers]
         assert "Given_007 FLAIR" in names and "Given_007 labels" in names

@@ -170,7 +170,8 @@ def test_default_model_is_small_and_self_describing():
     ck = load_model(None)
     assert ck.modalities == ("t1", "t1ce", "t2", "flair")
     assert ck.provenance.get("strategy")
-    assert "synthetic" in str(ck.provenance).lower()
+    data = str(ck.provenance.get("training_data", "")).lower()
+    assert "phantoms" in data and "real mri" in data  # v2: says what it was trained on
 
 
 def test_match_modalities_reorders_with_warning():

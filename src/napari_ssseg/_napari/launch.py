@@ -14,6 +14,7 @@ def launch_demo_viewer(
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     run: bool = True,
     case: str | os.PathLike | None = None,
+    viewer: Any | None = None,
 ) -> Any:
     """Open a napari window with a phantom case (or a real case) and every panel.
 
@@ -30,6 +31,10 @@ def launch_demo_viewer(
     case : path-like, optional
         A real case folder to open instead of the phantom (``shape``, ``spacing`` and
         ``seed`` are then unused).
+    viewer : napari.Viewer, optional
+        Fill this viewer instead of opening a new window (tests pass napari's
+        ``make_napari_viewer()``: a second bare ``napari.Viewer()`` in one process clashes
+        with the test fixture's plugin registry).
 
     Returns
     -------
@@ -50,7 +55,8 @@ def launch_demo_viewer(
         case = make_phantom(shape=shape, spacing=spacing, seed=seed).to_case(
             name="SSSEG_Phantom_00000"
         )
-    viewer = napari.Viewer(title="napari-ssseg")
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-ssseg")
     dock_plugin_panels(viewer, raise_panel="Loader")
     install_orientation(viewer)  # radiological 2D views + L/R, A/P, S/I letters
     add_case_layers(viewer, case)

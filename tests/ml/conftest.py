@@ -8,54 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-#: A tiny UNet with dropout (windows must be multiples of 4).
-TINY_UNET = {
-    "name": "UNet",
-    "in_channels": 4,
-    "out_channels": 4,
-    "channels": [4, 8, 16],
-    "strides": [2, 2],
-    "num_res_units": 0,
-    "dropout": 0.1,
-}
-
-
-def make_tiny_checkpoint(
-    path,
-    *,
-    n_networks=1,
-    output="classes",
-    modalities=None,
-    seed=0,
-    dropout=0.1,
-    spacing_zyx=None,
-    config=None,
-    provenance=None,
-):
-    """Write a random-weight tiny UNet checkpoint and return its path."""
-    from napari_ssseg.ml.checkpoint import save_checkpoint
-    from napari_ssseg.ml.networks import build_network
-
-    modalities = list(modalities or ["t1", "t1ce", "t2", "flair"])
-    cfg = dict(config or TINY_UNET)
-    cfg["in_channels"] = len(modalities)
-    cfg["out_channels"] = 4 if output == "classes" else 3
-    if "dropout" in cfg:
-        cfg["dropout"] = dropout
-    nets = []
-    for i in range(n_networks):
-        torch.manual_seed(seed + i)
-        nets.append(build_network(cfg))
-    return save_checkpoint(
-        path,
-        nets,
-        cfg,
-        modalities=modalities,
-        normalization={"spacing_zyx": spacing_zyx},
-        output=output,
-        patch_size=(16, 16, 16),
-        provenance={"strategy": "test", "n_labelled": 0, "n_unlabelled": 0, **(provenance or {})},
-    )
+from tiny_checkpoints import TINY_UNET, make_tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from qtpy.QtCore import Qt
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
+from tiny_checkpoints import make_tiny_checkpoint as make_checkpoint  # noqa: E402
+
 from napari_ssseg._napari.layers import case_of_layer  # noqa: E402
 from napari_ssseg.core.phantom import make_phantom  # noqa: E402
 from napari_ssseg.core.provenance import HUMAN, PROVENANCE_KEY  # noqa: E402
@@ -20,33 +22,6 @@ from napari_ssseg.io.writers import write_case  # noqa: E402
 pytestmark = pytest.mark.gui
 
 SHAPE = (32, 40, 40)
-TINY_UNET = {
-    "name": "UNet",
-    "in_channels": 4,
-    "out_channels": 4,
-    "channels": [4, 8, 16],
-    "strides": [2, 2],
-    "num_res_units": 0,
-    "dropout": 0.1,
-}
-
-
-def make_checkpoint(path):
-    import torch
-
-    from napari_ssseg.ml.checkpoint import save_checkpoint
-    from napari_ssseg.ml.networks import build_network
-
-    torch.manual_seed(0)
-    return save_checkpoint(
-        path,
-        build_network(TINY_UNET),
-        TINY_UNET,
-        modalities=["t1", "t1ce", "t2", "flair"],
-        output="classes",
-        patch_size=(16, 16, 16),
-        provenance={"strategy": "test", "n_labelled": 0, "n_unlabelled": 0},
-    )
 
 
 def _click(qtbot, button):

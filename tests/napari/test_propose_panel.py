@@ -12,6 +12,8 @@ from qtpy.QtCore import Qt, QTimer
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
+from tiny_checkpoints import make_tiny_checkpoint as make_checkpoint  # noqa: E402
+
 from napari_ssseg._napari.layers import case_of_layer, case_to_layer_data  # noqa: E402
 from napari_ssseg._napari.widgets.propose import (  # noqa: E402
     MODEL_SOURCES,
@@ -24,35 +26,6 @@ pytestmark = pytest.mark.gui
 
 DEFAULT, FILE, BUNDLE = list(MODEL_SOURCES)
 #: A tiny UNet (windows must be multiples of 4), random weights.
-TINY_UNET = {
-    "name": "UNet",
-    "in_channels": 4,
-    "out_channels": 4,
-    "channels": [4, 8, 16],
-    "strides": [2, 2],
-    "num_res_units": 0,
-    "dropout": 0.1,
-}
-
-
-def make_checkpoint(path, *, modalities=("t1", "t1ce", "t2", "flair"), seed=0):
-    """Random-weight tiny checkpoint written with the package's checkpoint API."""
-    import torch
-
-    from napari_ssseg.ml.checkpoint import save_checkpoint
-    from napari_ssseg.ml.networks import build_network
-
-    cfg = dict(TINY_UNET, in_channels=len(modalities))
-    torch.manual_seed(seed)
-    return save_checkpoint(
-        path,
-        build_network(cfg),
-        cfg,
-        modalities=list(modalities),
-        output="classes",
-        patch_size=(16, 16, 16),
-        provenance={"strategy": "test", "n_labelled": 0, "n_unlabelled": 0},
-    )
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from qtpy.QtCore import Qt
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
+from tiny_checkpoints import make_tiny_checkpoint as make_checkpoint  # noqa: E402
+
 from napari_ssseg._napari.layers import case_to_layer_data  # noqa: E402
 from napari_ssseg._napari.widgets.propose import (  # noqa: E402
     LEGEND_OVERLAY_KEY,
@@ -22,34 +24,6 @@ from napari_ssseg._napari.widgets.propose import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.gui
-
-TINY_UNET = {
-    "name": "UNet",
-    "in_channels": 4,
-    "out_channels": 4,
-    "channels": [4, 8, 16],
-    "strides": [2, 2],
-    "num_res_units": 0,
-    "dropout": 0.1,
-}
-
-
-def make_checkpoint(path):
-    import torch
-
-    from napari_ssseg.ml.checkpoint import save_checkpoint
-    from napari_ssseg.ml.networks import build_network
-
-    torch.manual_seed(0)
-    return save_checkpoint(
-        path,
-        build_network(TINY_UNET),
-        TINY_UNET,
-        modalities=["t1", "t1ce", "t2", "flair"],
-        output="classes",
-        patch_size=(16, 16, 16),
-        provenance={"strategy": "test", "n_labelled": 0, "n_unlabelled": 0},
-    )
 
 
 def test_legend_text_names_the_kind_and_the_scale():

@@ -101,6 +101,37 @@ _WIDE_ORDERINGS: tuple[tuple[str, str, str, float], ...] = (
 #: Style varieties of :meth:`PhantomStyle.sample`.
 VARIETIES: tuple[str, ...] = ("standard", "wide")
 
+
+def _check_strength(strength: float) -> None:
+    if not np.isfinite(strength) or not 0 <= strength <= 2:
+        raise InputError(f"strength={strength!r}; expected a number in [0, 2].")
+
+
+def _lerper(rng: np.random.Generator, s: float):
+    """``lerp(lo, hi, default)``: a U(lo, hi) draw pulled towards ``default`` by strength ``s``.
+
+    ``s > 1`` extrapolates beyond ``[lo, hi]``; the result is kept physical (clipped to
+    ``[0, 2 x hi]``).
+    """
+
+    def lerp(lo: float, hi: float, default: float) -> float:
+        return float(np.clip(default + s * (rng.uniform(lo, hi) - default), 0.0, 2.0 * hi))
+
+    return lerp
+
+
+def _restore_orderings(
+    intens: dict[str, dict[str, float]], orderings: tuple[tuple[str, str, str, float], ...]
+) -> None:
+    """Nudge ``intens`` (in place) so that each ``(modality, hi, lo, gap)`` ordering holds."""
+    for _ in range(3):
+        for m, hi, lo, gap in orderings:
+            if intens[m][hi] < intens[m][lo] + gap:
+                mid = 0.5 * (intens[m][hi] + intens[m][lo])
+                intens[m][hi] = mid + gap / 2
+                intens[m][lo] = max(mid - gap / 2, 0.05)
+
+
 # Nominal adult brain semi-axes in mm (z: inferior-superior, y: antero-posterior, x: left-right).
 _BRAIN_SEMI_AXES = (64.0, 84.0, 68.0)
 
@@ -228,18 +259,14 @@ class PhantomStyle:
         -------
         PhantomStyle
         """
-        if not np.isfinite(strength) or not 0 <= strength <= 2:
-            raise InputError(f"strength={strength!r}; expected a number in [0, 2].")
+        _check_strength(strength)
         variety = check_choice("variety", variety, VARIETIES)
         if variety == "wide":
             return cls.sample_wide(rng, strength=strength)
         rng = np.random.default_rng(rng)
         d = cls()
         s = float(strength)
-
-        def lerp(lo: float, hi: float, default: float) -> float:
-            # strength > 1 extrapolates beyond [lo, hi]; keep the result physical
-            return float(np.clip(default + s * (rng.uniform(lo, hi) - default), 0.0, 2.0 * hi))
+        lerp = _lerper(rng, s)
 
         intens = {
             m: {
@@ -249,12 +276,7 @@ class PhantomStyle:
             for m in PHANTOM_MODALITIES
         }
         if s > 0:
-            for _ in range(3):  # restore orderings with a minimum gap
-                for m, hi, lo, gap in _ORDERINGS:
-                    if intens[m][hi] < intens[m][lo] + gap:
-                        mid = 0.5 * (intens[m][hi] + intens[m][lo])
-                        intens[m][hi] = mid + gap / 2
-                        intens[m][lo] = max(mid - gap / 2, 0.05)
+            _restore_orderings(intens, _ORDERINGS)
         gain = tuple(float(g * math.exp(s * rng.uniform(-0.5, 0.5))) for g in d.gain)
         slice_blur = rng.uniform(0.0, 1.2) if rng.random() < 0.3 else 0.0
         return cls(
@@ -288,14 +310,11 @@ class PhantomStyle:
 
         ``strength`` scales every deviation from the defaults (0 gives the defaults).
         """
-        if not np.isfinite(strength) or not 0 <= strength <= 2:
-            raise InputError(f"strength={strength!r}; expected a number in [0, 2].")
+        _check_strength(strength)
         rng = np.random.default_rng(rng)
         d = cls()
         s = float(strength)
-
-        def lerp(lo: float, hi: float, default: float) -> float:
-            return float(np.clip(default + s * (rng.uniform(lo, hi) - default), 0.0, 2.0 * hi))
+        lerp = _lerper(rng, s)
 
         intens = {
             m: {
@@ -305,12 +324,7 @@ class PhantomStyle:
             for m in PHANTOM_MODALITIES
         }
         if s > 0:
-            for _ in range(3):
-                for m, hi, lo, gap in _WIDE_ORDERINGS:
-                    if intens[m][hi] < intens[m][lo] + gap:
-                        mid = 0.5 * (intens[m][hi] + intens[m][lo])
-                        intens[m][hi] = mid + gap / 2
-                        intens[m][lo] = max(mid - gap / 2, 0.05)
+            _restore_orderings(intens, _WIDE_ORDERINGS)
         gain = tuple(float(g * math.exp(s * rng.uniform(-0.7, 0.7))) for g in d.gain)
         slice_blur = rng.uniform(0.0, 2.5) if rng.random() < 0.4 else 0.0
         cortex = rng.uniform(0.0, 0.7) if rng.random() < 0.5 else 0.0

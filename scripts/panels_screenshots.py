@@ -61,6 +61,7 @@ def refine_shots(case, degraded, out: Path) -> None:
     load(viewer, case, degraded)
     widget = RefineWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Refine", area="right")
+    widget.advanced.value = True  # the sweep below spans sim0 0-1
     widget.sim0.value = 1.0
     widget.compute()
     pump(lambda: not widget.task.running)

@@ -199,6 +199,7 @@ def test_refine_accept_keeps_hand_paint_and_undo_restores_provenance(
     labels.paint((z, y, x), 2)
     hand = labels.metadata[PROVENANCE_KEY] == HUMAN
     assert hand.any()
+    refine.advanced.value = True  # sim0 = 0 lies outside the slider's default range
     refine.sim0.value = 0.0
     _click(qtbot, refine.compute_button)
     qtbot.waitUntil(lambda: refine.setup is not None and not refine.task.running, timeout=60_000)

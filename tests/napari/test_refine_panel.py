@@ -12,13 +12,14 @@ from qtpy.QtCore import Qt
 from napari_ssseg._napari.layers import CASE_KEY, case_to_layer_data, handle_of_layer
 from napari_ssseg._napari.widgets.refine import (
     REGION_CHOICES,
-    MaskCache,
+    SIM0_FULL_RANGE,
+    SIM0_RANGE,
     RefineWidget,
-    preview_box,
-    preview_masks,
 )
 from napari_ssseg.core.degrade import degrade
 from napari_ssseg.core.provenance import PROVENANCE_KEY, SUPERPIXEL, UNTOUCHED
+from napari_ssseg.core.refine import DEFAULT_NC
+from napari_ssseg.core.refine_preview import MaskCache, preview_box, preview_masks
 
 pytestmark = pytest.mark.gui
 
@@ -39,8 +40,9 @@ def errors(monkeypatch):
 
 
 @pytest.fixture
-def refine_panel(make_napari_viewer, tiny_case):
-    """Viewer with the tiny phantom whose labels were under-segmented, and the panel."""
+def default_panel(make_napari_viewer, tiny_case):
+    """Viewer with the tiny phantom whose labels were under-segmented, and the panel as
+    opened (sim0 over SIM0_RANGE, n_c hidden)."""
     viewer = make_napari_viewer()
     brain = np.any(tiny_case.images != 0, axis=0)
     degraded = degrade(
@@ -52,6 +54,14 @@ def refine_panel(make_napari_viewer, tiny_case):
         viewer.add_layer(Layer.create(data, kwargs, layer_type))
     widget = RefineWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Refine")
+    return viewer, widget
+
+
+@pytest.fixture
+def refine_panel(default_panel):
+    """:func:`default_panel` with **Advanced** ticked: the tests below drive sim0 over 0-1."""
+    viewer, widget = default_panel
+    widget.advanced.value = True
     return viewer, widget
 
 
@@ -348,6 +358,7 @@ def test_preview_latency_full_size(make_napari_viewer, qtbot):
         viewer.add_layer(Layer.create(data, kwargs, layer_type))
     widget = RefineWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Refine")
+    widget.advanced.value = True  # the moves below go down to sim0 = 0
     t0 = time.perf_counter()
     _compute(qtbot, widget, timeout=600_000)
     setup_s = time.perf_counter() - t0
@@ -397,3 +408,94 @@ def test_preview_latency_full_size(make_napari_viewer, qtbot):
     )
     assert ms.size >= 20 and np.median(ms) < 500
     assert np.median(cold_ms) < 1000
+
+
+# ------------------------------------------------------------------ the sim0 slider's range
+def test_sim0_slider_spans_where_it_acts_and_advanced_widens_it(default_panel):
+    viewer, widget = default_panel
+    assert (widget.sim0.min, widget.sim0.max) == SIM0_RANGE
+    assert SIM0_RANGE[0] <= widget.sim0.value <= SIM0_RANGE[1]
+    assert widget.n_c.native.isHidden()  # n_c lives behind Advanced
+    with pytest.raises(ValueError, match="outside"):
+        widget.sim0.value = 0.0
+    widget.advanced.value = True
+    assert (widget.sim0.min, widget.sim0.max) == SIM0_FULL_RANGE
+    assert not widget.n_c.native.isHidden()
+    widget.sim0.value = 0.05
+    widget.n_c.value = 3
+    widget.advanced.value = False
+    # back in the useful range, at its nearest end; the hidden n_c is at its default again
+    assert (widget.sim0.min, widget.sim0.max) == SIM0_RANGE
+    assert widget.sim0.value == pytest.approx(SIM0_RANGE[0])
+    assert widget.n_c.value == DEFAULT_NC
+    assert widget.n_c.native.isHidden()
+
+
+def _sweep_sim0(qtbot, widget, preview, values):
+    """Move the slider to each value as a user would; the WT / TC voxel counts shown."""
+    counts = []
+    for value in values:
+        if round(float(widget.sim0.value), 2) != round(float(value), 2):
+            widget.sim0.value = float(value)
+            want = f"preview sim0={widget.sim0.value:.2f}"
+            qtbot.waitUntil(lambda w=want: widget.status.value.startswith(w), timeout=60_000)
+        # (at the slider's start value the preview shown after Compute is that value's)
+        data = preview.data
+        counts.append((int(np.count_nonzero(data)), int(np.count_nonzero(data == 2))))
+    return counts
+
+
+def test_moving_sim0_across_its_range_changes_the_refinement(default_panel, qtbot):
+    viewer, widget = default_panel
+    _compute(qtbot, widget)
+    preview = viewer.layers["tiny refine preview"]
+    values = np.round(np.arange(SIM0_RANGE[0], SIM0_RANGE[1] + 1e-9, 0.05), 2)
+    counts = _sweep_sim0(qtbot, widget, preview, values)
+    wt = [c[0] for c in counts]
+    # the user sees the region change at several slider positions, and shrink as sim0 rises
+    assert len(set(wt)) >= 3, dict(zip(values.tolist(), counts))
+    assert all(a >= b for a, b in zip(wt, wt[1:])), wt
+    assert wt[0] > wt[-1]
+    # what is shown is the refinement at the slider's value
+    expected, _ = preview_masks(widget.setup, widget._seeds, widget._pseudo, 0.8, widget.n_c.value)
+    np.testing.assert_array_equal(preview.data, expected)
+
+
+REAL_CASE = "BraTS-GLI-00012-000"
+
+
+@pytest.mark.slow
+def test_sim0_slider_acts_on_a_real_case(make_napari_viewer, qtbot):
+    """The panel on a real glioma (missed-lobe pseudo-label, as benchmarks/refine_slider_range.py):
+    several distinct results across the slider's range."""
+    import warnings
+    from pathlib import Path
+
+    from napari.layers import Layer
+
+    from napari_ssseg.core.degrade import DEGRADATIONS
+    from napari_ssseg.core.refine_preview import case_brain_mask
+    from napari_ssseg.io.readers import load_case
+
+    folder = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / REAL_CASE
+    if not folder.is_dir():
+        pytest.skip(f"real case not found at {folder} (../shared/data/real is absent)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        case = load_case(folder)
+    brain = case_brain_mask(case)
+    seed = 100 + DEGRADATIONS.index("missed_lobe")
+    degraded = degrade(case.labels, "missed_lobe", brain=brain, spacing=case.scale, seed=seed)
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in case_to_layer_data(case, labels=degraded.astype(np.uint8)):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+    widget = RefineWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Refine")
+    _compute(qtbot, widget, timeout=600_000)
+    preview = viewer.layers[f"{case.name} refine preview"]
+    values = np.round(np.arange(SIM0_RANGE[0], SIM0_RANGE[1] + 1e-9, 0.05), 2)
+    counts = _sweep_sim0(qtbot, widget, preview, values)
+    wt = [c[0] for c in counts]
+    print(dict(zip(values.tolist(), counts)))
+    assert len(set(wt)) >= 3, dict(zip(values.tolist(), counts))
+    assert wt[0] > wt[-1]

@@ -11,11 +11,16 @@ Workflow (one user action per row of the panel):
    :mod:`napari_ssseg.core.cache` (key: case images, brain mask, channels, parameters); the
    sessions are kept in memory by the panel (key: case, region, parameters), so switching back
    to parameters already computed is instantaneous;
-3. move the **sim0** / **n_c** sliders: the refined region is shown live in the preview
+3. move the **sim0** slider: the refined region is shown live in the preview
    layer ``"<case> refine preview"`` (value 1 = refined WT, 2 = refined TC, drawn as
    outlines over the pseudo-label). A preview is computed on the GUI thread when the last one
    took under :data:`SYNC_PREVIEW_SECONDS`; otherwise slider moves are debounced and the
-   preview runs in a worker thread, and results for stale slider values are dropped;
+   preview runs in a worker thread, and results for stale slider values are dropped.
+   The slider spans :data:`SIM0_RANGE` (0.3-0.8), where it changes the result on real
+   scans: below 0.3 the mutual-best test stops growth first (the result is the one at 0.3,
+   also at the core default 0.1), above 0.8 nothing merges (measured in docs/refinement.md,
+   "Tuned on real scans"). **Advanced** widens it to 0-1 and shows the **n_c** slider
+   (candidates per merge), which changes the result only below about 10;
 4. **Accept** writes the refined labels (:func:`napari_ssseg.core.refine.refine_labels`: WT and
    TC refined separately, TC clipped to WT, new TC voxels take the class of the nearest input
    TC voxel) into the pseudo-label layer as ONE undoable step and sets the provenance
@@ -46,7 +51,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,20 +76,26 @@ from napari_ssseg._napari.workers import (
     recorded_warnings,
     start_task,
 )
-from napari_ssseg.core.provenance import HUMAN, SUPERPIXEL, accept_mask
+from napari_ssseg.core.provenance import SUPERPIXEL
 from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
+from napari_ssseg.core.refine_preview import (
+    MaskCache,
+    RefineSetup,
+    compute_setup,
+    preview_box,
+    refine_for_accept,
+    region_seeds,
+)
 from napari_ssseg.errors import GeometryError, InputError
 
 __all__ = [
     "PREVIEW_COLORS",
     "REGION_CHOICES",
+    "SIM0_FULL_RANGE",
+    "SIM0_RANGE",
     "SYNC_PREVIEW_SECONDS",
     "RefineWidget",
-    "RefineSetup",
     "compute_setup_job",
-    "MaskCache",
-    "preview_box",
-    "preview_masks",
 ]
 
 #: Region choice label -> regions refined.
@@ -100,6 +110,12 @@ PREVIEW_COLORS: dict[int, tuple[float, float, float, float]] = {
     1: (1.0, 0.3, 1.0, 1.0),
     2: (0.0, 0.9, 1.0, 1.0),
 }
+#: Range of the sim0 slider: where it changes the refined result on real scans (below, the
+#: mutual-best test stops growth first; above, nothing merges). Measured with
+#: benchmarks/refine_slider_range.py, see docs/refinement.md ("Tuned on real scans").
+SIM0_RANGE: tuple[float, float] = (0.3, 0.8)
+#: Range of the sim0 slider with **Advanced** ticked.
+SIM0_FULL_RANGE: tuple[float, float] = (0.0, 1.0)
 #: Colour of the superpixel outlines.
 BOUNDARY_COLOR = (1.0, 1.0, 1.0, 1.0)
 #: A preview that took longer than this (seconds) makes the next ones asynchronous.
@@ -110,318 +126,21 @@ _ROLE_PREVIEW = "refine_preview"
 _ROLE_SUPERPIXELS = "superpixels"
 _SKIP_ROLES = (_ROLE_PREVIEW, _ROLE_SUPERPIXELS)
 _MAX_SESSIONS = 4
-_MAX_PREVIEWS = 64
 
 
 # --------------------------------------------------------------------------- worker side
-@dataclass
-class RefineSetup:
-    """Everything the sliders need: per-region superpixels, sessions and fitted seeds.
+def compute_setup_job(*args: Any, **kwargs: Any):
+    """Worker job: :func:`~napari_ssseg.core.refine_preview.compute_setup` with its progress.
 
-    Attributes
-    ----------
-    case : Case
-    brain : (Z, Y, X) ndarray of bool
-    regions : tuple of str
-        Regions refined (``"wt"``, ``"tc"``); a region whose seed is empty is dropped.
-    superpixels : dict of str to (Z, Y, X) int32 ndarray
-    sessions : dict of str to RefinementSession
-    params : dict
-        ``n_segments``, ``compactness``, ``sigma``.
-    messages : list of str
-        Things the user should know (skipped regions, fallbacks).
+    Takes the arguments of ``compute_setup`` (not ``progress`` / ``should_stop``, which are
+    wired to the task's progress bar and Cancel button) and returns its :class:`RefineSetup`.
+    Channel-fallback warnings are dropped here: the panel reports them up front.
     """
-
-    case: Any
-    brain: np.ndarray
-    regions: tuple[str, ...]
-    superpixels: dict[str, np.ndarray]
-    sessions: dict[str, Any]
-    params: dict[str, Any]
-    messages: list[str] = field(default_factory=list)
-
-
-def _brain_of(case: Any, preprocessed: Any) -> np.ndarray:
-    """Brain mask on the case grid: the preprocessing mask, else derived from the images."""
-    if preprocessed is not None and getattr(preprocessed, "mask", None) is not None:
-        mask = np.asarray(preprocessed.mask, bool)
-        if mask.shape != tuple(case.shape):
-            mask = np.asarray(preprocessed.uncrop(mask), bool)
-        if mask.shape == tuple(case.shape) and mask.any():
-            return mask
-    from napari_ssseg.core.preprocess import brain_mask
-
-    return brain_mask(case.images)
-
-
-def _scaled(gen: Any, lo: float, hi: float, prefix: str):
-    """Re-map the progress of ``gen`` (fractions or heartbeats) into ``[lo, hi]`` of 1000."""
-    try:
-        while True:
-            try:
-                item = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if item is None:
-                yield None
-                continue
-            frac = item.get("fraction")
-            if frac is None and item.get("total"):
-                frac = float(item.get("step", 0)) / float(item["total"])
-            out: dict[str, Any] = {"message": f"{prefix}: {item.get('message', '')}".rstrip(": ")}
-            if frac is not None:
-                out.update(step=int(1000 * (lo + (hi - lo) * float(frac))), total=1000)
-            yield out
-    finally:
-        gen.close()
-
-
-def compute_setup_job(
-    case: Any,
-    preprocessed: Any,
-    regions: tuple[str, ...],
-    params: dict[str, Any],
-    seeds: dict[str, np.ndarray],
-    reuse: dict[str, tuple[np.ndarray, Any]] | None = None,
-    brain: np.ndarray | None = None,
-):
-    """Generator run in the worker: brain mask, superpixels and sessions for ``regions``.
-
-    Parameters
-    ----------
-    case : Case
-    preprocessed : Preprocessed or None
-        Its brain mask is used when present.
-    regions : tuple of {"wt", "tc"}
-    params : dict
-        ``n_segments``, ``compactness``, ``sigma`` of :func:`slic_superpixels`.
-    seeds : dict of str to (Z, Y, X) bool ndarray
-        Pseudo-label of each region (checked for emptiness inside the brain).
-    reuse : dict, optional
-        Already computed ``(superpixels, session)`` per region (skipped here).
-    brain : (Z, Y, X) ndarray of bool, optional
-        Brain mask already computed for this case (else derived here).
-
-    Yields
-    ------
-    dict
-        Progress reports (step out of 1000).
-
-    Returns
-    -------
-    RefineSetup
-    """
-    from napari_ssseg.core.refine import RefinementSession
-    from napari_ssseg.core.superpixels import region_superpixels
-
-    reuse = dict(reuse or {})
-    yield {"step": 0, "total": 1000, "message": "brain mask"}
-    if brain is None:
-        brain = _brain_of(case, preprocessed)
-    spacing = tuple(float(s) for s in case.scale)
-    messages: list[str] = []
-    if not np.any(seeds["wt"] & brain) and "wt" in regions:
-        raise InputError(
-            "the pseudo-label has no tumour voxel inside the brain: nothing to grow from. "
-            "Choose a labels layer that holds a (rough) tumour segmentation, or paint one."
+    # recorded per thread (catch_warnings would swap the process-wide filters)
+    with recorded_warnings(UserWarning):
+        return (
+            yield from callback_generator(compute_setup, *args, stop_kwarg="should_stop", **kwargs)
         )
-    keep = []
-    for region in regions:
-        if not np.any(seeds[region] & brain):
-            if region == "tc":
-                messages.append(
-                    "the pseudo-label has no tumour core (NCR/ET) inside the brain: TC "
-                    "refinement skipped."
-                )
-                continue
-        keep.append(region)
-    if not keep:
-        raise InputError(
-            "the pseudo-label has no tumour core (NCR/ET) inside the brain: nothing to grow "
-            "from for TC. Choose WT, or a pseudo-label with a tumour core."
-        )
-    superpixels: dict[str, np.ndarray] = {}
-    sessions: dict[str, Any] = {}
-    n = len(keep)
-    for i, region in enumerate(keep):
-        lo, hi = i / n, (i + 1) / n
-        if region in reuse:
-            superpixels[region], sessions[region] = reuse[region]
-            continue
-        # user warnings (channel fallbacks) are reported up front by the panel: dropped here,
-        # recorded per thread (catch_warnings would swap the process-wide filters)
-        with recorded_warnings(UserWarning):
-            sp = yield from _scaled(
-                callback_generator(
-                    region_superpixels,
-                    case.images,
-                    case.modalities,
-                    region.upper(),
-                    mask=brain,
-                    cache=True,
-                    spacing=spacing,
-                    stop_kwarg="should_stop",
-                    **params,
-                ),
-                lo,
-                lo + 0.7 * (hi - lo),
-                f"{region.upper()} superpixels",
-            )
-            yield {
-                "step": int(1000 * (lo + 0.7 * (hi - lo))),
-                "total": 1000,
-                "message": f"{region.upper()} features and graph",
-            }
-            session = yield from _scaled(
-                callback_generator(
-                    RefinementSession,
-                    case.images,
-                    case.modalities,
-                    sp,
-                    brain,
-                    spacing,
-                    region=region,
-                    progress_kwarg="",
-                ),
-                lo + 0.7 * (hi - lo),
-                hi,
-                f"{region.upper()} features",
-            )
-        superpixels[region] = sp
-        sessions[region] = session
-    yield {"step": 1000, "total": 1000, "message": "done"}
-    return RefineSetup(
-        case=case,
-        brain=brain,
-        regions=tuple(keep),
-        superpixels=superpixels,
-        sessions=sessions,
-        params=dict(params),
-        messages=messages,
-    )
-
-
-class MaskCache:
-    """Refined region masks by (region, final superpixel set), bit-packed, LRU.
-
-    Many slider positions give the same set of superpixels; for those the (slow, full-grid)
-    mask assembly of :meth:`RefinementSession.refine` is skipped: the set is found with
-    :meth:`RefinementSession.grow` (growth only, milliseconds). A mask is stored only when the
-    full refinement ended on the same set as the growth alone, so a cached preview always
-    equals the full refinement. Shared by the GUI thread and the preview worker (plain dict
-    operations only). Clear it when the pseudo-label changes.
-    """
-
-    def __init__(self, max_items: int = _MAX_PREVIEWS) -> None:
-        self.max_items = int(max_items)
-        self._items: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...], int]] = OrderedDict()
-
-    def get(self, key: tuple) -> tuple[np.ndarray, int] | None:
-        hit = self._items.get(key)
-        if hit is None:
-            return None
-        packed, shape, added = hit
-        n = int(np.prod(shape))
-        return np.unpackbits(packed, count=n).view(bool).reshape(shape), added
-
-    def put(self, key: tuple, mask: np.ndarray, added: int) -> None:
-        self._items[key] = (np.packbits(mask.ravel()), mask.shape, int(added))
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def _union_box(crops: list[tuple[slice, ...]]) -> tuple[slice, ...]:
-    return tuple(
-        slice(min(c[a].start for c in crops), max(c[a].stop for c in crops)) for a in range(3)
-    )
-
-
-def preview_box(
-    setup: RefineSetup,
-    seeds: dict[str, Any],
-    pseudo: np.ndarray,
-    sim0: float,
-    n_c: int,
-    cache: MaskCache | None = None,
-) -> tuple[tuple[slice, ...], np.ndarray, dict[str, int], tuple]:
-    """Refined regions for the preview, on the bounding box of the superpixel domain.
-
-    Parameters
-    ----------
-    setup : RefineSetup
-    seeds : dict of str to FittedSeed
-        :meth:`RefinementSession.fit` of each refined region.
-    pseudo : (Z, Y, X) ndarray of int
-        The pseudo-label (internal classes), for the region that is not refined.
-    sim0, n_c
-        Refinement parameters.
-    cache : MaskCache, optional
-        Masks by final superpixel set: the growth (milliseconds) always runs, the mask
-        assembly only for a superpixel set not seen before.
-
-    Returns
-    -------
-    box : tuple of 3 slice
-        Where ``preview`` sits in the full grid (nothing outside it is ever refined).
-    preview : (z, y, x) ndarray of uint8
-        1 refined WT (outside TC), 2 refined TC (clipped to WT), 0 elsewhere.
-    added : dict of str to int
-        Voxels added to each refined region.
-    state : tuple
-        Identifies the result (same state = same preview).
-    """
-    box = _union_box([setup.sessions[r].crop for r in setup.regions])
-    added: dict[str, int] = {}
-    masks: dict[str, np.ndarray] = {}
-    state: list[Any] = []
-    for region in setup.regions:
-        session, seed = setup.sessions[region], seeds[region]
-        grow = getattr(session, "grow", None)  # growth only, no mask assembly (milliseconds)
-        key = None
-        if cache is not None and grow is not None:
-            members, _ = grow(seed, sim0, n_c)
-            key = (region, members.tobytes())
-        hit = cache.get(key) if key is not None else None
-        if hit is None:
-            res = session.refine(seed, sim0, n_c)
-            hit = (np.ascontiguousarray(res.mask[box]), int(np.count_nonzero(res.provenance)))
-            if key is not None and key[1] == np.asarray(res.members, bool).tobytes():
-                cache.put(key, *hit)  # only when growth alone agrees with the full refinement
-            else:
-                key = (region, "uncached", sim0, n_c, cache is None)
-        masks[region], added[region] = hit
-        state.append(key)
-    if "wt" in masks:
-        wt = masks["wt"]
-    else:
-        wt = (pseudo[box] > 0) & setup.brain[box]
-    preview = wt.astype(np.uint8)
-    if "tc" in masks:
-        preview[masks["tc"] & wt] = 2
-    else:
-        sub = pseudo[box]
-        preview[((sub == 1) | (sub == 3)) & wt] = 2
-    return box, preview, added, tuple(state)
-
-
-def preview_masks(
-    setup: RefineSetup,
-    seeds: dict[str, Any],
-    pseudo: np.ndarray,
-    sim0: float,
-    n_c: int,
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Full-grid form of :func:`preview_box`: ``(preview (Z, Y, X) uint8, added)``."""
-    box, sub, added, _ = preview_box(setup, seeds, pseudo, sim0, n_c)
-    full = np.zeros(tuple(setup.case.shape), np.uint8)
-    full[box] = sub
-    return full, added
 
 
 def _preview_job(setup, seeds, pseudo, sim0, n_c, cache):
@@ -454,9 +173,12 @@ class RefineWidget(Container):
         Accept never overwrites voxels painted by hand.
     show_boundaries : CheckBox
     sim0 : FloatSlider
-        Stopping similarity in [0, 1].
+        Stopping similarity, in :data:`SIM0_RANGE` (:data:`SIM0_FULL_RANGE` with
+        ``advanced``).
+    advanced : CheckBox
+        Widens the sim0 range and shows ``n_c``.
     n_c : Slider
-        Candidates checked per merge (minus one).
+        Candidates checked per merge (minus one); hidden unless ``advanced``.
     status : Label
     task : TaskHandle or None
         The running (or last) superpixel task.
@@ -483,10 +205,39 @@ class RefineWidget(Container):
         self.compute_button = PushButton(text="Compute superpixels")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.show_boundaries = CheckBox(text="Show superpixel boundaries", value=True)
+        lo, hi = SIM0_RANGE
         self.sim0 = FloatSlider(
-            label="sim0", value=DEFAULT_SIM0, min=0.0, max=1.0, step=0.01, enabled=False
+            label="sim0",
+            value=min(hi, max(lo, DEFAULT_SIM0)),
+            min=lo,
+            max=hi,
+            step=0.01,
+            enabled=False,
+            tooltip=(
+                f"Stop growing when no candidate is this similar to the region. Lower grows "
+                f"more. On real scans the result changes only between {lo:g} and {hi:g} "
+                f"(below {lo:g} it is the result at {lo:g}); tick Advanced for 0-1."
+            ),
         )
-        self.n_c = Slider(label="n_c", value=DEFAULT_NC, min=1, max=200, step=1, enabled=False)
+        self.advanced = CheckBox(text="Advanced: sim0 over 0-1, n_c", value=False)
+        self.advanced.tooltip = (
+            "Widen the sim0 slider to 0-1 and show n_c. On real scans sim0 below "
+            f"{lo:g} gives the result at {lo:g}, above {hi:g} nothing grows, and n_c "
+            "changes the result only below about 10."
+        )
+        self.n_c = Slider(
+            label="n_c",
+            value=DEFAULT_NC,
+            min=1,
+            max=200,
+            step=1,
+            enabled=False,
+            tooltip=(
+                "Candidates tried per merge (minus one). Changes the result only below about "
+                "10 (fewer candidates: less growth)."
+            ),
+        )
+        self.n_c.visible = False
         self.keep_human = CheckBox(text="keep hand-painted voxels", value=True)
         self.accept_button = PushButton(text="Accept", enabled=False)
         self.status = Label(label="Status", value="compute superpixels to start")
@@ -501,6 +252,7 @@ class RefineWidget(Container):
                 button_row(self.compute_button, self.cancel_button),
                 self.show_boundaries,
                 self.sim0,
+                self.advanced,
                 self.n_c,
                 self.keep_human,
                 self.accept_button,
@@ -557,6 +309,7 @@ class RefineWidget(Container):
         install_shortcuts(self, self.viewer, {"refine_accept": self._accept_by_key})
         self.sim0.changed.connect(self._on_slider)
         self.n_c.changed.connect(self._on_slider)
+        self.advanced.changed.connect(self._on_advanced)
         self.show_boundaries.changed.connect(self._on_show_boundaries)
         for w in (self.labels_layer, self.region, self.n_segments, self.compactness, self.sigma):
             w.changed.connect(self._on_config_changed)
@@ -757,9 +510,7 @@ class RefineWidget(Container):
             )
         return layer, handle, data.copy()
 
-    @staticmethod
-    def _region_seeds(data: np.ndarray) -> dict[str, np.ndarray]:
-        return {"wt": data > 0, "tc": (data == 1) | (data == 3)}
+    _region_seeds = staticmethod(region_seeds)
 
     # ------------------------------------------------------------------ compute
     def compute(self, *_: Any) -> TaskHandle | None:
@@ -848,7 +599,7 @@ class RefineWidget(Container):
                     f"{r.upper()} {setup.sessions[r].n_superpixels} superpixels"
                     for r in setup.regions
                 )
-                + " — move sim0 / n_c"
+                + " — move the sim0 slider"
             )
         except Exception as exc:  # noqa: BLE001
             self._drop_setup("")
@@ -1022,6 +773,23 @@ class RefineWidget(Container):
         return layer
 
     # ------------------------------------------------------------------ preview
+    def _on_advanced(self, value: bool) -> None:
+        """Advanced: sim0 over :data:`SIM0_FULL_RANGE` and the n_c slider shown; else
+        sim0 back in :data:`SIM0_RANGE` (a value outside is moved to the nearest end) and
+        n_c hidden at its default."""
+        lo, hi = SIM0_FULL_RANGE if value else SIM0_RANGE
+        current = float(self.sim0.value)
+        if value:
+            self.sim0.min, self.sim0.max = lo, hi
+        else:
+            clipped = min(hi, max(lo, current))
+            if clipped != current:
+                self.sim0.value = clipped  # previews the value the slider now shows
+            self.sim0.min, self.sim0.max = lo, hi
+            if int(self.n_c.value) != DEFAULT_NC:
+                self.n_c.value = DEFAULT_NC  # a hidden slider keeps its default
+        self.n_c.visible = bool(value)
+
     def _slider_values(self) -> tuple[float, int]:
         return round(float(self.sim0.value), 6), int(self.n_c.value)
 
@@ -1151,8 +919,6 @@ class RefineWidget(Container):
         (Z, Y, X) ndarray of bool or None
             Voxels changed (``None`` if nothing was written).
         """
-        from napari_ssseg.core.refine import refine_labels
-
         setup, layer = self.setup, self._target
         if setup is None or layer is None:
             notify_error(InputError("Nothing to accept: compute superpixels first."))
@@ -1160,34 +926,23 @@ class RefineWidget(Container):
         if layer not in self.viewer.layers:
             notify_error(InputError("The pseudo-label layer was removed; choose another one."))
             return None
+        tracker = track(layer)
         try:
             self._current_inputs()
             sim0, n_c = self._slider_values()
-            out = refine_labels(  # its notices were shown when the seeds were fitted
-                setup.case.images,
-                setup.case.modalities,
+            plan = refine_for_accept(
+                setup,
                 self._pseudo,
-                None,
-                None,
-                setup.brain,
-                spacing=tuple(float(s) for s in setup.case.scale),
-                sim0=sim0,
-                n_c=n_c,
-                regions=setup.regions,
-                sessions=setup.sessions,
-                warn=False,
+                np.asarray(layer.data),
+                tracker.provenance,
+                sim0,
+                n_c,
+                keep_human=bool(self.keep_human.value),
             )
         except Exception as exc:  # noqa: BLE001
             notify_error(exc)
             return None
-        tracker = track(layer)
-        prov = tracker.provenance
-        current = np.asarray(layer.data)
-        new = out.labels.astype(current.dtype, copy=False)
-        changed = accept_mask(
-            current, new, prov, mode="replace", keep_human=bool(self.keep_human.value)
-        )
-        kept = int(np.count_nonzero((current != new) & ~changed))
+        new, changed, confirmed, kept = plan
         n_changed = int(np.count_nonzero(changed))
         if n_changed == 0:
             extra = f" ({kept} hand-painted voxels kept)" if kept else ""
@@ -1195,9 +950,6 @@ class RefineWidget(Container):
             return changed
         # voxels the refinement confirmed (same label, inside a grown region) are marked too,
         # in the same undo step; kept hand-painted voxels stay 'human'
-        confirmed = np.asarray(out.provenance, bool) & (new > 0) & ~changed
-        if self.keep_human.value:
-            confirmed &= prov != HUMAN
         indices = np.nonzero(changed)
         self._writing = True
         try:

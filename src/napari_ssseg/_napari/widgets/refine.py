@@ -16,11 +16,12 @@ Workflow (one user action per row of the panel):
    outlines over the pseudo-label). A preview is computed on the GUI thread when the last one
    took under :data:`SYNC_PREVIEW_SECONDS`; otherwise slider moves are debounced and the
    preview runs in a worker thread, and results for stale slider values are dropped.
-   The slider spans :data:`SIM0_RANGE` (0.3-0.8), where it changes the result on real
-   scans: below 0.3 the mutual-best test stops growth first (the result is the one at 0.3,
-   also at the core default 0.1), above 0.8 nothing merges (measured in docs/refinement.md,
-   "Tuned on real scans"). **Advanced** widens it to 0-1 and shows the **n_c** slider
-   (candidates per merge), which changes the result only below about 10;
+   The slider spans :data:`SIM0_RANGE` (0.25-0.8), where it changes the result on real
+   scans: below 0.25 the mutual-best test stops growth first (the result is the one at
+   0.25, which is also the core default 0.1's), above 0.8 nothing merges (measured on 12
+   real pseudo-labels, docs/refinement.md "Tuned on real scans"); it starts at 0.25.
+   **Advanced** widens it to 0-1 and shows the **n_c** slider (candidates per merge), which
+   changes the result only below about 10;
 4. **Accept** writes the refined labels (:func:`napari_ssseg.core.refine.refine_labels`: WT and
    TC refined separately, TC clipped to WT, new TC voxels take the class of the nearest input
    TC voxel) into the pseudo-label layer as ONE undoable step and sets the provenance
@@ -111,9 +112,10 @@ PREVIEW_COLORS: dict[int, tuple[float, float, float, float]] = {
     2: (0.0, 0.9, 1.0, 1.0),
 }
 #: Range of the sim0 slider: where it changes the refined result on real scans (below, the
-#: mutual-best test stops growth first; above, nothing merges). Measured with
-#: benchmarks/refine_slider_range.py, see docs/refinement.md ("Tuned on real scans").
-SIM0_RANGE: tuple[float, float] = (0.3, 0.8)
+#: mutual-best test stops growth first: same result as 0 and as DEFAULT_SIM0; above, nothing
+#: merges: same result as 1). Measured with benchmarks/refine_slider_range.py on 12 real
+#: pseudo-labels, see docs/refinement.md ("Tuned on real scans").
+SIM0_RANGE: tuple[float, float] = (0.25, 0.8)
 #: Range of the sim0 slider with **Advanced** ticked.
 SIM0_FULL_RANGE: tuple[float, float] = (0.0, 1.0)
 #: Colour of the superpixel outlines.

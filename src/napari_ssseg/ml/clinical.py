@@ -44,6 +44,10 @@ class ClinicalCase:
     unmasked : (C, Z, Y, X) ndarray or None
         The working-grid images before zeroing outside the brain (only with
         ``keep_unmasked=True``), so a corrected mask can be applied again.
+    cache : ClinicalCache or None
+        The cache the preparation was read from or written to (None: caching off).
+    cache_key : dict or None
+        Its key (:func:`~napari_ssseg.ml.clinical_cache.cache_key`).
     """
 
     case: Any
@@ -51,6 +55,8 @@ class ClinicalCase:
     brain: np.ndarray | None
     report: dict = field(default_factory=dict)
     unmasked: np.ndarray | None = None
+    cache: Any = None
+    cache_key: dict | None = None
 
     @property
     def stripped(self) -> bool:
@@ -65,6 +71,28 @@ class ClinicalCase:
             or not self.grid.is_native
             or any(r.get("passed") for r in self.report.get("registration", {}).values())
         )
+
+    def keep_brain_mask(self, mask: np.ndarray) -> Path | None:
+        """Make ``mask`` (e.g. the user's correction) this study's brain mask, also cached.
+
+        Sets :attr:`brain` (the images are not changed here) and replaces the mask of the
+        study's cache entry, so the next preparation of the same study with the same options
+        (CLI or napari) uses it. Returns the entry file, or None when caching is off or the
+        entry cannot be updated (a warning says why).
+        """
+        m = np.asarray(mask) > 0
+        if m.shape != self.case.shape:
+            raise InputError(
+                f"brain mask of shape {m.shape} is not on {self.case.name}'s working grid "
+                f"{self.case.shape}; pass the brain-mask layer of this case."
+            )
+        self.brain = m
+        info = dict(self.report.get("brain_extraction") or {})
+        info["corrected"] = True
+        self.report["brain_extraction"] = info
+        if self.cache is None or self.cache_key is None:
+            return None
+        return self.cache.store_brain(self.cache_key, m)
 
     def mask_to_native(self, mask: np.ndarray) -> np.ndarray:
         """A canonical working-grid mask/labels as canonical labels on the native grid."""
@@ -140,6 +168,7 @@ def prepare_clinical(
     resample: float | None = None,
     progress: Callable[[float, str], None] | None = None,
     keep_unmasked: bool = False,
+    cache: Any = True,
 ) -> ClinicalCase:
     """Read the series natively, register, resample, detect and extract the brain.
 
@@ -163,16 +192,27 @@ def prepare_clinical(
         ``progress(fraction, message)`` between stages (it may raise to cancel).
     keep_unmasked : bool
         Keep the images before zeroing outside the brain in :attr:`ClinicalCase.unmasked`.
+    cache : bool or path-like or ClinicalCache
+        Where the registration transforms, the brain mask and the working grid are cached
+        (:mod:`napari_ssseg.ml.clinical_cache`): ``True`` (default) the user cache folder
+        (``$NAPARI_SSSEG_CACHE`` or ``~/.cache/napari-ssseg``), a folder, a
+        :class:`~napari_ssseg.ml.clinical_cache.ClinicalCache`, or ``False`` (no caching).
+        Nothing is cached when neither registration nor brain extraction runs.
 
     Returns
     -------
     ClinicalCase
     """
     from napari_ssseg.core.case import Case, Geometry, Orientation
-    from napari_ssseg.core.registration import register_rigid
+    from napari_ssseg.core.registration import (
+        register_rigid,
+        transform_from_arrays,
+        transform_to_arrays,
+    )
     from napari_ssseg.core.skullstrip import skull_strip_check
     from napari_ssseg.core.working_grid import make_working_grid, resample_to, to_sitk
     from napari_ssseg.io.readers import find_case_files, read_image
+    from napari_ssseg.ml.clinical_cache import CachedPreparation, cache_key, resolve_cache
 
     _check_choice("brain extraction", brain_extraction)
     _check_choice("register", register)
@@ -203,34 +243,74 @@ def prepare_clinical(
     clinical = (not raw.stripped) or (not same)
     spacing = resample if resample is not None else (1.0 if clinical else None)
     grid = make_working_grid(ref_geom, ref_arr.shape, spacing)
-    fixed = to_sitk(ref_arr.astype(np.float32), ref_geom)
+    do_bet = brain_extraction == "on" or (brain_extraction == "auto" and not raw.stripped)
+    to_register = [
+        m for m in series if m != ref and (register == "on" or (register == "auto" and not same))
+    ]
+    store = resolve_cache(cache) if (to_register or do_bet) else None
+    key = entry = None
+    if store is not None:
+        report_progress(0.22, "looking up the clinical cache")
+        key = cache_key(
+            {m: cf.files[m] for m in series},
+            brain_extraction=brain_extraction,
+            register=register,
+            resample=resample,
+        )
+        entry = _usable(store.load(key), grid, orient_shape(grid), to_register, do_bet)
+        report["cache"] = {"hit": entry is not None, "path": str(store.path_for(key))}
+    fixed = None
     work = {}
+    transforms: dict[str, dict] = {}
     for i, (m, (arr, geom)) in enumerate(series.items()):
         tx = None
-        if m != ref and (register == "on" or (register == "auto" and not same)):
+        if m in to_register and entry is not None:
+            report["registration"][m] = entry.registration[m]
+            if m in entry.transforms:
+                tx = transform_from_arrays(entry.transforms[m])
+        elif m in to_register:
             report_progress(0.25 + 0.45 * i / len(series), f"registering {m} to {ref}")
+            if fixed is None:
+                fixed = to_sitk(ref_arr.astype(np.float32), ref_geom)
             res = register_rigid(fixed, to_sitk(arr.astype(np.float32), geom))
             res.check(f"the {m} series")
-            report["registration"][m] = res.summary()
-            if register == "on" or res.misaligned:
+            applied = register == "on" or res.misaligned
+            report["registration"][m] = {**res.summary(), "applied": bool(applied)}
+            if applied:
                 tx = res.transform
+                transforms[m] = transform_to_arrays(tx)
         report_progress(0.25 + 0.45 * (i + 1) / len(series), f"resampling {m}")
         work[m] = resample_to(arr, geom, grid.geometry, grid.shape, transform=tx)
     orient = Orientation.from_geometry(grid.geometry)
     images = orient.to_canonical(np.stack([work[m] for m in series]))
     brain = None
     unmasked = None
-    do_bet = brain_extraction == "on" or (brain_extraction == "auto" and not raw.stripped)
     if do_bet:
-        from napari_ssseg.ml.brain_extraction import extract_brain_case
+        if entry is not None:
+            brain = np.array(entry.brain, bool)
+            report["brain_extraction"] = dict(entry.brain_extraction or {})
+        else:
+            from napari_ssseg.ml.brain_extraction import extract_brain_case
 
-        report_progress(0.75, "brain extraction (deepbet)")
-        sp = orient.canonical_geometry(grid.geometry, grid.shape).spacing_zyx
-        brain, info = extract_brain_case(images, list(series), sp)
-        report["brain_extraction"] = info
+            report_progress(0.75, "brain extraction (deepbet)")
+            sp = orient.canonical_geometry(grid.geometry, grid.shape).spacing_zyx
+            brain, info = extract_brain_case(images, list(series), sp)
+            report["brain_extraction"] = info
         if keep_unmasked:
             unmasked = images
         images = np.where(brain[None], images, 0).astype(np.float32)
+    if store is not None and key is not None and entry is None:
+        written = store.store(
+            key,
+            CachedPreparation(
+                grid=grid.to_dict(),
+                registration={m: report["registration"][m] for m in to_register},
+                transforms=transforms,
+                brain=brain,
+                brain_extraction=report.get("brain_extraction"),
+            ),
+        )
+        report["cache"]["written"] = written is not None
     report_progress(0.95, "building the working-grid case")
     out = Case(
         images=images,
@@ -241,4 +321,48 @@ def prepare_clinical(
         sources={m: str(cf.files[m]) for m in series},
     )
     report["working_grid"] = grid.to_dict()
-    return ClinicalCase(case=out, grid=grid, brain=brain, report=report, unmasked=unmasked)
+    return ClinicalCase(
+        case=out,
+        grid=grid,
+        brain=brain,
+        report=report,
+        unmasked=unmasked,
+        cache=store,
+        cache_key=key,
+    )
+
+
+def orient_shape(grid: Any) -> tuple[int, int, int]:
+    """Canonical array shape of the working grid (the brain mask's shape)."""
+    from napari_ssseg.core.case import Orientation
+
+    o = Orientation.from_geometry(grid.geometry)
+    return tuple(int(grid.shape[a]) for a in o.axes)  # type: ignore[return-value]
+
+
+def _usable(
+    entry: Any, grid: Any, brain_shape: tuple[int, ...], to_register: list[str], do_bet: bool
+) -> Any:
+    """``entry`` if it fits this study's grid, registrations and brain mask; else None (warns)."""
+    import warnings
+
+    if entry is None:
+        return None
+    problem = None
+    if entry.grid != grid.to_dict():
+        problem = "its working grid differs from the one computed from the reference's header"
+    elif set(entry.registration) != set(to_register) or not set(entry.transforms) <= set(
+        to_register
+    ):
+        problem = "its registered series differ from the ones to register"
+    elif do_bet and (entry.brain is None or tuple(entry.brain.shape) != tuple(brain_shape)):
+        problem = "it has no brain mask on this working grid"
+    if problem is None:
+        return entry
+    warnings.warn(
+        f"Ignoring a clinical cache entry: {problem}; the registration and brain extraction "
+        "are computed again.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None

@@ -1,9 +1,10 @@
 """The per-study cache of prepare_clinical: transforms, brain mask, working grid (issue 13).
 
-A tiny synthetic study (a phantom head; FLAIR and T2 on one 2 mm grid, T1 on a 3 mm grid with
-the head moved 4 mm) is registered for real; brain extraction is replaced by a counting stand-in
-(deepbet itself is tested in tests/ml/test_brain_extraction.py), so these tests show what is
-recomputed and what is read back, in a few seconds. The real-study timing is slow-marked.
+A tiny synthetic study (tests/clinical_study.py: FLAIR and T2 on one 2 mm grid, T1 on a 3 mm
+grid with the head moved 4 mm) is registered for real; brain extraction is replaced by a
+counting stand-in (deepbet itself is tested in tests/ml/test_brain_extraction.py), so these
+tests show what is recomputed and what is read back, in a few seconds.
+The real-study timing is slow-marked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from clinical_study import FINE, head, make_study, write
 
 import napari_ssseg.core.registration as registration
 import napari_ssseg.ml.brain_extraction as brain_extraction
@@ -25,43 +26,10 @@ from napari_ssseg.ml.clinical_cache import ClinicalCache
 RAW = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "TCGA-FG-6692-raw"
 
 
-def _blob(shape, centre, radius):
-    zz, yy, xx = np.indices(shape)
-    return ((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) <= radius**2
-
-
-def _head(shape, spacing, shift_mm=(0.0, 0.0, 0.0), seed=0):
-    """Phantom head in world mm (x, y, z): scalp shell, brain, lesion; origin at 0."""
-    zz, yy, xx = np.indices(shape).astype(float)
-    x, y, z = (xx * spacing[0], yy * spacing[1], zz * spacing[2])
-    c = np.array([32.0, 32.0, 30.0]) + np.asarray(shift_mm)
-    r = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + ((z - c[2]) * 1.2) ** 2)
-    img = np.where(r < 26, 100.0, 0.0) + np.where(r < 20, -40.0, 0.0)
-    les = np.sqrt((x - c[0] - 6) ** 2 + (y - c[1] + 4) ** 2 + (z - c[2]) ** 2) < 6
-    img = img + np.where(les, 90.0, 0.0)
-    rng = np.random.default_rng(seed)
-    return (img + rng.normal(0, 1.0, shape)).astype(np.float32)
-
-
-def _write(path, arr, spacing):
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing(spacing)
-    img.SetOrigin((0.0, 0.0, 0.0))
-    sitk.WriteImage(img, str(path))
-    return path
-
-
 @pytest.fixture
 def study(tmp_path):
     """Explicit series: FLAIR + T2 on a 2 mm grid, T1 on a 2 x 2 x 3 mm grid, moved 4 mm."""
-    d = tmp_path / "study"
-    d.mkdir()
-    fine, thick = (2.0, 2.0, 2.0), (2.0, 2.0, 3.0)
-    return {
-        "flair": _write(d / "flair.nii.gz", _head((30, 32, 32), fine, seed=1), fine),
-        "t2": _write(d / "t2.nii.gz", _head((30, 32, 32), fine, seed=2), fine),
-        "t1": _write(d / "t1.nii.gz", _head((20, 32, 32), thick, (4.0, 0, 0), 3), thick),
-    }
+    return make_study(tmp_path / "study")
 
 
 @pytest.fixture
@@ -124,7 +92,7 @@ def test_change_of_options_or_content_is_a_miss_but_touching_is_not(study, count
     _prep(study, cache)
     assert cache.stats["hits"] == 1
     n = counted["register"]
-    _write(study["t2"], _head((30, 32, 32), (2.0,) * 3, seed=9), (2.0,) * 3)  # new content
+    write(study["t2"], head((30, 32, 32), FINE, seed=9), FINE)  # new content
     c = _prep(study, cache)
     assert c.report["cache"]["hit"] is False and counted["register"] == n + 2
     # the same series given as another modality is another study

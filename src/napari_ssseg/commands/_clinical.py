@@ -1,8 +1,10 @@
-"""Clinical-scan options shared by `ssseg preprocess` (and, later, predict/refine/propagate).
+"""Clinical-scan options shared by `ssseg preprocess`, `predict`, `refine` and `propagate`.
 
-``--brain-extraction auto|on|off``, ``--register auto|on|off`` and ``--resample MM``; see
-docs/clinical-scans.md. Stdlib-only at import time; the work is in
-:mod:`napari_ssseg.ml.clinical`.
+``--brain-extraction auto|on|off``, ``--register auto|on|off``, ``--resample MM`` and
+``--no-clinical-cache``; see docs/clinical-scans.md. The registration transforms, brain mask
+and working grid of a study are cached (:mod:`napari_ssseg.ml.clinical_cache`), so a second
+command on the same study skips registration and brain extraction. Stdlib-only at import
+time; the work is in :mod:`napari_ssseg.ml.clinical`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def add_clinical_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MM",
         help="isotropic working grid in mm (default: 1 for a clinical case, else none)",
     )
+    g.add_argument(
+        "--no-clinical-cache",
+        action="store_true",
+        help="do not read or write the per-study cache of registration transforms, brain "
+        "mask and working grid ($NAPARI_SSSEG_CACHE/clinical, default "
+        "~/.cache/napari-ssseg/clinical)",
+    )
     for m in ("t1", "t1ce", "t2", "flair"):
         g.add_argument(f"--{m}", metavar="FILE", help=f"the {m} series (overrides CASE)")
 
@@ -59,6 +68,7 @@ def prepare_clinical(args: argparse.Namespace, files: dict | None = None) -> Any
         brain_extraction=args.brain_extraction,
         register=args.register,
         resample=args.resample,
+        cache=not getattr(args, "no_clinical_cache", False),
     )
     if not clin.stripped:
         print("warning: " + clin.report["skull_strip_message"], file=sys.stderr)

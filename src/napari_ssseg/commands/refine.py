@@ -7,8 +7,16 @@ The result is written in the case's label convention and exact geometry. With --
 of WT and TC before and after refinement is printed. Timings (cold start: nothing cached in
 memory) go to stderr. See docs/refinement.md for the algorithm and every parameter.
 
+Clinical scans (not skull-stripped, each series on its own grid; docs/clinical-scans.md): with
+the default --brain-extraction auto --register auto, a raw study is registered, resampled to a
+1 mm working grid and brain-extracted (cached per study) as by `ssseg predict`; --pseudo and
+--gt are then read on the reference series' (FLAIR's) native grid (or on the working grid),
+refinement runs on the working grid, and --out is written on the native grid. Dice is measured
+on the native grid.
+
 Example:
   ssseg refine BraTS2021_00000/ --pseudo proposal.nii.gz --out refined.nii.gz --gt seg.nii.gz
+  ssseg refine TCGA-FG-6692-raw/ --pseudo labels.nii.gz --out refined.nii.gz
 """
 
 from __future__ import annotations
@@ -135,6 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not read or write the superpixel and feature caches",
     )
+    from napari_ssseg.commands._clinical import add_clinical_arguments
+
+    add_clinical_arguments(parser)  # --brain-extraction --register --resample (clinical scans)
 
 
 def _dice(a, b) -> float:
@@ -150,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
     """Refine ``--pseudo`` on CASE and write ``--out``; returns 0."""
     import numpy as np
 
+    from napari_ssseg.commands._clinical import load_case_clinical
     from napari_ssseg.core import refine as R
-    from napari_ssseg.errors import InputError, check_choice
-    from napari_ssseg.io.readers import load_case, parse_modality_args, read_labels
+    from napari_ssseg.errors import GeometryError, InputError, check_choice
+    from napari_ssseg.io.readers import parse_modality_args, read_labels
     from napari_ssseg.io.writers import save_labels
 
     t_start = time.perf_counter()
@@ -184,11 +196,34 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--n-segments {args.n_segments} must be an integer >= 2 (e.g. 350).")
 
     t = time.perf_counter()
-    case = load_case(
-        args.case, label_errors="warn", **parse_modality_args(args.modality)
+    # clinical scans (raw studies): refine on the registered, brain-extracted working grid;
+    # --pseudo, --gt and --out stay on the reference series' native grid
+    case, out_case, to_native, from_native = load_case_clinical(
+        args, inverse=True, label_errors="warn", **parse_modality_args(args.modality)
     )  # the case's own labels are not needed
-    pseudo = read_labels(args.pseudo, case, args.convention)
-    gt = read_labels(args.gt, case, args.convention) if args.gt else None
+    clinical = out_case is not case
+
+    def read_native(path: str) -> np.ndarray:
+        """Labels on the native grid (or, for a clinical case, on the working grid)."""
+        if not clinical:
+            return read_labels(path, case, args.convention)
+        try:
+            return read_labels(path, out_case, args.convention)
+        except GeometryError:
+            try:  # e.g. labels saved from napari on the working grid
+                return to_native(read_labels(path, case, args.convention))
+            except GeometryError:
+                pass
+            raise GeometryError(
+                f"{path!r} is neither on {case.name}'s reference ({out_case.modalities[0]}) "
+                f"native grid {tuple(out_case.file_shape)} nor on its working grid "
+                f"{tuple(case.file_shape)} (file order Z, Y, X). Give labels drawn on the "
+                "reference series."
+            ) from None
+
+    pseudo_native = read_native(args.pseudo)
+    gt = read_native(args.gt) if args.gt else None
+    pseudo = from_native(pseudo_native) if clinical else pseudo_native
     if not np.any(pseudo > 0):
         raise InputError(
             f"--pseudo {args.pseudo!r} holds no tumour voxel: nothing to grow from. Give a "
@@ -221,10 +256,17 @@ def run(args: argparse.Namespace) -> int:
             name += f" ({n_sp[name.split()[-1].lower()]})"
         times.append((name, seconds))
     t = time.perf_counter()
-    out = save_labels(result.labels, case, args.out)
+    refined = to_native(result.labels)  # the case's own grid, or the reference's native grid
+    out = save_labels(refined, out_case, args.out)
     t = lap("write", t)
 
     added = int(result.provenance.sum())
+    if clinical:
+        print(
+            f"refined on the {'x'.join(f'{v:g}' for v in case.scale)} mm working grid "
+            f"{'x'.join(str(n) for n in case.shape)}; written on the "
+            f"{out_case.modalities[0]}'s native grid"
+        )
     print(
         f"refined {case.name}: region(s) {', '.join(x.upper() for x in regions)}, "
         f"sim0={sim0:g}, n_c={n_c}, output={output or 'default'}; "
@@ -242,8 +284,8 @@ def run(args: argparse.Namespace) -> int:
         print("Dice       before    after    change")
         for name, cls in (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,))):
             g = np.isin(gt, cls)
-            b = _dice(np.isin(pseudo, cls), g)
-            a = _dice(np.isin(result.labels, cls), g)
+            b = _dice(np.isin(pseudo_native, cls), g)
+            a = _dice(np.isin(refined, cls), g)
             print(f"  {name}     {b:7.4f}  {a:7.4f}  {a - b:+8.4f}")
     print(f"wrote {out}")
     total = time.perf_counter() - t_start

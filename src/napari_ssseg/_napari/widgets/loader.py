@@ -236,11 +236,14 @@ def load_job(
                 info = clin.report.get("brain_extraction", {})
                 ml = info.get("check", {}).get("volume_ml")
                 why = "; ".join(clin.report["skull_stripped"].get("reasons", []))
-                extra["notes"].append(
-                    f"{case.name} does not look skull-stripped ({why}); the brain was "
-                    "extracted with "
-                    f"deepbet on {info.get('sequence', 'T1')}"
+                how = (
+                    "the brain mask is the one you corrected and applied before"
+                    if info.get("corrected")
+                    else f"the brain was extracted with deepbet on {info.get('sequence', 'T1')}"
                     + (f" ({float(ml):.0f} ml)" if ml is not None else "")
+                )
+                extra["notes"].append(
+                    f"{case.name} does not look skull-stripped ({why}); {how}"
                     + " and the images are zeroed outside it. Correct the "
                     f"'{case.name} brain mask' layer and press 'Apply brain mask' if needed."
                 )
@@ -602,7 +605,7 @@ class LoaderWidget(Container):
                 )
             )
             return
-        clin.brain = mask
+        kept = clin.keep_brain_mask(mask)  # also the study's cached mask for the next load
         np.copyto(clin.case.images, np.where(mask[None], clin.unmasked, 0).astype(np.float32))
         for x in self.viewer.layers:
             if x.metadata.get("ssseg_role") == "image" and case_of_layer(x) is clin.case:
@@ -610,6 +613,7 @@ class LoaderWidget(Container):
         voxel_ml = float(np.prod(clin.case.scale)) / 1000.0
         self.status.value = (
             f"brain mask applied: {mask.sum() * voxel_ml:.0f} ml; images zeroed outside it"
+            + ("; kept for the next load of this study" if kept is not None else "")
         )
 
     def save_labels_native(self, path: str | Path | None = None) -> Path | None:
@@ -785,6 +789,8 @@ class LoaderWidget(Container):
             self._done_message += f"; {_grid_text(clin.grid, clin.report['reference'])}"
             if clin.brain is not None:
                 self._done_message += "; brain extracted"
+            if clin.report.get("cache", {}).get("hit"):
+                self._done_message += " (registration and brain mask from the cache)"
 
     def _on_error(self, exc: BaseException) -> None:
         if not self._task_holder[1]:  # the panel was closed

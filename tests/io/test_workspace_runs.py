@@ -211,3 +211,62 @@ def test_record_run_in_waits_for_a_short_holder(ws_root, tmp_path):
     threading.Timer(0.2, ws.close).start()
     entry = record_run_in(ws_root, run, attempts=10, delay=0.1)
     assert entry["state"] == "done"
+
+
+# ----------------------------------------------------------------------------- crashed parents
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_whose_process_died_is_settled_on_open(ws_root, tmp_path):
+    """napari crashed while its training child was killed: the run must not stay running."""
+    run = write_events(tmp_path / "run", START, VAL)  # no end event: killed mid-run
+    with Workspace.open(ws_root) as ws:
+        ws.record_run(run, state="running", strategy="pseudo-label", pid=_dead_pid())
+        assert ws.runs[0]["state"] == "running" and "pid" in ws.runs[0]
+    # the next session opens the workspace: the dead process is noticed
+    with Workspace.open(ws_root) as ws:
+        (entry,) = ws.runs
+        assert entry["state"] == "failed" and entry["reason"] == "interrupted"
+        assert "ended without recording an end" in entry["message"]
+        assert "--resume" in entry["message"] and str(run) in entry["message"]
+        assert entry["step"] == 2 and "pid" not in entry and entry.get("model") is None
+
+
+def test_a_run_that_ended_after_its_parent_died_gets_its_end_recorded(ws_root, tmp_path):
+    run = write_events(tmp_path / "run", START, VAL)
+    with Workspace.open(ws_root) as ws:
+        ws.record_run(run, state="running", pid=_dead_pid())
+    write_events(run, DONE)  # the child finished after the panel that recorded it was gone
+    with Workspace.open(ws_root) as ws:
+        (entry,) = ws.runs
+        assert entry["state"] == "done" and entry["model"] == "model-001"
+        assert entry["metrics"]["mean"] == 0.6
+
+
+def test_a_live_or_unknown_run_stays_running(ws_root, tmp_path):
+    import os
+
+    live = write_events(tmp_path / "live", START)
+    old = write_events(tmp_path / "old", START)  # recorded by an older version: no pid
+    with Workspace.open(ws_root) as ws:
+        ws.record_run(live, state="running", pid=os.getpid())
+        ws.record_run(old, state="running")
+    with Workspace.open(ws_root) as ws:
+        assert [r["state"] for r in ws.runs] == ["running", "running"]
+        assert ws.reconcile_runs() == []
+    # read-only opening never writes
+    (tmp_path / "old" / "events.jsonl").unlink()
+    with Workspace.open(ws_root, readonly=True) as ws:
+        assert [r["state"] for r in ws.runs] == ["running", "running"]
+    # a run folder deleted by hand: settled as failed, saying so
+    import shutil
+
+    shutil.rmtree(tmp_path / "live")
+    with Workspace.open(ws_root) as ws:
+        states = {Path(r["dir"]).name: (r["state"], r.get("message", "")) for r in ws.runs}
+    assert states["live"][0] == "failed" and "is missing" in states["live"][1]
+    assert states["old"][0] == "running"

@@ -260,7 +260,9 @@ class _WorkspaceRecorder:
             k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
         }
         self.started = True
-        self._record(state="running", strategy=cfg.strategy, config=config)
+        import os
+
+        self._record(state="running", strategy=cfg.strategy, config=config, pid=os.getpid())
 
     def end(self, exc: BaseException | None = None) -> None:
         """Record the end state from the run folder (or ``failed`` with the exception)."""

@@ -615,6 +615,8 @@ class Workspace:
             ws = cls(root, manifest, text, readonly)
             if not readonly:
                 ws._cleanup_temp_files()
+                with contextlib.suppress(InputError, OSError):
+                    ws.reconcile_runs()
         except BaseException:
             if not readonly:
                 _release_lock(root)
@@ -704,6 +706,11 @@ class Workspace:
         self._closed = True
         if not self.readonly:
             _release_lock(self.root)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (the object cannot write any more)."""
+        return self._closed
 
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writable"
@@ -1561,6 +1568,7 @@ class Workspace:
         reason: str | None = None,
         message: str | None = None,
         name: str | None = None,
+        pid: int | None = None,
     ) -> dict:
         """Create or update the record of the training run in ``run_dir`` (one manifest write).
 
@@ -1589,6 +1597,9 @@ class Workspace:
             Why the run ended (``finished``/``budget``/``SIGTERM``...); error message.
         name : str, optional
             Run id for a new entry (default ``run-NNN``).
+        pid : int, optional
+            With ``state="running"``: the training process (recorded with this host's name),
+            so that :meth:`reconcile_runs` can tell a run whose process is gone.
 
         Returns
         -------
@@ -1641,7 +1652,12 @@ class Workspace:
                 if state == "running":
                     for key in ("finished", "reason", "message"):
                         entry.pop(key, None)
+                    if pid is not None:
+                        entry["pid"] = int(pid)
+                        entry["host"] = socket.gethostname()
                 else:
+                    entry.pop("pid", None)
+                    entry.pop("host", None)
                     entry["finished"] = now
                     entry["reason"] = reason
                     entry["metrics"] = json.loads(json.dumps(metrics or {}, default=str))
@@ -1706,6 +1722,76 @@ class Workspace:
         if run is None:
             raise InputError(f"Workspace has no training run {run_id!r}.")
         self.record_run(self._abs(run["dir"]), state=state, metrics=metrics, checkpoint=checkpoint)
+
+    def reconcile_runs(self) -> list[dict]:
+        """Settle runs recorded as ``running`` whose training process has ended.
+
+        A run stays ``running`` in the manifest when the program that recorded it could not
+        record its end: napari (holding the workspace) crashed or was killed, or the training
+        process was killed (``SIGKILL``, out of memory). For each such run:
+
+        * its folder's ``events.jsonl`` has an end event: that end is recorded
+          (:meth:`record_run_from_dir`: ``done`` / ``cancelled`` with ``best.pt`` registered
+          as a model, or ``failed``);
+        * else, when the recorded process (``pid`` on this host) is no longer alive, or the
+          run folder is gone: the run is recorded ``failed`` with a message that says so and
+          how to resume it.
+
+        A run without a recorded process (older manifests) or started on another host is
+        left as it is unless its folder says it ended. Called by :meth:`open` (writable);
+        never raises for one run (a run that cannot be settled is logged and kept).
+
+        Returns
+        -------
+        list of dict
+            The updated manifest entries (copies), one per settled run.
+        """
+        self._check_writable()
+        settled: list[dict] = []
+        for entry in [r for r in self._m["runs"] if r.get("state") == "running"]:
+            rdir = self._abs(entry.get("dir"))
+            if rdir is None:
+                continue
+            try:
+                info = read_run(rdir) if rdir.is_dir() else None
+            except InputError:
+                info = None
+            try:
+                if info is not None and info["state"] != "running":
+                    settled.append(self.record_run_from_dir(rdir))
+                    continue
+                pid, host = entry.get("pid"), entry.get("host")
+                gone = not rdir.is_dir()
+                if not gone and isinstance(pid, int) and host == socket.gethostname():
+                    gone = not _pid_alive(pid)
+                if not gone:
+                    continue
+                why = (
+                    f"its run folder {str(rdir)!r} is missing"
+                    if not rdir.is_dir()
+                    else f"its training process (pid {pid}) ended without recording an end"
+                )
+                resume = (
+                    f" last.pt is kept: resume with `ssseg train --resume --out {rdir}` (or "
+                    "the Retrain panel's Resume)."
+                    if info is not None and info.get("last")
+                    else ""
+                )
+                settled.append(
+                    self.record_run(
+                        rdir,
+                        state="failed",
+                        step=info["step"] if info is not None else None,
+                        reason="interrupted",
+                        message=(
+                            f"Run interrupted: {why} (the program that started it crashed or "
+                            f"was closed, or the process was killed).{resume}"
+                        ),
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - one bad run must not block opening
+                log.warning("could not settle run %s: %s", entry.get("id"), exc)
+        return settled
 
     @property
     def runs(self) -> list[dict]:

@@ -244,7 +244,8 @@ class RetrainWidget(Container):
     def __init__(self, napari_viewer: Any, propose_widget: Any = None) -> None:
         self.viewer = napari_viewer
         self.propose_widget = propose_widget
-        self.data = LineEdit(label="Data", value=self._default_data())
+        self._auto_data = self._default_data()  # the value we filled in (not the user's)
+        self.data = LineEdit(label="Data", value=self._auto_data)
         self.data.tooltip = "A folder of case folders (a _seg file = labelled) or a workspace."
         self.summary = Label(value="")
         self.summary.native.setWordWrap(True)
@@ -335,6 +336,12 @@ class RetrainWidget(Container):
         self.timer = QTimer(self.native)  # dies with the panel
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
+        #: (Propose panel, case) waiting for the Propose panel to be free (see _repropose).
+        self._pending_repropose: tuple[Any, Any] | None = None
+        self._status_base = ""
+        self._repropose_timer = QTimer(self.native)
+        self._repropose_timer.setInterval(POLL_MS)
+        self._repropose_timer.timeout.connect(self._retry_repropose)
         self.advanced_box.visible = False
         self.advanced.changed.connect(self._on_advanced)
         self.retrain_button.changed.connect(self.retrain)
@@ -358,30 +365,54 @@ class RetrainWidget(Container):
     def _on_advanced(self, *_: Any) -> None:
         self.advanced_box.visible = bool(self.advanced.value)
 
-    def _current_case(self) -> Any:
+    def _current_case(self, propose_widget: Any = None) -> Any:
+        """The case of the selected layer, else the Propose panel's case, else the first."""
         layer = self.viewer.layers.selection.active
         handle = handle_of_layer(layer) if layer is not None else None
         if handle is not None:
             return handle.case
         cases = list(cases_in_viewer(self.viewer).values())
+        chosen = getattr(getattr(propose_widget, "case", None), "value", None)
+        if chosen is not None and any(c is chosen for c in cases):
+            return chosen
         return cases[0] if cases else None
 
     def _default_data(self) -> str:
-        """The parent folder of the current case's folder, if the case came from files."""
+        """Where the training data most likely is.
+
+        In order: the workspace open in a docked Workspace panel; the workspace that holds
+        the current case's images (``workspace.json`` in a folder above them); the parent
+        folder of the current case's folder (a folder of case folders). ``""`` when there is
+        no case.
+        """
+        from napari_ssseg.io.workspace import MANIFEST_NAME
+
+        for ws in self._docked_workspaces():
+            return str(ws.root)
         case = self._current_case()
         for src in (getattr(case, "sources", None) or {}).values():
             try:
-                return str(Path(src).resolve().parent.parent)
+                path = Path(src).resolve()
             except (OSError, TypeError):
                 continue
+            for folder in list(path.parents)[:4]:
+                if (folder / MANIFEST_NAME).is_file():
+                    return str(folder)
+            return str(path.parent.parent)
         return ""
 
     def _on_layer_inserted(self, *_: Any) -> None:
-        """Fill in the data folder from the first case loaded, if still empty."""
-        if not str(self.data.value).strip() and not self.running:
-            default = self._default_data()
-            if default:
-                self.data.value = default
+        """Fill in the data folder once a case is loaded, unless the user typed one."""
+        self._update_default_data()
+
+    def _update_default_data(self) -> None:
+        text = str(self.data.value).strip()
+        if self.running or (text and text != self._auto_data):
+            return  # the user's own choice is kept
+        default = self._default_data()
+        if default and default != text:
+            self._auto_data = default
+            self.data.value = default
 
     def _on_data_changed(self, *_: Any) -> None:
         text = str(self.data.value).strip()
@@ -615,8 +646,8 @@ class RetrainWidget(Container):
         root = Path(text).expanduser()
         return root if (root / MANIFEST_NAME).is_file() else None
 
-    def open_workspace_of(self, root: Path) -> Any:
-        """The writable workspace at ``root`` held open by a docked Workspace panel, or None."""
+    def _docked_workspaces(self) -> list[Any]:
+        """Workspaces held open by docked Workspace panels (writable ones first)."""
         from napari_ssseg._napari.widgets.workspace import WorkspaceWidget
 
         window = getattr(self.viewer, "window", None)
@@ -624,14 +655,22 @@ class RetrainWidget(Container):
             docked = list(window.dock_widgets.values()) if window is not None else []
         except Exception:  # noqa: BLE001 - older napari without dock_widgets
             docked = []
+        found = []
+        for w in docked:
+            w = getattr(w, "_magic_widget", w)
+            ws = getattr(w, "ws", None) if isinstance(w, WorkspaceWidget) else None
+            if ws is not None and not ws.closed:
+                found.append(ws)
+        return sorted(found, key=lambda ws: bool(ws.readonly))
+
+    def open_workspace_of(self, root: Path) -> Any:
+        """The writable workspace at ``root`` held open by a docked Workspace panel, or None."""
         try:
             key = root.resolve()
         except OSError:
             return None
-        for w in docked:
-            w = getattr(w, "_magic_widget", w)
-            ws = getattr(w, "ws", None) if isinstance(w, WorkspaceWidget) else None
-            if ws is None or ws.readonly or getattr(ws, "_closed", False):
+        for ws in self._docked_workspaces():
+            if ws.readonly:
                 continue
             try:
                 if Path(ws.root).resolve() == key:
@@ -667,6 +706,7 @@ class RetrainWidget(Container):
                     state="running",
                     strategy=strategy,
                     config={"command": ["ssseg", "train", *proc.args]},
+                    pid=proc.pid,
                 )
                 return
             fields: dict[str, Any] = {}
@@ -789,6 +829,8 @@ class RetrainWidget(Container):
     def stop(self) -> None:
         """Stop the poll timer and send SIGTERM to a running child (the panel is closing)."""
         self.timer.stop()
+        self._repropose_timer.stop()
+        self._pending_repropose = None
         _stop_child([self.process])
 
     # ------------------------------------------------------------------ new model
@@ -809,27 +851,61 @@ class RetrainWidget(Container):
                 return w
         return None
 
-    def _repropose(self) -> None:
-        """Make :attr:`active_model` the Propose panel's model and propose the current case."""
+    def _repropose(self) -> str:
+        """Make :attr:`active_model` the Propose panel's model and propose the current case.
+
+        The current case is the one of the selected layer, else the Propose panel's case,
+        else the first case shown. When the Propose panel is busy (e.g. proposing another
+        case), the re-proposal waits for it (checked every :data:`POLL_MS` ms) instead of
+        being dropped. What happens is written to the status line and returned.
+        """
         from napari_ssseg._napari.widgets.propose import ProposeWidget
 
         if self.active_model is None:
-            return
+            return ""
         pw = self.find_propose_widget()
         if pw is None:
             # no docked Propose panel: a hidden one runs the prediction in its worker
             pw = self.propose_widget = ProposeWidget(self.viewer)
         pw.model_source.value = "checkpoint file (.pt)"
         pw.checkpoint_file.value = str(self.active_model)
-        case = self._current_case()
+        case = self._current_case(pw)
         if case is None:
-            return
+            note = "no case is open, nothing re-proposed"
+        elif pw.running:
+            self._pending_repropose = (pw, case)
+            self._repropose_timer.start()
+            note = f"{case.name} is re-proposed once the current prediction ends"
+        else:
+            note = self._propose_now(pw, case)
+        self._status_base = str(self.status.value)
+        self.status.value = f"{self._status_base}; {note}" if self._status_base else note
+        return note
+
+    def _propose_now(self, pw: Any, case: Any) -> str:
         pw.case.reset_choices()
         try:
             pw.case.value = case
-        except ValueError:  # pragma: no cover - case not offered
-            return
+        except ValueError:
+            note = f"case {case.name} is no longer open, nothing re-proposed"
+            notify_info(f"The new model is active; {note}.")
+            return note
         pw.propose()
+        return f"re-proposing {case.name} with the new model"
+
+    def _retry_repropose(self) -> None:
+        """Timer slot: propose the pending case once the Propose panel is free."""
+        pending = self._pending_repropose
+        if pending is None:
+            self._repropose_timer.stop()
+            return
+        pw, case = pending
+        if pw.running:
+            return
+        self._repropose_timer.stop()
+        self._pending_repropose = None
+        note = self._propose_now(pw, case)
+        self.status.value = f"{self._status_base}; {note}" if self._status_base else note
 
 
 def _fmt_seconds(s: float) -> str:

@@ -909,9 +909,13 @@ class ProposeWidget(Container):
         overlays = self.viewer.canvas.overlays
         if LEGEND_OVERLAY_KEY not in overlays:
             overlays[LEGEND_OVERLAY_KEY] = TextOverlay(
-                text="", position="top_right", font_size=11, color="white", box=True,
+                text="",
+                position="bottom_right",
+                font_size=11,
+                color="white",
+                box=True,
                 visible=False,
-            )  # fmt: skip
+            )  # fmt: skip  (bottom: the colour bar takes the top right corner)
         return overlays[LEGEND_OVERLAY_KEY]
 
     def _update_legend(self, *_: Any) -> None:

@@ -100,6 +100,27 @@ def test_change_of_options_or_content_is_a_miss_but_touching_is_not(study, count
     assert _prep(swapped, cache).report["cache"]["hit"] is False
 
 
+def test_registration_without_gain_keeps_the_scanner_alignment_even_when_on(
+    study, counted, tmp_path, monkeypatch
+):
+    # series are registered in the order t1, t2 (to the FLAIR); the T2 is already aligned:
+    # make its metric come out a little worse (as 2 CPU threads did on CI). The study is
+    # prepared and the T2 is not moved
+    real = registration._evaluate
+    calls = []
+
+    def evaluate(*args, **kwargs):
+        v = real(*args, **kwargs)
+        calls.append(v)
+        return calls[2] + 0.005 if len(calls) == 4 else v  # the T2's "after"
+
+    monkeypatch.setattr(registration, "_evaluate", evaluate)
+    a = _prep(study, ClinicalCache(tmp_path / "cache"))  # register="on"
+    t2, t1 = a.report["registration"]["t2"], a.report["registration"]["t1"]
+    assert t2["no_gain"] is True and t2["applied"] is False and t2["passed"] is True
+    assert t1["no_gain"] is False and t1["applied"] is True
+
+
 def test_corrupt_or_foreign_entry_is_ignored_with_a_warning_and_rewritten(study, counted, tmp_path):
     cache = ClinicalCache(tmp_path / "cache")
     a = _prep(study, cache)

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_ROTATION_DEG",
     "MAX_TRANSLATION_MM",
     "MISALIGNED_MM",
+    "NO_GAIN_MM",
 ]
 
 #: Largest rotation (degrees) accepted between two sequences of one session. A real study
@@ -50,8 +51,13 @@ MAX_TRANSLATION_MM = 25.0
 #: Displacement (mm, largest over the field-of-view corners) above which sequences are
 #: considered misaligned and the registration's transform is used.
 MISALIGNED_MM = 1.0
+#: Largest displacement (mm) of a registration that did not improve the mutual information
+#: and is still read as "already aligned" (the scanner's alignment is kept, no error): an
+#: optimiser started at the optimum drifts by a fraction of a voxel, with a metric a little
+#: worse, depending on its random sampling and the number of threads.
+NO_GAIN_MM = 2.0
 #: Bumped whenever registration may give another result for the same input (cache key).
-REGISTRATION_VERSION = 2
+REGISTRATION_VERSION = 3
 #: Isotropic voxel size (mm) both images are resampled to before registering (thick-slice
 #: clinical series would otherwise lose most of their slices in the pyramid's shrinking).
 REGISTRATION_MM = 2.0
@@ -85,6 +91,13 @@ class RegistrationResult:
         The optimizer's stop condition.
     problems : list of str
         Why the check failed (empty: it passed).
+    head_dice_before, head_dice_after : float or None
+        Overlap of the two head outlines at the scanner's alignment and after registration.
+    no_gain : bool
+        The registration did not improve the mutual information but moved the field of view
+        by at most :data:`NO_GAIN_MM` and passed every other check: the sequences are already
+        aligned and the scanner's alignment should be kept (:attr:`transform` is not to be
+        used; :attr:`passed` is True).
     """
 
     transform: sitk.Euler3DTransform
@@ -98,6 +111,7 @@ class RegistrationResult:
     problems: list[str] = field(default_factory=list)
     head_dice_before: float | None = None
     head_dice_after: float | None = None
+    no_gain: bool = False
 
     @property
     def passed(self) -> bool:
@@ -106,8 +120,9 @@ class RegistrationResult:
 
     @property
     def misaligned(self) -> bool:
-        """True if the transform moves the field of view by more than :data:`MISALIGNED_MM`."""
-        return self.displacement_mm > MISALIGNED_MM
+        """True if the transform should be used: it improved the alignment and moves the field
+        of view by more than :data:`MISALIGNED_MM`."""
+        return not self.no_gain and self.displacement_mm > MISALIGNED_MM
 
     def check(self, name: str = "the moving image") -> None:
         """Raise :class:`RegistrationError` if the check failed."""
@@ -132,6 +147,7 @@ class RegistrationResult:
             "head_dice_before": _r(self.head_dice_before),
             "head_dice_after": _r(self.head_dice_after),
             "passed": self.passed,
+            "no_gain": bool(self.no_gain),
             "problems": list(self.problems),
         }
 
@@ -387,8 +403,7 @@ def register_rigid(
     trans = float(np.linalg.norm(tx.GetTranslation()))
     disp = misalignment_mm(tx, fixed)
     problems = []
-    if not after <= before + 1e-4:
-        problems.append(f"the mutual information got worse ({-before:.4f} -> {-after:.4f})")
+    worse = not after <= before + 1e-4
     if rot > max_rotation_deg:
         problems.append(
             f"rotation {rot:.1f} deg is more than a patient turns in a head coil "
@@ -411,6 +426,11 @@ def register_rigid(
             f"only {100 * overlap:.0f}% of the reference's foreground lies inside the moving "
             f"image (need {100 * min_overlap:.0f}%)"
         )
+    # no gain: the optimiser started at the optimum and drifted a little; keep the scanner's
+    # alignment. A worse metric after a large move (or with another problem) is a failure.
+    no_gain = worse and not problems and disp <= NO_GAIN_MM
+    if worse and not no_gain:
+        problems.insert(0, f"the mutual information got worse ({-before:.4f} -> {-after:.4f})")
     return RegistrationResult(
         transform=tx,
         metric_before=before,
@@ -423,6 +443,7 @@ def register_rigid(
         problems=problems,
         head_dice_before=head_before,
         head_dice_after=head_after,
+        no_gain=no_gain,
     )
 
 

@@ -274,7 +274,8 @@ def prepare_clinical(
                 fixed = to_sitk(ref_arr.astype(np.float32), ref_geom)
             res = register_rigid(fixed, to_sitk(arr.astype(np.float32), geom))
             res.check(f"the {m} series")
-            applied = register == "on" or res.misaligned
+            # "on" uses the transform unless it did not improve on the scanner's alignment
+            applied = not res.no_gain and (register == "on" or res.misaligned)
             report["registration"][m] = {**res.summary(), "applied": bool(applied)}
             if applied:
                 tx = res.transform

@@ -618,7 +618,7 @@ def _runs(args: argparse.Namespace) -> int:
         runs = ws.runs
         models = {m["id"]: m["path"] for m in ws.models}
         for r in runs:
-            r["dir"] = str(ws._abs(r.get("dir")))
+            r["dir"] = str(ws.resolve_path(r.get("dir")))
             r["model_path"] = models.get(r.get("model"))
     if args.json:
         print(json.dumps(runs, indent=1))

@@ -291,3 +291,48 @@ def test_accept_merges_and_keeps_hand_paint_then_undo_restores_provenance(
     widget.keep_human.value = False
     widget.accept()
     np.testing.assert_array_equal(target.data, widget.result.labels)
+
+
+def test_superpixels_are_prepared_when_a_case_loads(
+    make_napari_viewer, qtbot, errors, tiny_case, monkeypatch
+):
+    """The first preview must not wait for the superpixels: they are built in the background
+    as soon as a case is loaded, with an elapsed-time status; a stroke drawn meanwhile is
+    propagated once they are ready, with the propagator built then (not a second one)."""
+    from napari.layers import Layer
+
+    import napari_ssseg.core.scribbles as core_scribbles
+    from napari_ssseg._napari.widgets import scribble as scribble_mod
+
+    built: list[tuple] = []
+
+    class Counting(ScribblePropagator):
+        def __init__(self, images, *args, **kwargs):
+            built.append(images.shape)
+            super().__init__(images, *args, **kwargs)
+
+    monkeypatch.setattr(core_scribbles, "ScribblePropagator", Counting)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ssseg", "Scribble")
+    assert widget.prepare.value  # on by default
+    empty = np.zeros(tiny_case.shape, np.uint8)
+    for data, kwargs, layer_type in case_to_layer_data(tiny_case, labels=empty):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+    # started after a pause, for the case just loaded, before any stroke
+    qtbot.waitUntil(lambda: widget.task is not None, timeout=10_000)
+    assert widget._task_kind == "prepare"
+    assert widget.status.value.startswith("preparing superpixels of tiny")
+    # the user starts drawing before they are ready: the stroke waits, is not lost
+    _click(qtbot, widget.new_button)
+    widget.scribble_layer.data = _strokes(tiny_case)
+    widget.propagate()
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
+    assert len(built) == 1, built  # the background propagator was used
+    assert widget.result.labels.any() and not errors
+    # unticked: no background work on the next load
+    widget.prepare.value = False
+    widget.task = None
+    for data, kwargs, layer_type in case_to_layer_data(tiny_case, labels=empty):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+    qtbot.wait(scribble_mod.PREPARE_DELAY_MS + 300)
+    assert widget.task is None and len(built) == 1

@@ -76,6 +76,7 @@ from napari_ssseg._napari.widgets._common import notify_error, notify_warning
 from napari_ssseg.core.progress import Cancelled
 
 __all__ = [
+    "MIN_POOL_THREADS",
     "TaskCancelled",
     "TaskWorker",
     "current_stop_event",
@@ -127,6 +128,13 @@ def normalise_progress(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 _FRACTION_STEPS = 1000
+#: Fewest threads of Qt's global thread pool (napari's workers run there). Qt sizes it to the
+#: CPU count, so on a 2-core machine one background task (the Scribble panel preparing
+#: superpixels, an edit panel's click session) left a single slot, and a user's Refine
+#: waited behind it for 7-9 s with the viewer stalled (tests/napari/test_real_loop.py).
+#: The tasks mostly run NumPy / SimpleITK / torch code that releases the interpreter lock or
+#: wait on child processes, so a few more threads than cores cost little.
+MIN_POOL_THREADS = 8
 
 
 def current_stop_event() -> threading.Event | None:
@@ -615,6 +623,16 @@ def start_task(
     with contextlib.suppress(Exception):
         worker.aborted.connect(_close_generator, Qt.ConnectionType.DirectConnection)
     worker.finished.connect(_finished)
+    _ensure_pool_threads()
     if start:
         worker.start()
     return handle
+
+
+def _ensure_pool_threads(minimum: int = MIN_POOL_THREADS) -> None:
+    """Let Qt's global thread pool run at least ``minimum`` workers at once."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    if pool.maxThreadCount() < minimum:
+        pool.setMaxThreadCount(int(minimum))

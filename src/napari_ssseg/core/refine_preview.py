@@ -74,6 +74,10 @@ class RefineSetup:
         ``n_segments``, ``compactness``, ``sigma``.
     messages : list of str
         Things the user should know (skipped regions, fallbacks).
+    fits : dict of str to Seed
+        The seeds given to :func:`compute_setup` fitted to each region's superpixels
+        (``RefinementSession.fit``), computed with the rest so the panel does not fit on the
+        GUI thread; empty when the setup was assembled from reused sessions.
     """
 
     case: Any
@@ -83,6 +87,7 @@ class RefineSetup:
     sessions: dict[str, Any]
     params: dict[str, Any]
     messages: list[str] = field(default_factory=list)
+    fits: dict[str, Any] = field(default_factory=dict)
 
 
 def region_seeds(labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -254,6 +259,9 @@ def compute_setup(
         )
         superpixels[region] = sp
         sessions[region] = session
+    check_cancel(should_stop, "superpixels")
+    report(progress, 0.99, "fitting the pseudo-label to the superpixels")
+    fits = {r: sessions[r].fit(seeds[r], warn=False) for r in keep}
     report(progress, 1.0, "done")
     return RefineSetup(
         case=case,
@@ -263,6 +271,7 @@ def compute_setup(
         sessions=sessions,
         params=dict(params),
         messages=messages,
+        fits=fits,
     )
 
 

@@ -1,5 +1,9 @@
 """Refine panel: grow a pseudo-label into the superpixels that belong to it, with a live preview.
 
+The computation (set-up, cached previews, the Accept plan) lives in
+:mod:`napari_ssseg.core.refine_preview`; this module builds its inputs from the widgets, runs
+it in worker threads and shows the results.
+
 Workflow (one user action per row of the panel):
 
 1. pick the **pseudo-label** (any labels layer of a loaded case, e.g. ``"<case> labels"`` or a
@@ -638,7 +642,12 @@ class RefineWidget(Container):
         self.setup = setup
         self._masks.clear()
         self._shown = None
-        self._fit_seeds()
+        if setup.fits and set(setup.fits) == set(setup.regions) and data is self._pending_data:
+            # fitted in the worker, on exactly these labels
+            self._seeds = dict(setup.fits)
+            self._notify_fit_notices()
+        else:
+            self._fit_seeds()
         for ev in (layer.events.paint, layer.events.data, layer.events.set_data):
             ev.connect(self._on_target_edited)
         self._show_boundary_layers(setup)
@@ -657,6 +666,10 @@ class RefineWidget(Container):
         self._seeds = {
             r: self.setup.sessions[r].fit(seeds[r], warn=False) for r in self.setup.regions
         }
+        self._notify_fit_notices()
+
+    def _notify_fit_notices(self) -> None:
+        """Show the notices of the current fits (each text once) as notifications."""
         shown: set[str] = set()
         for seed in self._seeds.values():
             for text in seed.notices:

@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -124,11 +125,79 @@ def propagate_job(
         # user warnings (channel fallbacks) are dropped, as before; recorded per thread
         # instead of catch_warnings, which would swap the process-wide filters
         with recorded_warnings(UserWarning):
-            prop = ScribblePropagator(case.images, case.modalities, None, case.scale)
+            prop = ScribblePropagator(case.images, case.modalities, None, case.scale, cache=True)
         state["propagator"], state["case"] = prop, case
     yield {"step": 1, "total": 2, "message": "propagating"}
     with recorded_warnings(UserWarning):
         return prop.update(scribbles, probabilities)
+
+
+def prepare_job(state: dict, case: Any):
+    """Worker generator: build ``case``'s propagator (superpixels + features) ahead of the
+    first stroke, into ``state`` as :func:`propagate_job` would (nothing if it is there).
+
+    The heavy part runs in a child process (:mod:`napari_ssseg.core.scribble_prefetch`),
+    which fills the on-disk superpixel / feature cache; in this thread the propagator is then
+    built from that cache (about 1 s). A worker thread doing all of it stalled napari's event
+    loop for seconds on 2 cores. Cancelling the task kills the child.
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from napari_ssseg.core.scribbles import ScribblePropagator
+    from napari_ssseg.errors import SsegError
+
+    if state.get("propagator") is not None and state.get("case") is case:
+        return None
+    yield {"step": 0, "total": 2, "message": f"superpixels and features of {case.name}"}
+    with tempfile.TemporaryDirectory(prefix="ssseg-prefetch-") as tmp:
+        images, spec, err = Path(tmp, "images.npy"), Path(tmp, "spec.json"), Path(tmp, "err")
+        np.save(images, np.asarray(case.images))  # same dtype and values: same cache key
+        spec.write_text(
+            json.dumps(
+                {"modalities": list(case.modalities), "spacing": [float(v) for v in case.scale]}
+            )
+        )
+        with open(err, "wb") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "napari_ssseg.core.scribble_prefetch",
+                    str(images),
+                    str(spec),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=fh,
+            )
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.2)
+                    yield None  # heartbeat; a cancel stops the generator here
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if proc.returncode != 0:
+            tail = err.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SsegError(
+                f"Preparing the superpixels of {case.name} failed in the helper process (exit "
+                f"{proc.returncode}): {' '.join(tail) or 'no message'}. They are computed at "
+                "the first stroke instead; untick 'prepare superpixels when a case loads' to "
+                "stop trying."
+            )
+    yield {"step": 1, "total": 2, "message": "reading the prepared superpixels"}
+    with recorded_warnings(UserWarning):
+        prop = ScribblePropagator(case.images, case.modalities, None, case.scale, cache=True)
+    state["propagator"], state["case"] = prop, case
+    return None
+
+
+#: Pause (ms) after the last layer of a load before the superpixels are prepared.
+PREPARE_DELAY_MS = 1000
 
 
 class ScribbleWidget(Container):
@@ -146,6 +215,11 @@ class ScribbleWidget(Container):
         self.region = CheckBox(text="region mode (tumour / background)", value=False)
         self.use_model = CheckBox(text="use model probabilities", value=False)
         self.show_weights = CheckBox(text="show weight map", value=False)
+        self.prepare = CheckBox(text="prepare superpixels when a case loads", value=True)
+        self.prepare.tooltip = (
+            "Build the case's superpixels and features in the background as soon as it is "
+            "loaded, so the first preview comes right after the first stroke."
+        )
         self.propagate_button = PushButton(text="Propagate")
         self.accept_button = PushButton(text="Accept into labels")
         self.accept_mode = ComboBox(
@@ -169,6 +243,7 @@ class ScribbleWidget(Container):
                 self.region,
                 self.use_model,
                 self.show_weights,
+                self.prepare,
                 self.propagate_button,
                 self.effort,
                 self.accept_mode,
@@ -187,6 +262,22 @@ class ScribbleWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.propagate)
+        #: what the running task does: "prepare" (superpixels ahead of time) or "propagate"
+        self._task_kind = ""
+        self._prepare_case: Any = None
+        self._prepare_t0 = 0.0
+        # start preparing a moment after the last layer of a load (the loader adds one
+        # layer per event-loop turn; the superpixels should not compete with it)
+        self._prepare_timer = QTimer()
+        self._prepare_timer.setSingleShot(True)
+        self._prepare_timer.setInterval(PREPARE_DELAY_MS)
+        self._prepare_timer.timeout.connect(self.prepare_superpixels)
+        # elapsed-time line while preparing (once a second)
+        self._tick = QTimer()
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._show_preparing)
+        self._alive = True
+        self.native.destroyed.connect(self._on_destroyed)
         self.new_button.changed.connect(self.new_scribble_layer)
         self.propagate_button.changed.connect(self.propagate)
         self.accept_button.changed.connect(self.accept)
@@ -199,8 +290,75 @@ class ScribbleWidget(Container):
         self.save_button.changed.connect(self.save)
         self.region.changed.connect(self._on_region)
         self.show_weights.changed.connect(lambda *_: self._show_weights())
-        viewer.layers.events.inserted.connect(lambda *_: self.case_box.reset_choices())
+        viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(lambda *_: self.case_box.reset_choices())
+
+    # ------------------------------------------------------------------ superpixels ahead
+    def _on_destroyed(self, *_: Any) -> None:
+        self._alive = False
+        for t in (self._prepare_timer, self._tick, self._timer):
+            t.stop()
+
+    def _on_inserted(self, event: Any = None) -> None:
+        if not self._alive:
+            return
+        self.case_box.reset_choices()
+        layer = getattr(event, "value", None)
+        handle = layer.metadata.get(CASE_KEY) if layer is not None else None
+        if not isinstance(handle, CaseHandle) or layer.metadata.get("ssseg_role") != "image":
+            return
+        self._prepare_case = handle.case
+        if self.prepare.value:
+            self._prepare_timer.start()
+
+    def prepare_superpixels(self, *_: Any) -> Any:
+        """Build the loaded case's superpixels and features in a worker (returns the task).
+
+        Does nothing when they are ready, while another task of the panel runs, or when the
+        case is no longer shown. A stroke drawn meanwhile is propagated once they are ready.
+        """
+        if not self._alive:
+            return None
+        case = self._prepare_case
+        if case is None or not any(c is case for c in cases_in_viewer(self.viewer).values()):
+            return None
+        if self._state.get("case") is case and self._state.get("propagator") is not None:
+            return None
+        if self.task is not None and self.task.running:
+            return None
+        self._task_kind = "prepare"
+        self._prepare_t0 = time.perf_counter()
+        self._show_preparing()
+        self._tick.start()
+        self.task = start_task(
+            prepare_job,
+            self._state,
+            case,
+            desc=f"superpixels of {case.name}",
+            on_returned=lambda _r: self._prepared(case),
+            on_error=self._failed,
+            on_finished=self._finished,
+        )
+        return self.task
+
+    def _show_preparing(self) -> None:
+        if not self._alive or self._task_kind != "prepare":
+            self._tick.stop()
+            return
+        case = self._prepare_case
+        waiting = " (your strokes are propagated once they are ready)" if self._pending else ""
+        self.status.value = (
+            f"preparing superpixels of {getattr(case, 'name', '?')}: "
+            f"{time.perf_counter() - self._prepare_t0:.0f} s{waiting}"
+        )
+
+    def _prepared(self, case: Any) -> None:
+        if not self._alive:
+            return
+        self._tick.stop()
+        self.status.value = (
+            f"superpixels of {case.name} ready ({time.perf_counter() - self._prepare_t0:.1f} s)"
+        )
 
     # ------------------------------------------------------------------ helpers
     def _case_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -340,6 +498,8 @@ class ScribbleWidget(Container):
             return
         if self.task is not None and self.task.running:
             self._pending = True
+            if self._task_kind == "prepare":
+                self._show_preparing()
             return
         try:
             case = self.case
@@ -351,6 +511,7 @@ class ScribbleWidget(Container):
             probabilities = self.model_probabilities()
             predict = probabilities is None
         self.status.value = "running the model..." if predict else "propagating..."
+        self._task_kind = "propagate"
         self.task = start_task(
             propagate_job,
             self._state,
@@ -366,10 +527,17 @@ class ScribbleWidget(Container):
         )
 
     def _failed(self, exc: BaseException) -> None:
-        self.status.value = "propagation failed"
+        if not self._alive:
+            return
+        what = "preparing the superpixels" if self._task_kind == "prepare" else "propagation"
+        self.status.value = f"{what} failed"
         notify_error(exc)
 
     def _finished(self) -> None:
+        if not self._alive:
+            return
+        self._task_kind = ""
+        self._tick.stop()
         if self._pending:
             self._pending = False
             QTimer.singleShot(0, self.propagate)

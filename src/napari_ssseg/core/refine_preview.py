@@ -260,7 +260,7 @@ def compute_setup(
         superpixels[region] = sp
         sessions[region] = session
     check_cancel(should_stop, "superpixels")
-    report(progress, 0.99, "fitting the pseudo-label to the superpixels")
+    report(progress, 1.0, "fitting the pseudo-label")
     fits = {r: sessions[r].fit(seeds[r], warn=False) for r in keep}
     report(progress, 1.0, "done")
     return RefineSetup(

@@ -102,7 +102,7 @@ def propagate_job(
     -------
     PropagationResult
     """
-    from napari_ssseg.core.scribbles import ScribblePropagator, classes_from_region_probabilities
+    from napari_ssseg.core.scribbles import classes_from_region_probabilities
 
     if probabilities is None and predict:
         if state.get("prob_case") is case and state.get("probabilities") is not None:
@@ -125,7 +125,7 @@ def propagate_job(
         # user warnings (channel fallbacks) are dropped, as before; recorded per thread
         # instead of catch_warnings, which would swap the process-wide filters
         with recorded_warnings(UserWarning):
-            prop = ScribblePropagator(case.images, case.modalities, None, case.scale, cache=True)
+            prop = _build_propagator(case)
         state["propagator"], state["case"] = prop, case
     yield {"step": 1, "total": 2, "message": "propagating"}
     with recorded_warnings(UserWarning):
@@ -147,7 +147,6 @@ def prepare_job(state: dict, case: Any):
     import tempfile
     from pathlib import Path
 
-    from napari_ssseg.core.scribbles import ScribblePropagator
     from napari_ssseg.errors import SsegError
 
     if state.get("propagator") is not None and state.get("case") is case:
@@ -191,9 +190,17 @@ def prepare_job(state: dict, case: Any):
             )
     yield {"step": 1, "total": 2, "message": "reading the prepared superpixels"}
     with recorded_warnings(UserWarning):
-        prop = ScribblePropagator(case.images, case.modalities, None, case.scale, cache=True)
+        prop = _build_propagator(case)
     state["propagator"], state["case"] = prop, case
     return None
+
+
+def _build_propagator(case: Any) -> Any:
+    """``case``'s ScribblePropagator, superpixels and features through the disk cache (the
+    one :func:`prepare_job`'s child process fills)."""
+    from napari_ssseg.core.scribbles import ScribblePropagator
+
+    return ScribblePropagator(case.images, case.modalities, None, case.scale, cache=True)
 
 
 #: Pause (ms) after the last layer of a load before the superpixels are prepared.
@@ -276,8 +283,10 @@ class ScribbleWidget(Container):
         self._tick = QTimer()
         self._tick.setInterval(1000)
         self._tick.timeout.connect(self._show_preparing)
-        self._alive = True
-        self.native.destroyed.connect(self._on_destroyed)
+        from napari_ssseg._napari.widgets.propose import PanelLife
+
+        self._life = PanelLife(self.native)
+        self._life.on_close(self._on_close)
         self.new_button.changed.connect(self.new_scribble_layer)
         self.propagate_button.changed.connect(self.propagate)
         self.accept_button.changed.connect(self.accept)
@@ -290,17 +299,19 @@ class ScribbleWidget(Container):
         self.save_button.changed.connect(self.save)
         self.region.changed.connect(self._on_region)
         self.show_weights.changed.connect(lambda *_: self._show_weights())
-        viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(lambda *_: self.case_box.reset_choices())
+        self._life.connect(viewer.layers.events.inserted, self._on_inserted)
+        self._life.connect(viewer.layers.events.removed, lambda *_: self.case_box.reset_choices())
 
     # ------------------------------------------------------------------ superpixels ahead
-    def _on_destroyed(self, *_: Any) -> None:
-        self._alive = False
+    def _on_close(self) -> None:
+        """The panel is gone: stop its timers and its task (a preparation's child too)."""
         for t in (self._prepare_timer, self._tick, self._timer):
             t.stop()
+        if self.task is not None and self.task.running:
+            self.task.cancel()
 
     def _on_inserted(self, event: Any = None) -> None:
-        if not self._alive:
+        if not self._life.alive:
             return
         self.case_box.reset_choices()
         layer = getattr(event, "value", None)
@@ -317,7 +328,7 @@ class ScribbleWidget(Container):
         Does nothing when they are ready, while another task of the panel runs, or when the
         case is no longer shown. A stroke drawn meanwhile is propagated once they are ready.
         """
-        if not self._alive:
+        if not self._life.alive:
             return None
         case = self._prepare_case
         if case is None or not any(c is case for c in cases_in_viewer(self.viewer).values()):
@@ -342,7 +353,7 @@ class ScribbleWidget(Container):
         return self.task
 
     def _show_preparing(self) -> None:
-        if not self._alive or self._task_kind != "prepare":
+        if not self._life.alive or self._task_kind != "prepare":
             self._tick.stop()
             return
         case = self._prepare_case
@@ -353,7 +364,7 @@ class ScribbleWidget(Container):
         )
 
     def _prepared(self, case: Any) -> None:
-        if not self._alive:
+        if not self._life.alive:
             return
         self._tick.stop()
         self.status.value = (
@@ -527,14 +538,14 @@ class ScribbleWidget(Container):
         )
 
     def _failed(self, exc: BaseException) -> None:
-        if not self._alive:
+        if not self._life.alive:
             return
         what = "preparing the superpixels" if self._task_kind == "prepare" else "propagation"
         self.status.value = f"{what} failed"
         notify_error(exc)
 
     def _finished(self) -> None:
-        if not self._alive:
+        if not self._life.alive:
             return
         self._task_kind = ""
         self._tick.stop()

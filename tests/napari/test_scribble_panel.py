@@ -336,3 +336,91 @@ def test_superpixels_are_prepared_when_a_case_loads(
         viewer.add_layer(Layer.create(data, kwargs, layer_type))
     qtbot.wait(scribble_mod.PREPARE_DELAY_MS + 300)
     assert widget.task is None and len(built) == 1
+
+
+SLEEPER = "import time; time.sleep(120)"
+
+
+@pytest.fixture
+def slow_children(monkeypatch):
+    """The preparation's child process replaced by one that sleeps (and records itself)."""
+    import subprocess
+    import sys
+
+    from napari_ssseg._napari.widgets import scribble as scribble_mod
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def recording(cmd, *args, **kwargs):
+        proc = real_popen(cmd, *args, **kwargs)
+        if SLEEPER in cmd:  # other programs (e.g. xdpyinfo) start processes too
+            started.append(proc)
+        return proc
+
+    monkeypatch.setattr(
+        scribble_mod,
+        "prefetch_command",
+        lambda images, spec: [sys.executable, "-c", SLEEPER],
+    )
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    monkeypatch.setattr(scribble_mod, "PREPARE_DELAY_MS", 50)
+    yield started
+    for proc in started:  # never leave a sleeper behind, even when the test fails
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _load(viewer, case):
+    from napari.layers import Layer
+
+    empty = np.zeros(case.shape, np.uint8)
+    for data, kwargs, layer_type in case_to_layer_data(case, labels=empty):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+
+
+def _preparing(qtbot, widget, started, n=1):
+    qtbot.waitUntil(lambda: len(started) >= n and widget._task_kind == "prepare", timeout=20_000)
+    assert started[-1].poll() is None  # the child runs
+
+
+@pytest.mark.parametrize("how", ["untick", "close panel", "close viewer"])
+def test_stopping_the_preparation_kills_its_child(
+    make_napari_viewer, qtbot, errors, tiny_case, slow_children, how
+):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ssseg", "Scribble")
+    _load(viewer, tiny_case)
+    _preparing(qtbot, widget, slow_children)
+    task, child = widget.task, slow_children[0]
+    if how == "untick":
+        widget.prepare.value = False
+    elif how == "close panel":
+        viewer.window.remove_dock_widget(widget.native)
+        widget.native.deleteLater()
+    else:
+        viewer.close()
+    qtbot.waitUntil(lambda: child.poll() is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: not task.running, timeout=10_000)
+    assert child.returncode != 0  # killed, not finished
+    assert errors == []
+    if how == "untick":
+        assert widget.status.value == "preparing the superpixels of tiny stopped"
+        assert widget._state.get("propagator") is None
+
+
+def test_loading_another_case_restarts_the_preparation_for_it(
+    make_napari_viewer, qtbot, errors, tiny_case, tiny_phantom, slow_children
+):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ssseg", "Scribble")
+    _load(viewer, tiny_case)
+    _preparing(qtbot, widget, slow_children)
+    first = slow_children[0]
+    other = tiny_phantom.to_case(name="other")
+    _load(viewer, other)
+    qtbot.waitUntil(lambda: first.poll() is not None, timeout=10_000)  # the old one stopped
+    _preparing(qtbot, widget, slow_children, n=2)  # and one started for the new case
+    assert widget._prepare_case is other
+    assert widget.status.value.startswith("preparing superpixels of other")
+    assert errors == []

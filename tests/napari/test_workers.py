@@ -290,3 +290,37 @@ def test_runtime_error_in_a_job_is_an_error_not_a_hang(qtbot):
     qtbot.waitUntil(lambda: not handle.running, timeout=5000)
     assert finished == [1]
     assert len(errors) == 1 and "out of memory" in str(errors[0])
+
+
+def _blocked(started: list, release: threading.Event):
+    started.append(threading.get_ident())
+    yield None
+    release.wait(10)
+    return "released"
+
+
+@pytest.mark.gui
+def test_tasks_do_not_queue_behind_each_other_on_few_cores(qtbot):
+    """Qt's global pool has as many threads as cores (2 on CI): a long background task
+    (e.g. the Scribble panel's preparation) made a Refine click wait for a free slot. Three
+    tasks blocked at once must all be running."""
+    from qtpy.QtCore import QThreadPool
+
+    from napari_ssseg._napari.workers import MIN_POOL_THREADS
+
+    pool = QThreadPool.globalInstance()
+    before = pool.maxThreadCount()
+    pool.setMaxThreadCount(2)  # what a 2-core machine gets
+    release = threading.Event()
+    started: list[int] = []
+    handles = []
+    try:
+        handles = [start_task(_blocked, started, release, show_progress=False) for _ in range(3)]
+        qtbot.waitUntil(lambda: len(started) == 3, timeout=5000)
+        assert len(set(started)) == 3  # three threads at once
+        assert pool.maxThreadCount() >= MIN_POOL_THREADS >= 3
+    finally:
+        release.set()
+        for h in handles:
+            qtbot.waitUntil(lambda h=h: not h.running, timeout=10_000)
+        pool.setMaxThreadCount(max(before, MIN_POOL_THREADS))

@@ -5,9 +5,11 @@ superpixels of WT and TC, per-superpixel features: about 10 s on 2 CPU cores for
 as soon as a case is loaded, so the first stroke previews at once. Built in a worker *thread*
 it stalled napari's event loop for 4-6 s on a 2-core machine (the thread and the viewer's
 software OpenGL rendering fight over the interpreter lock and the cores; measured by
-``tests/napari/test_real_loop.py``). Built here, in a child process, it only fills the
-on-disk superpixel / feature cache (:mod:`napari_ssseg.core.cache`); the panel's worker then
-builds the propagator from the cache in about 1 s.
+``tests/napari/test_real_loop.py``; re-measured after Qt's thread pool was enlarged, the
+thread still doubles the Propose stall to 250-300 ms: docs/benchmarks.md). Built here, in a
+child process, it only fills the on-disk superpixel / feature cache
+(:mod:`napari_ssseg.core.cache`); the panel's worker then builds the propagator from the
+cache in about 1 s.
 
 Run as ``python -m napari_ssseg.core.scribble_prefetch IMAGES.npy SPEC.json``: ``IMAGES.npy``
 holds the (C, Z, Y, X) float images, ``SPEC.json`` ``{"modalities": [...], "spacing": [...]}``.

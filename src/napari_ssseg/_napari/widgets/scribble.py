@@ -143,7 +143,6 @@ def prepare_job(state: dict, case: Any):
     """
     import json
     import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
@@ -162,15 +161,7 @@ def prepare_job(state: dict, case: Any):
         )
         with open(err, "wb") as fh:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "napari_ssseg.core.scribble_prefetch",
-                    str(images),
-                    str(spec),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=fh,
+                prefetch_command(images, spec), stdout=subprocess.DEVNULL, stderr=fh
             )
             try:
                 while proc.poll() is None:
@@ -193,6 +184,14 @@ def prepare_job(state: dict, case: Any):
         prop = _build_propagator(case)
     state["propagator"], state["case"] = prop, case
     return None
+
+
+def prefetch_command(images: Any, spec: Any) -> list[str]:
+    """The child process that fills the superpixel cache of ``images`` (``.npy`` path) with
+    the modalities and spacing of ``spec`` (``.json`` path)."""
+    import sys
+
+    return [sys.executable, "-m", "napari_ssseg.core.scribble_prefetch", str(images), str(spec)]
 
 
 def _build_propagator(case: Any) -> Any:
@@ -273,6 +272,8 @@ class ScribbleWidget(Container):
         self._task_kind = ""
         self._prepare_case: Any = None
         self._prepare_t0 = 0.0
+        #: a preparation was cancelled for a newly loaded case: start one when it has stopped
+        self._prepare_again = False
         # start preparing a moment after the last layer of a load (the loader adds one
         # layer per event-loop turn; the superpixels should not compete with it)
         self._prepare_timer = QTimer()
@@ -299,6 +300,7 @@ class ScribbleWidget(Container):
         self.save_button.changed.connect(self.save)
         self.region.changed.connect(self._on_region)
         self.show_weights.changed.connect(lambda *_: self._show_weights())
+        self.prepare.changed.connect(self._on_prepare_toggled)
         self._life.connect(viewer.layers.events.inserted, self._on_inserted)
         self._life.connect(viewer.layers.events.removed, lambda *_: self.case_box.reset_choices())
 
@@ -318,9 +320,28 @@ class ScribbleWidget(Container):
         handle = layer.metadata.get(CASE_KEY) if layer is not None else None
         if not isinstance(handle, CaseHandle) or layer.metadata.get("ssseg_role") != "image":
             return
+        if handle.case is self._prepare_case:
+            return  # another layer of the same case
         self._prepare_case = handle.case
+        self._cancel_preparation()  # one for a case no longer wanted: stop it (and its child)
         if self.prepare.value:
             self._prepare_timer.start()
+
+    def _cancel_preparation(self) -> None:
+        """Cancel a running preparation (its child process is killed)."""
+        if self._task_kind == "prepare" and self.task is not None and self.task.running:
+            self._prepare_again = True
+            self.task.cancel()
+
+    def _on_prepare_toggled(self, value: bool) -> None:
+        """Unticked: stop a running preparation; ticked: prepare the shown case."""
+        if not self._life.alive:
+            return
+        if value:
+            self._prepare_timer.start()
+        else:
+            self._prepare_timer.stop()
+            self._cancel_preparation()
 
     def prepare_superpixels(self, *_: Any) -> Any:
         """Build the loaded case's superpixels and features in a worker (returns the task).
@@ -348,6 +369,7 @@ class ScribbleWidget(Container):
             desc=f"superpixels of {case.name}",
             on_returned=lambda _r: self._prepared(case),
             on_error=self._failed,
+            on_aborted=lambda: self._prepare_stopped(case),
             on_finished=self._finished,
         )
         return self.task
@@ -362,6 +384,12 @@ class ScribbleWidget(Container):
             f"preparing superpixels of {getattr(case, 'name', '?')}: "
             f"{time.perf_counter() - self._prepare_t0:.0f} s{waiting}"
         )
+
+    def _prepare_stopped(self, case: Any) -> None:
+        if not self._life.alive:
+            return
+        self._tick.stop()
+        self.status.value = f"preparing the superpixels of {case.name} stopped"
 
     def _prepared(self, case: Any) -> None:
         if not self._life.alive:
@@ -547,11 +575,15 @@ class ScribbleWidget(Container):
     def _finished(self) -> None:
         if not self._life.alive:
             return
+        again, self._prepare_again = self._prepare_again, False
         self._task_kind = ""
         self._tick.stop()
         if self._pending:
             self._pending = False
             QTimer.singleShot(0, self.propagate)
+        elif again and self.prepare.value:
+            # cancelled because another case was loaded meanwhile: prepare that one now
+            self._prepare_timer.start()
 
     def _show(self, result) -> None:
         self.result = result

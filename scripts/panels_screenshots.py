@@ -83,7 +83,8 @@ def refine_shots(case, degraded, out: Path) -> None:
         focus(viewer, case.labels, zoom=3.0)
         name = f"refine_preview_sim0_{round(value * 100):03d}.png"
         save(viewer.screenshot(canvas_only=True, flash=False), out / name)
-    widget.accept()
+    task = widget.accept()  # refines the whole volume in a worker, then writes
+    pump(lambda: task is None or not task.running, 60)
     print(widget.status.value)
     viewer.layers[f"{case.name} refine preview"].visible = False
     focus(viewer, case.labels, zoom=3.0)

@@ -74,3 +74,20 @@ def data_dir(tmp_path_factory):
             case = dataclasses.replace(case, labels=None)
         write_case(case, root, naming="brats2021", name=f"P_{i:03d}")
     return root
+
+
+@pytest.fixture
+def accept_refine(qtbot):
+    """``accept_refine(widget)``: press the Refine panel's Accept (its worker refines the
+    whole volume), wait until the result is written, return the voxels it changed (None if
+    nothing was written)."""
+
+    def run(widget):
+        task = widget.accept()
+        if task is None:
+            return None
+        qtbot.waitUntil(lambda: not task.running, timeout=60_000)
+        qtbot.wait(10)  # the GUI-thread callbacks
+        return widget.last_accepted
+
+    return run

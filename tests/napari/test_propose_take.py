@@ -175,7 +175,7 @@ def test_missing_modality_note_reaches_the_user(make_napari_viewer, qtbot, tiny_
 
 
 def test_refine_accept_keeps_hand_paint_and_undo_restores_provenance(
-    make_napari_viewer, qtbot, tiny_case, errors
+    make_napari_viewer, qtbot, tiny_case, errors, accept_refine
 ):
     """Refine's Accept goes through the provenance tracker: hand paint kept, one undo step
     restores labels *and* provenance, redo re-applies both."""
@@ -205,7 +205,7 @@ def test_refine_accept_keeps_hand_paint_and_undo_restores_provenance(
     qtbot.waitUntil(lambda: refine.setup is not None and not refine.task.running, timeout=60_000)
     before, prov_before = labels.data.copy(), labels.metadata[PROVENANCE_KEY].copy()
     n_history = len(labels._undo_history)
-    changed = refine.accept()
+    changed = accept_refine(refine)
     assert not errors and changed is not None and changed.any()
     assert (labels.data[hand] == 2).all() and (labels.metadata[PROVENANCE_KEY][hand] == HUMAN).all()
     assert (labels.metadata[PROVENANCE_KEY][changed] == SUPERPIXEL).all()
@@ -221,7 +221,7 @@ def test_refine_accept_keeps_hand_paint_and_undo_restores_provenance(
     # unticked, the refinement may overwrite the hand paint (it drops the isolated blob)
     labels.undo()
     refine.keep_human.value = False
-    refine.accept()
+    accept_refine(refine)
     assert not (labels.data[hand] == 2).all(), "the test blob must be one Refine would change"
 
 

@@ -171,7 +171,10 @@ def test_the_whole_loop_on_a_real_glioma(make_napari_viewer, qtbot, tmp_path, mo
     qtbot.waitUntil(lambda: refine.setup is not None and not refine.task.running, timeout=300_000)
     beat.step("refine (superpixels + preview)")
     beat.mark()
-    changed = refine.accept()
+    task = refine.accept()
+    qtbot.waitUntil(lambda: not task.running, timeout=60_000)
+    qtbot.wait(10)
+    changed = refine.last_accepted
     beat.step("refine accept")
     assert not errors, errors
     assert (labels.data[hand] == 2).all()

@@ -83,7 +83,7 @@ def test_choices_list_case_labels_only(refine_panel):
     assert widget.labels_layer.value is viewer.layers["tiny labels"]
 
 
-def test_compute_preview_accept_undo(refine_panel, qtbot, errors):
+def test_compute_preview_accept_undo(refine_panel, qtbot, errors, accept_refine):
     viewer, widget = refine_panel
     labels = viewer.layers["tiny labels"]
     before = labels.data.copy()
@@ -113,7 +113,7 @@ def test_compute_preview_accept_undo(refine_panel, qtbot, errors):
     assert dice(preview_wt, gt_wt) > dice(before > 0, gt_wt)
     # accept: one undoable step, provenance recorded
     n_undo = len(labels._undo_history)
-    changed = widget.accept()
+    changed = accept_refine(widget)
     assert changed is not None and changed.any()
     after = labels.data.copy()
     assert not np.array_equal(after, before)
@@ -325,14 +325,14 @@ def test_painting_and_undo_after_compute_are_used_by_next_preview(refine_panel, 
     np.testing.assert_array_equal(preview.data, _expected_preview(widget, original, 0.98))
 
 
-def test_accept_then_slider_still_refines_the_original(refine_panel, qtbot):
+def test_accept_then_slider_still_refines_the_original(refine_panel, qtbot, accept_refine):
     viewer, widget = refine_panel
     labels = viewer.layers["tiny labels"]
     original = labels.data.copy()
     _compute(qtbot, widget)
     widget.sim0.value = 0.0
     qtbot.waitUntil(lambda: widget.status.value.startswith("preview sim0=0.00"), timeout=10_000)
-    widget.accept()
+    accept_refine(widget)
     viewer.dims.set_point(0, float(viewer.dims.point[0]) + 2.0)  # refreshes the layer
     widget.sim0.value = 0.5
     qtbot.waitUntil(lambda: widget.status.value.startswith("preview sim0=0.50"), timeout=10_000)
@@ -499,3 +499,60 @@ def test_sim0_slider_acts_on_a_real_case(make_napari_viewer, qtbot):
     print(dict(zip(values.tolist(), counts)))
     assert len(set(wt)) >= 3, dict(zip(values.tolist(), counts))
     assert wt[0] > wt[-1]
+
+
+def test_accept_runs_in_a_worker_and_keeps_paint_made_meanwhile(
+    refine_panel, qtbot, errors, monkeypatch
+):
+    """Accept refines the whole volume off the GUI thread (0.3-0.9 s on a real case); a
+    stroke painted before its result arrives is not overwritten, and becomes part of the
+    pseudo-label the sliders refine next."""
+    import threading
+
+    from napari_ssseg._napari.widgets import refine as refine_mod
+
+    viewer, widget = refine_panel
+    _compute(qtbot, widget)
+    labels = widget._target
+    widget.sim0.value = 0.0
+    qtbot.waitUntil(lambda: widget.status.value.startswith("preview sim0=0.00"), timeout=10_000)
+    gui, ran_in, release = threading.get_ident(), [], threading.Event()
+    real = refine_mod.refine_for_accept
+
+    def slow(*args, **kwargs):
+        ran_in.append(threading.get_ident())
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refine_mod, "refine_for_accept", slow)
+    task = widget.accept()
+    assert task is not None and task.running  # the click returned at once
+    assert not widget.accept_button.enabled and "refining the whole volume" in widget.status.value
+    # meanwhile the user paints label 1 over voxels this accept is about to change
+    from napari_ssseg._napari.provenance import track
+
+    plan = real(
+        widget.setup,
+        widget._pseudo,
+        np.asarray(labels.data),
+        track(labels).provenance,
+        0.0,
+        int(widget.n_c.value),
+        keep_human=True,
+    )
+    painted = plan.changed & (plan.new != 1) & (np.asarray(labels.data) != 1)
+    zs = np.nonzero(painted)[0]
+    painted[: int(np.median(zs))] = False  # some of them: the rest is still accepted
+    assert painted.sum() > 10 and (plan.changed & ~painted).sum() > 10
+    labels.data_setitem(np.nonzero(painted), 1)
+    release.set()
+    qtbot.waitUntil(lambda: not task.running, timeout=30_000)
+    qtbot.wait(10)
+    assert ran_in and ran_in[0] != gui
+    assert not errors["error"], errors
+    changed = widget.last_accepted
+    assert changed is not None and changed.any()
+    assert not (changed & painted).any()
+    assert (labels.data[painted] == 1).all()  # the paint made meanwhile survives
+    assert "painted meanwhile kept" in widget.status.value
+    assert widget.accept_button.enabled

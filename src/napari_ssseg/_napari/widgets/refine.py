@@ -149,6 +149,13 @@ def compute_setup_job(*args: Any, **kwargs: Any):
         )
 
 
+def _accept_job(setup, pseudo, current, provenance, sim0, n_c, keep_human):
+    """Worker form of :func:`refine_for_accept` (a generator with no progress)."""
+    if False:  # pragma: no cover - makes this a generator function
+        yield None
+    return refine_for_accept(setup, pseudo, current, provenance, sim0, n_c, keep_human=keep_human)
+
+
 def _preview_job(setup, seeds, pseudo, sim0, n_c, cache):
     """Worker form of :func:`preview_box` (a generator with no progress)."""
     if False:  # pragma: no cover - makes this a generator function
@@ -283,6 +290,9 @@ class RefineWidget(Container):
         self._shown: tuple | None = None  # state of the preview on display
         self._pending: tuple[float, int] | None = None
         self._preview_task: TaskHandle | None = None
+        self._accept_task: TaskHandle | None = None
+        #: voxels the last finished Accept changed (None: nothing written)
+        self.last_accepted: np.ndarray | None = None
         self._preview_token = 0
         self._writing = False
         self._busy = BusyState(
@@ -561,7 +571,7 @@ class RefineWidget(Container):
     def _stop_on_close(self) -> None:
         """The panel is being destroyed: stop the workers and timers, drop the setup."""
         self._debounce.stop()
-        for task in (self.task, self._preview_task):
+        for task in (self.task, self._preview_task, self._accept_task):
             if task is not None and task.running:
                 task.cancel()
         self._disconnect_target()
@@ -926,14 +936,24 @@ class RefineWidget(Container):
         else:
             self.status.value = "nothing to accept yet: compute superpixels first"
 
-    def accept(self, *_: Any) -> np.ndarray | None:
-        """Write the refined labels into the pseudo-label layer as one undoable step.
+    def accept(self, *_: Any) -> TaskHandle | None:
+        """Refine the whole volume at the slider values in a worker, then write the result
+        into the pseudo-label layer as one undoable step.
+
+        The full refinement (class assembly over the whole grid) takes 0.3-0.9 s on a
+        BraTS-size case, so it runs off the GUI thread; the write itself is done on the GUI
+        thread when it is ready. Voxels the user paints meanwhile are kept (the write only
+        touches voxels that still hold what they held at the click).
 
         Returns
         -------
-        (Z, Y, X) ndarray of bool or None
-            Voxels changed (``None`` if nothing was written).
+        TaskHandle or None
+            The accept task (``None`` if there was nothing to accept). When it has finished,
+            :attr:`last_accepted` holds the voxels changed (``None`` if nothing was written).
         """
+        if self._accept_task is not None and self._accept_task.running:
+            return self._accept_task
+        self.last_accepted = None
         setup, layer = self.setup, self._target
         if setup is None or layer is None:
             notify_error(InputError("Nothing to accept: compute superpixels first."))
@@ -945,24 +965,76 @@ class RefineWidget(Container):
         try:
             self._current_inputs()
             sim0, n_c = self._slider_values()
-            plan = refine_for_accept(
-                setup,
-                self._pseudo,
-                np.asarray(layer.data),
-                tracker.provenance,
-                sim0,
-                n_c,
-                keep_human=bool(self.keep_human.value),
-            )
         except Exception as exc:  # noqa: BLE001
             notify_error(exc)
             return None
+        snapshot = np.array(layer.data, copy=True)
+        prov = tracker.provenance
+        prov = None if prov is None else np.array(prov, copy=True)
+        self.accept_button.enabled = False
+        self.status.value = f"accepting sim0={sim0:.2f}, n_c={n_c}: refining the whole volume..."
+        self._accept_task = start_task(
+            _accept_job,
+            setup,
+            self._pseudo,
+            snapshot,
+            prov,
+            sim0,
+            n_c,
+            bool(self.keep_human.value),
+            desc="Accept refinement",
+            show_progress=False,
+            on_returned=self._life.guard(
+                lambda plan: self._write_accepted(setup, layer, snapshot, prov, plan, sim0, n_c)
+            ),
+            on_error=self._life.guard(self._accept_failed),
+            on_finished=self._life.guard(self._accept_finished),
+        )
+        return self._accept_task
+
+    def _accept_failed(self, exc: BaseException) -> None:
+        self.status.value = "accept failed"
+        notify_error(exc)
+
+    def _accept_finished(self) -> None:
+        self.accept_button.enabled = self.setup is not None and not self._busy.is_busy
+
+    def _write_accepted(
+        self,
+        setup: RefineSetup,
+        layer: Any,
+        snapshot: np.ndarray,
+        snapshot_provenance: np.ndarray | None,
+        plan: Any,
+        sim0: float,
+        n_c: int,
+    ) -> None:
+        """GUI thread: write an accept plan computed on ``snapshot`` (and its provenance)
+        into ``layer``; voxels whose value or provenance changed since are left alone."""
+        if setup is not self.setup or layer is not self._target or layer not in self.viewer.layers:
+            self.status.value = "accept dropped: the pseudo-label or its superpixels changed"
+            return
         new, changed, confirmed, kept = plan
+        data = np.asarray(layer.data)
+        if data.shape != snapshot.shape:
+            self.status.value = "accept dropped: the labels layer changed shape"
+            return
+        same = data == snapshot  # painted meanwhile: the user's newer paint wins
+        tracker = track(layer)
+        prov_now = tracker.provenance
+        if snapshot_provenance is not None and prov_now is not None:
+            same &= np.asarray(prov_now) == snapshot_provenance  # e.g. 0 painted over 0
+        edited = int(np.count_nonzero(changed & ~same))
+        changed = changed & same
+        confirmed = confirmed & same
         n_changed = int(np.count_nonzero(changed))
+        kept_text = f", {kept} hand-painted voxels kept" if kept else ""
+        if edited:
+            kept_text += f", {edited} voxels painted meanwhile kept"
+        self.last_accepted = changed
         if n_changed == 0:
-            extra = f" ({kept} hand-painted voxels kept)" if kept else ""
-            self.status.value = f"nothing changed at sim0={sim0:.2f}, n_c={n_c}{extra}"
-            return changed
+            self.status.value = f"nothing changed at sim0={sim0:.2f}, n_c={n_c}{kept_text}"
+            return
         # voxels the refinement confirmed (same label, inside a grown region) are marked too,
         # in the same undo step; kept hand-painted voxels stay 'human'
         indices = np.nonzero(changed)
@@ -972,12 +1044,14 @@ class RefineWidget(Container):
                 layer.data_setitem(indices, new[indices])
         finally:
             self._writing = False
-        # our own write is not a user edit of the pseudo-label
-        self._known = np.array(layer.data, copy=True)
+        # our own write is not a user edit of the pseudo-label; paint made while the accept
+        # was computed is (the next preview re-reads it)
+        known = snapshot.copy()
+        known[indices] = new[indices]
+        self._known = known
+        if edited:
+            self._maybe_edited = True
         self.status.value = (
             f"accepted sim0={sim0:.2f}, n_c={n_c}: {n_changed} voxels changed in "
-            f"{layer.name!r}"
-            + (f", {kept} hand-painted voxels kept" if kept else "")
-            + " (undo with Ctrl+Z)"
+            f"{layer.name!r}{kept_text} (undo with Ctrl+Z)"
         )
-        return changed

@@ -380,6 +380,9 @@ class LoaderWidget(Container):
 
     def __init__(self, napari_viewer: Any) -> None:
         self.viewer = napari_viewer
+        from napari_ssseg._napari.warmup import warm_up_layers
+
+        warm_up_layers()  # napari's first-layer costs, off the GUI thread
         self.folder = FileEdit(mode="d", label="Case folder", nullable=True)
         self.detected = Label(label="Detected", value="(choose a case folder or files)")
         self.file_edits: dict[str, FileEdit] = {

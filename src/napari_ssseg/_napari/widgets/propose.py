@@ -144,6 +144,9 @@ class PanelLife:
     """
 
     def __init__(self, native: Any) -> None:
+        from napari_ssseg._napari.warmup import warm_up_layers
+
+        warm_up_layers()  # every panel: napari's first-layer costs, off the GUI thread
         self.alive = True
         self._on_close: list[Callable[[], None]] = []
         self._hooks: list[tuple[Any, Callable[..., Any]]] = []

@@ -260,6 +260,9 @@ class WorkspaceWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        from napari_ssseg._napari.warmup import warm_up_layers
+
+        warm_up_layers()  # napari's first-layer costs, off the GUI thread
         self.ws = None
         self.case_id: str | None = None
         self.labels_layer = None

@@ -98,7 +98,8 @@ def load_case_clinical(
     to_native : callable
         ``to_native(canonical_working_array)`` -> canonical array on ``out_case``'s grid;
         integer arrays are treated as labels, float arrays (``(Z, Y, X)`` or
-        ``(C, Z, Y, X)``) as images.
+        ``(C, Z, Y, X)``) as images. ``to_native(labels, base=native_labels)``: labels made
+        from ``native_labels`` keep their native values exactly away from any change.
     """
     import numpy as np
 
@@ -114,8 +115,8 @@ def load_case_clinical(
     if clin is None:
         case = load_case(args.case, convention=convention, **load_kwargs)
         if inverse:
-            return case, case, lambda a: a, lambda a: a
-        return case, case, lambda a: a
+            return case, case, lambda a, base=None: a, lambda a: a
+        return case, case, lambda a, base=None: a
 
     from napari_ssseg.core.case import Orientation
     from napari_ssseg.core.working_grid import image_to_native, labels_from_native
@@ -125,10 +126,10 @@ def load_case_clinical(
     o_work = Orientation.from_geometry(grid.geometry)
     native = clin.native_case()
 
-    def to_native(arr):
+    def to_native(arr, base=None):
         a = np.asarray(arr)
         if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-            return clin.mask_to_native(a)
+            return clin.mask_to_native(a, base=base)
         return o_ref.to_canonical(image_to_native(o_work.from_canonical(a), grid))
 
     def from_native(arr):

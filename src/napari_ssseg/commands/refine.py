@@ -256,7 +256,9 @@ def run(args: argparse.Namespace) -> int:
             name += f" ({n_sp[name.split()[-1].lower()]})"
         times.append((name, seconds))
     t = time.perf_counter()
-    refined = to_native(result.labels)  # the case's own grid, or the reference's native grid
+    # the case's own grid, or the reference's native grid (voxels away from any change
+    # keep the --pseudo file's values exactly)
+    refined = to_native(result.labels, base=pseudo_native if clinical else None)
     out = save_labels(refined, out_case, args.out)
     t = lap("write", t)
 

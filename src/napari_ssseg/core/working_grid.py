@@ -228,7 +228,9 @@ def _check_on(array: np.ndarray, shape: Sequence[int], what: str, grid: str) -> 
     return arr
 
 
-def labels_to_native(labels: np.ndarray, grid: WorkingGrid) -> np.ndarray:
+def labels_to_native(
+    labels: np.ndarray, grid: WorkingGrid, base: np.ndarray | None = None
+) -> np.ndarray:
     """Map a label image from the working grid onto the reference's native grid.
 
     Each native voxel gets the label covering most of its volume: every label's indicator is
@@ -238,11 +240,21 @@ def labels_to_native(labels: np.ndarray, grid: WorkingGrid) -> np.ndarray:
     Thin-slice labels therefore become thick-slice labels by majority, not by whichever
     working slice happens to sit at the native slice's centre.
 
+    Going native -> working -> native loses detail at label boundaries when the working
+    grid is coarser than the native one along an axis (e.g. 0.9 mm native, 1 mm working:
+    one native voxel in ten holds no working voxel centre). With ``base``, the native labels
+    ``labels`` was made from (:func:`labels_from_native`), only native voxels near a change
+    are re-mapped: a voxel whose footprint (one working voxel wider on every side) holds no
+    working voxel that differs from ``labels_from_native(base)`` keeps ``base``'s value, so
+    an unedited label comes back exactly and an edit changes only the voxels around it.
+
     Parameters
     ----------
     labels : (Z, Y, X) ndarray of int
         File-order labels on ``grid.geometry``.
     grid : WorkingGrid
+    base : (Z, Y, X) ndarray of int, optional
+        File-order native labels (``grid.reference_shape``) that ``labels`` started from.
 
     Returns
     -------
@@ -257,6 +269,24 @@ def labels_to_native(labels: np.ndarray, grid: WorkingGrid) -> np.ndarray:
         raise InputError(f"labels hold values outside 0..255: {values.tolist()[:10]}.")
     ratio = np.asarray(grid.reference_geometry.spacing) / np.asarray(grid.geometry.spacing)
     size_zyx = [max(1, int(round(r))) for r in ratio[::-1]]
+    if base is not None:
+        nat = _check_on(base, grid.reference_shape, "base labels", "reference (native)")
+        edited = lab != labels_from_native(nat, grid)
+        if not edited.any():
+            return nat.astype(np.uint8, copy=True)
+        near = ndi.maximum_filter(edited.astype(np.float32), size=[s + 2 for s in size_zyx])
+        touched = (
+            resample_to(near, grid.geometry, grid.reference_geometry, grid.reference_shape) > 0
+        )
+        out = _majority_to_native(lab, values, grid, size_zyx)
+        return np.where(touched, out, nat).astype(np.uint8)
+    return _majority_to_native(lab, values, grid, size_zyx)
+
+
+def _majority_to_native(
+    lab: np.ndarray, values: np.ndarray, grid: WorkingGrid, size_zyx: list[int]
+) -> np.ndarray:
+    """:func:`labels_to_native`'s majority vote over each native voxel's footprint."""
     best = np.full(grid.reference_shape, -1.0, np.float32)
     out = np.zeros(grid.reference_shape, np.uint8)
     for v in values:  # background (0) votes too

@@ -94,14 +94,21 @@ class ClinicalCase:
             return None
         return self.cache.store_brain(self.cache_key, m)
 
-    def mask_to_native(self, mask: np.ndarray) -> np.ndarray:
-        """A canonical working-grid mask/labels as canonical labels on the native grid."""
+    def mask_to_native(self, mask: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+        """A canonical working-grid mask/labels as canonical labels on the native grid.
+
+        ``base``: the canonical native labels ``mask`` was made from, if any; native voxels
+        away from any change keep their value exactly
+        (:func:`~napari_ssseg.core.working_grid.labels_to_native`).
+        """
         from napari_ssseg.core.case import Orientation
         from napari_ssseg.core.working_grid import labels_to_native
 
         o = Orientation.from_geometry(self.grid.geometry)
-        native = labels_to_native(o.from_canonical(np.asarray(mask, np.uint8)), self.grid)
-        return Orientation.from_geometry(self.grid.reference_geometry).to_canonical(native)
+        o_ref = Orientation.from_geometry(self.grid.reference_geometry)
+        nat = None if base is None else o_ref.from_canonical(np.asarray(base, np.uint8))
+        native = labels_to_native(o.from_canonical(np.asarray(mask, np.uint8)), self.grid, base=nat)
+        return o_ref.to_canonical(native)
 
     def native_case(self) -> Any:
         """An image-less :class:`~napari_ssseg.core.case.Case` on the reference's native grid.

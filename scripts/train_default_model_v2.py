@@ -154,34 +154,69 @@ def _fold_data(args, fold: str) -> tuple[Path, list[str]]:
     return data, names
 
 
+def finetune_config(
+    data: Path,
+    out: Path,
+    *,
+    init: Path,
+    iterations: int,
+    ipe: int,
+    lr: float,
+    modality_dropout: float,
+    seed: int,
+    budget_minutes: float | None = None,
+    strategy: str = "supervised",
+):
+    """The v2 recipe's fine-tuning options as a :class:`~napari_ssseg.ml.train.TrainConfig`.
+
+    AdamW (weight decay 1e-4) at ``lr`` with cosine decay, batches of two 64^3 crops,
+    strong augmentation, ``modality_dropout``, no validation split; ``iterations`` steps in
+    epochs of ``ipe``. Shared with ``benchmarks/real_loop.py``.
+    """
+    from napari_ssseg.ml.train import TrainConfig
+
+    epochs = max(1, iterations // ipe)
+    return TrainConfig(
+        data=str(data),
+        out=str(out),
+        strategy=strategy,
+        epochs=epochs,
+        iterations_per_epoch=min(ipe, iterations),
+        budget_minutes=budget_minutes,
+        device="cpu",
+        init=str(init),
+        seed=seed,
+        batch_size=2,
+        patch_size=(64, 64, 64),
+        lr=lr,
+        weight_decay=1e-4,
+        val_fraction=0.0,
+        val_every=epochs,
+        augmentation="strong",
+        modality_dropout=modality_dropout,
+    )
+
+
 def run(args) -> None:
     """Train one fold (or the final model) with the package's engine."""
     import torch
 
-    from napari_ssseg.ml.train import TrainConfig, train
+    from napari_ssseg.ml.train import train
 
     torch.set_num_threads(args.threads)
     data, names = _fold_data(args, args.fold)
     out = args.work / f"run_{args.fold}"
     epochs = max(1, args.iterations // args.ipe)
-    cfg = TrainConfig(
-        data=str(data),
-        out=str(out),
-        strategy="supervised",
-        epochs=epochs,
-        iterations_per_epoch=args.ipe,
-        budget_minutes=args.budget_minutes,
-        device="cpu",
-        init=str(args.init),
-        seed=args.seed,
-        batch_size=2,
-        patch_size=(64, 64, 64),
+    cfg = finetune_config(
+        data,
+        out,
+        init=args.init,
+        iterations=args.iterations,
+        ipe=args.ipe,
         lr=args.lr,
-        weight_decay=1e-4,
-        val_fraction=0.0,
-        val_every=epochs,
-        augmentation="strong",
         modality_dropout=args.modality_dropout,
+        seed=args.seed,
+        budget_minutes=args.budget_minutes,
     )
     log(f"fold {args.fold}: {len(names)} training entries, {epochs} x {args.ipe} steps")
     t0 = time.perf_counter()

@@ -112,19 +112,7 @@ def prepare(work: Path, real: Path, init: Path) -> dict:
 
     real_mod = _real_module()
     src = work / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    for name in POOL + UNLABELLED:
-        folder = real / name
-        link = src / name
-        if link.exists() or link.is_symlink():
-            continue
-        files = real_mod.case_files(folder)
-        if files is None:  # BraTS 2023 naming: the folder itself
-            link.symlink_to(folder.resolve())
-        else:  # UPENN naming: links in BraTS 2021 naming (labels 1, 2, 4 fit it)
-            link.mkdir()
-            for k, p in files.items():
-                (link / f"{name}_{k}.nii.gz").symlink_to(p.resolve())
+    real_mod.link_cases(real, src, POOL + UNLABELLED)
     ck = load_checkpoint(init)
     t0 = time.perf_counter()
     cases, skipped = prepare_dataset(

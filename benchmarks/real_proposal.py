@@ -43,6 +43,24 @@ UNLABELLED = ("BraTS-GLI-00001-000", "BraTS-GLI-00027-000", "BraTS-GLI-00028-000
 _UPENN = {"t1": "_T1", "t1ce": "_T1GD", "t2": "_T2", "flair": "_FLAIR", "seg": "_segm"}
 
 
+def link_cases(real: Path, src: Path, names) -> None:
+    """Link the real cases ``names`` into ``src`` for training: a BraTS 2023 folder as
+    itself, a UPENN case as links in BraTS 2021 naming (its labels 1, 2, 4 fit it)."""
+    src.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        folder = real / name
+        link = src / name
+        if link.exists() or link.is_symlink():
+            continue
+        files = case_files(folder)
+        if files is None:
+            link.symlink_to(folder.resolve())
+        else:
+            link.mkdir()
+            for k, path in files.items():
+                (link / f"{name}_{k}.nii.gz").symlink_to(path.resolve())
+
+
 def case_files(folder: Path) -> dict[str, Path] | None:
     """Explicit files of a UPENN-GBM folder (``_T1 _T1GD _T2 _FLAIR _segm``), else None."""
     name = folder.name

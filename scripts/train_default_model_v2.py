@@ -89,20 +89,7 @@ def prepare(args) -> None:
 
     real_mod = _real_module()
     src = args.work / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    for name in real_mod.LABELLED:
-        folder = args.real / name
-        link = src / name
-        if link.exists() or link.is_symlink():
-            continue
-        files = real_mod.case_files(folder)
-        if files is None:  # BraTS 2023 naming: the folder itself
-            link.symlink_to(folder.resolve())
-        else:  # UPENN naming: links in BraTS 2021 naming (labels 1, 2, 4 fit it)
-            link.mkdir()
-            names = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"}
-            for k, p in files.items():
-                (link / f"{name}_{names[k]}.nii.gz").symlink_to(p.resolve())
+    real_mod.link_cases(args.real, src, real_mod.LABELLED)
     rng = np.random.default_rng(args.seed + 12345)
     for i, name in enumerate(phantom_names(args.phantoms, args.phantom_seed)):
         seed = args.phantom_seed + i

@@ -49,6 +49,14 @@ def test_choose_strategy(counts, available, expected):
         assert "sp3" in why  # says that it falls back
 
 
+@pytest.mark.parametrize(("n_labelled", "warned"), [(0, False), (1, True), (2, True), (3, False)])
+def test_few_labelled_cases_get_a_caution(n_labelled, warned):
+    caution = DataSummary("workspace", n_labelled, 0, 3).caution()
+    assert bool(caution) is warned
+    if warned:
+        assert f"Only {n_labelled} labelled" in caution and "previous model" in caution
+
+
 def test_choose_strategy_refuses_data_without_labels():
     with pytest.raises(InputError, match="no labelled case"):
         choose_strategy(DataSummary("folder", 0, 0, 4), ["supervised", "pseudo-label"])
@@ -244,6 +252,24 @@ def test_panel_cancel_resume_done_reproposes(make_napari_viewer, qtbot, data_dir
     assert propose.last_result is not None
     assert propose.last_result["info"]["model"] is not None
     assert any(layer.name.endswith("proposal") for layer in viewer.layers)
+
+    # 4. two labelled cases: the panel warned; "Back to previous model" restores the model
+    # the Propose panel used before (the shipped default) and re-proposes with it
+    assert "Only 2 labelled cases" in widget.summary.value
+    assert any("Only 2 labelled cases" in m for m in captured["info"])
+    assert widget.revert_button.enabled
+    new_result = propose.last_result
+    widget.revert_button.native.click()
+    assert propose.model_source.value == "default model (shipped)"
+    assert str(propose.checkpoint_file.value) != str(widget.run_dir / "best.pt")
+    assert widget.active_model is None and not widget.revert_button.enabled
+    assert "previous model" in widget.status.value
+    qtbot.waitUntil(
+        lambda: propose.last_result is not new_result and not propose.running, timeout=120_000
+    )
+    # the shipped model's description, not the retrained one's (no training provenance)
+    assert propose.last_result["info"]["model"] != new_result["info"]["model"]
+    assert "strategy supervised" in new_result["info"]["model"]
     widget.timer.stop()
 
 

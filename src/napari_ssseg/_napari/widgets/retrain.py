@@ -28,7 +28,10 @@ panel or the viewer stops a running child with SIGTERM (it saves ``last.pt`` and
 
 When a run ends with ``done``, its ``best.pt`` becomes the panel's :attr:`active_model`; the
 Propose panel (the docked one, or a hidden one the panel creates) is switched to that
-checkpoint and re-proposes the current case in its worker thread. An ``error`` event or a
+checkpoint and re-proposes the current case in its worker thread. **Back to previous model**
+gives the Propose panel its earlier model again and re-proposes (with 1-2 labelled cases the
+panel warns that retraining may make proposals worse:
+:meth:`~napari_ssseg._napari.training_client.DataSummary.caution`). An ``error`` event or a
 crash shows a notification with the message (and, for out-of-memory, the options that use
 less memory); ``cancelled`` shows in the status line.
 
@@ -297,6 +300,11 @@ class RetrainWidget(Container):
             "The folder of a run from an earlier session (with last.pt) to continue."
         )
         self.resume_previous_button = PushButton(text="Resume run folder")
+        self.revert_button = PushButton(text="Back to previous model", enabled=False)
+        self.revert_button.tooltip = (
+            "Give the Propose panel back the model it used before the last retraining and "
+            "re-propose the current case."
+        )
         self.progress = ProgressBar(value=0, min=0, max=1, label="Progress")
         self.status = Label(label="Status", value="")
         self.status.native.setWordWrap(True)
@@ -315,6 +323,7 @@ class RetrainWidget(Container):
                 button_row(self.cancel_button, self.resume_button),
                 self.previous_run,
                 self.resume_previous_button,
+                self.revert_button,
                 self.progress,
                 self.status,
                 plots,
@@ -323,6 +332,8 @@ class RetrainWidget(Container):
         self.max_width = 440
         self.process: TrainingProcess | None = None
         self.active_model: Path | None = None
+        #: The Propose panel's (model source, checkpoint) before the last new model, or None.
+        self.previous_model: tuple[Any, Any] | None = None
         #: The workspace record of the current run (manifest entry), or None.
         self.workspace_run: dict | None = None
         self.workspace_note = ""
@@ -349,6 +360,7 @@ class RetrainWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.resume_button.changed.connect(self.resume)
         self.resume_previous_button.changed.connect(self.resume_previous)
+        self.revert_button.changed.connect(self.revert_model)
         self.previous_run.changed.connect(self._on_previous_run)
         # stop a running child when the panel (or the viewer holding it) is destroyed; the
         # slot must not be a method of the dying widget, so it gets a holder of the process
@@ -420,7 +432,9 @@ class RetrainWidget(Container):
             self.summary.value = "Choose the training data (folder of cases or workspace)."
             return
         try:
-            self.summary.value = summarize_data(text).describe()
+            summary = summarize_data(text)
+            caution = summary.caution()
+            self.summary.value = summary.describe() + (f". {caution}" if caution else "")
         except (InputError, OSError, ValueError) as exc:
             self.summary.value = " ".join(str(exc).split())[:160]
 
@@ -502,7 +516,12 @@ class RetrainWidget(Container):
             _notify_error(exc)
             self.status.value = "not started: " + " ".join(str(exc).split())[:120]
             return None
-        self.summary.value = f"{summary.describe()}. Strategy {name!r}: {why}"
+        caution = summary.caution()
+        self.summary.value = f"{summary.describe()}. Strategy {name!r}: {why}" + (
+            f" {caution}" if caution else ""
+        )
+        if caution:
+            notify_info(caution)
         return self._launch(name, resume=False)
 
     def start(self, *_: Any) -> TrainingProcess | None:
@@ -867,6 +886,10 @@ class RetrainWidget(Container):
         if pw is None:
             # no docked Propose panel: a hidden one runs the prediction in its worker
             pw = self.propose_widget = ProposeWidget(self.viewer)
+        before = (pw.model_source.value, pw.checkpoint_file.value)
+        if before[1] in (None, "") or str(before[1]) != str(self.active_model):
+            self.previous_model = before
+            self.revert_button.enabled = True
         pw.model_source.value = "checkpoint file (.pt)"
         pw.checkpoint_file.value = str(self.active_model)
         case = self._current_case(pw)
@@ -882,16 +905,54 @@ class RetrainWidget(Container):
         self.status.value = f"{self._status_base}; {note}" if self._status_base else note
         return note
 
-    def _propose_now(self, pw: Any, case: Any) -> str:
+    def revert_model(self, *_: Any) -> str:
+        """Give the Propose panel back its model from before the last retraining.
+
+        The current case is re-proposed with it (or once the Propose panel is free). The
+        retrained checkpoint stays on disk (in the run folder) and in the workspace record.
+
+        Returns
+        -------
+        str
+            What happened (also written to the status line).
+        """
+        if self.previous_model is None:
+            return ""
+        pw = self.find_propose_widget()
+        if pw is None:
+            return ""
+        source, checkpoint = self.previous_model
+        self.previous_model = None
+        self.revert_button.enabled = False
+        self._pending_repropose = None
+        self._repropose_timer.stop()
+        pw.model_source.value = source
+        pw.checkpoint_file.value = checkpoint
+        self.active_model = None
+        label = str(checkpoint) if checkpoint not in (None, "") else str(source)
+        case = self._current_case(pw)
+        if case is None:
+            note = f"back to the previous model ({label}); no case is open"
+        elif pw.running:
+            self._pending_repropose = (pw, case)
+            self._repropose_timer.start()
+            note = f"back to the previous model; {case.name} is re-proposed once free"
+        else:
+            note = self._propose_now(pw, case, "the previous model")
+        self._status_base = ""
+        self.status.value = note
+        return note
+
+    def _propose_now(self, pw: Any, case: Any, model: str = "the new model") -> str:
         pw.case.reset_choices()
         try:
             pw.case.value = case
         except ValueError:
             note = f"case {case.name} is no longer open, nothing re-proposed"
-            notify_info(f"The new model is active; {note}.")
+            notify_info(f"{model[0].upper()}{model[1:]} is active; {note}.")
             return note
         pw.propose()
-        return f"re-proposing {case.name} with the new model"
+        return f"re-proposing {case.name} with {model}"
 
     def _retry_repropose(self) -> None:
         """Timer slot: propose the pending case once the Propose panel is free."""
@@ -904,7 +965,8 @@ class RetrainWidget(Container):
             return
         self._repropose_timer.stop()
         self._pending_repropose = None
-        note = self._propose_now(pw, case)
+        model = "the new model" if self.active_model is not None else "the previous model"
+        note = self._propose_now(pw, case, model)
         self.status.value = f"{self._status_base}; {note}" if self._status_base else note
 
 

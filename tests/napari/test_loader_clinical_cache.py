@@ -68,6 +68,53 @@ def test_second_load_uses_the_cache_and_keeps_the_corrected_mask(
     assert case.images[:, corrected].max() > 0
 
 
+def test_a_corrected_unapplied_mask_survives_reload_and_closing_the_viewer(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    from napari.utils.notifications import notification_manager
+
+    monkeypatch.setenv("NAPARI_SSSEG_CACHE", str(tmp_path / "cache"))
+    messages: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
+
+    def extract(images, modalities, spacing_zyx, **kwargs):
+        return images[list(modalities).index("t1")] > 30, {"sequence": "t1", "check": {}}
+
+    monkeypatch.setattr(brain_extraction, "extract_brain_case", extract)
+    study = make_study(tmp_path / "study")
+
+    def open_loader():
+        viewer = make_napari_viewer()
+        _, loader = viewer.window.add_plugin_dock_widget("napari-ssseg", "Loader")
+        for m, f in study.items():
+            loader.file_edits[m].value = f
+        loader.brain_extraction.value = "on"
+        loader.resample.value = "2"
+        return viewer, loader
+
+    viewer, loader = open_loader()
+    _load(qtbot, loader)
+    first = np.asarray(loader.brain_mask_layer().data) > 0
+    # 1. corrected, not applied, then Load again: the correction is what the reload shows
+    corrected = first.copy()
+    corrected[:, :, : corrected.shape[2] // 2] = False
+    loader.brain_mask_layer().data = corrected.astype(np.uint8)
+    _load(qtbot, loader)
+    np.testing.assert_array_equal(np.asarray(loader.brain_mask_layer().data) > 0, corrected)
+    assert any("not applied" in m for m in messages), messages
+    # 2. corrected again, not applied, and the viewer is closed: the next session has it
+    again = corrected.copy()
+    again[: again.shape[0] // 2] = False
+    loader.brain_mask_layer().data = again.astype(np.uint8)
+    messages.clear()
+    viewer.close()
+    assert any("not applied" in m and "cache" in m for m in messages), messages
+    viewer, loader = open_loader()
+    _load(qtbot, loader)
+    assert "from the cache" in loader.status.value, loader.status.value
+    np.testing.assert_array_equal(np.asarray(loader.brain_mask_layer().data) > 0, again)
+
+
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 RAW = REAL / "TCGA-FG-6692-raw"
 

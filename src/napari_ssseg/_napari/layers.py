@@ -97,10 +97,15 @@ class CaseHandle:
     preprocessed : object or None
         The :class:`~napari_ssseg.core.preprocess.Preprocessed` result the image layers show,
         or ``None`` if they show the raw intensities.
+    clinical : ClinicalCase or None
+        For a clinical study shown on its working grid
+        (:class:`~napari_ssseg.ml.clinical.ClinicalCase`): the way back to the reference
+        series' native grid, which saved labels get (File > Save, the workspace).
     """
 
     case: Case
     preprocessed: Any = None
+    clinical: Any = None
 
     def __copy__(self) -> CaseHandle:
         return self
@@ -198,6 +203,7 @@ def case_to_layer_data(
     preprocessed: Any = None,
     labels: np.ndarray | None = None,
     visible_modality: str | None = None,
+    clinical: Any = None,
 ) -> list[tuple[Any, dict[str, Any], str]]:
     """Layer-data tuples (image layers + one labels layer) for ``case``.
 
@@ -213,6 +219,9 @@ def case_to_layer_data(
         Internal labels to show instead of ``case.labels`` (canonical orientation).
     visible_modality : str, optional
         Modality shown at first (default FLAIR, else the first one).
+    clinical : ClinicalCase, optional
+        The clinical preparation ``case`` comes from (kept in the layers' :class:`CaseHandle`,
+        so saved labels go back to the reference's native grid).
 
     Returns
     -------
@@ -223,7 +232,7 @@ def case_to_layer_data(
     """
     if not isinstance(case, Case):
         raise TypeError(f"case_to_layer_data needs a Case; got {type(case).__name__}.")
-    handle = CaseHandle(case, preprocessed)
+    handle = CaseHandle(case, preprocessed, clinical)
     scale = tuple(float(s) for s in case.scale)
     translate = tuple(float(t) for t in case.translate)
     images, mask = _display_images(case, preprocessed)

@@ -7,6 +7,12 @@ spacing, origin and direction exactly, in the case's label convention (e.g. ET =
 BraTS 2019-2021), via :func:`napari_ssseg.io.writers.save_labels`. The written file
 therefore overlays the original images voxel for voxel in any other tool.
 
+A labels layer of a **clinical study** shown on its working grid (Loader panel with brain
+extraction, registration or resampling) is written on the reference (FLAIR) series' exact
+native grid (:meth:`~napari_ssseg.ml.clinical.ClinicalCase.save_labels_native`; native
+voxels away from the user's changes keep the values of the labels file the study came with),
+and an info notification says so.
+
 A labels layer **without** a case (drawn on some other image) is written on its own grid:
 spacing = layer ``scale``, origin = layer ``translate`` (both read as LPS millimetres in
 ``(z, y, x)`` order), identity direction, internal label values (0 bg, 1 NCR, 2 ED, 3 ET,
@@ -130,5 +136,18 @@ def _write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             show_warning(message)
+    clinical = handle.clinical if isinstance(handle, CaseHandle) else None
+    if clinical is not None and clinical.changed:
+        from napari.utils.notifications import show_info
+
+        written = clinical.save_labels_native(labels, path)
+        ref = clinical.report.get("reference", "reference")
+        shape = "×".join(str(n) for n in clinical.grid.reference_shape[::-1])
+        mm = "×".join(f"{v:g}" for v in clinical.grid.geometry.spacing[::-1])
+        show_info(
+            f"{written.name} is written on the {ref} series' native grid ({shape} voxels), "
+            f"not on the {mm} mm working grid it was drawn on."
+        )
+        return [str(written)]
     save_labels(labels, case, path)
     return [str(path)]

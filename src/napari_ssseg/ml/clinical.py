@@ -48,6 +48,9 @@ class ClinicalCase:
         The cache the preparation was read from or written to (None: caching off).
     cache_key : dict or None
         Its key (:func:`~napari_ssseg.ml.clinical_cache.cache_key`).
+    native_labels : (Z, Y, X) ndarray of uint8 or None
+        Canonical labels read on the reference's native grid (:meth:`read_labels`), the base
+        that :meth:`save_labels_native` keeps exactly away from the user's changes.
     """
 
     case: Any
@@ -57,6 +60,7 @@ class ClinicalCase:
     unmasked: np.ndarray | None = None
     cache: Any = None
     cache_key: dict | None = None
+    native_labels: np.ndarray | None = None
 
     @property
     def stripped(self) -> bool:
@@ -110,6 +114,63 @@ class ClinicalCase:
         native = labels_to_native(o.from_canonical(np.asarray(mask, np.uint8)), self.grid, base=nat)
         return o_ref.to_canonical(native)
 
+    def labels_from_native(self, labels: np.ndarray) -> np.ndarray:
+        """Canonical labels on the reference's native grid as canonical working-grid labels.
+
+        Nearest neighbour (:func:`~napari_ssseg.core.working_grid.labels_from_native`).
+        """
+        from napari_ssseg.core.case import Orientation
+        from napari_ssseg.core.working_grid import labels_from_native
+
+        o = Orientation.from_geometry(self.grid.geometry)
+        o_ref = Orientation.from_geometry(self.grid.reference_geometry)
+        work = labels_from_native(o_ref.from_canonical(np.asarray(labels, np.uint8)), self.grid)
+        return o.to_canonical(work)
+
+    def read_labels(self, path: str | Path, convention: Any = None) -> np.ndarray:
+        """Read a label file of this study onto the working grid.
+
+        The file may be on the reference series' native grid (as delivered with the study,
+        or as written by :meth:`save_labels_native`): it is mapped to the working grid and
+        kept as :attr:`native_labels`, so saving unchanged labels gives the file's exact
+        voxels back. A file on the working grid itself is read as it is.
+
+        Parameters
+        ----------
+        path : path-like
+        convention : str or LabelConvention, optional
+            Of the file's values (default: the case's, else detected with a warning).
+
+        Returns
+        -------
+        (Z, Y, X) ndarray of uint8
+            Internal labels on the working grid (canonical), ``self.case.shape``.
+
+        Raises
+        ------
+        GeometryError
+            The file is on neither grid; the message gives both shapes.
+        """
+        from napari_ssseg.errors import GeometryError
+        from napari_ssseg.io.readers import read_labels
+
+        native = self.native_case()
+        try:
+            nat = read_labels(path, native, convention)
+        except GeometryError:
+            try:
+                return read_labels(path, self.case, convention)
+            except GeometryError:
+                pass
+            raise GeometryError(
+                f"{Path(path).name} is neither on {self.case.name}'s reference "
+                f"({self.report.get('reference')}) native grid {tuple(native.file_shape)} nor "
+                f"on its working grid {tuple(self.case.file_shape)} (file order Z, Y, X). Give "
+                "labels drawn on the reference series."
+            ) from None
+        self.native_labels = nat
+        return self.labels_from_native(nat)
+
     def native_case(self) -> Any:
         """An image-less :class:`~napari_ssseg.core.case.Case` on the reference's native grid.
 
@@ -134,6 +195,9 @@ class ClinicalCase:
     ) -> Path:
         """Write canonical working-grid labels on the reference's exact native grid.
 
+        When the labels were read from a native file (:meth:`read_labels`), native voxels
+        away from any change keep that file's values exactly.
+
         Parameters
         ----------
         labels : (Z, Y, X) ndarray of int
@@ -157,7 +221,10 @@ class ClinicalCase:
             )
         native = self.native_case()
         conv = convention if convention is not None else self.case.convention
-        return save_labels(self.mask_to_native(lab), native, path, convention=conv)
+        base = self.native_labels
+        if base is not None and base.shape != native.shape:
+            base = None
+        return save_labels(self.mask_to_native(lab, base=base), native, path, convention=conv)
 
 
 def _check_choice(name: str, value: str) -> str:
@@ -186,7 +253,9 @@ def prepare_clinical(
         ``None`` or ``"-"`` when ``files`` names every series.
     files : mapping of str to path, optional
         Explicit series by modality (``t1``, ``t1ce``, ``t2``, ``flair``); they override the
-        folder's. Other keys (``seg``) are ignored.
+        folder's. ``seg`` (a label file) is not read, only recorded as
+        ``report["labels_file"]`` (as is the folder's label file): see
+        :meth:`ClinicalCase.read_labels`.
     brain_extraction : {"auto", "on", "off"}
         deepbet on T1 (then T1Gd); ``auto``: when the study does not look skull-stripped.
     register : {"auto", "on", "off"}
@@ -239,6 +308,8 @@ def prepare_clinical(
     ref_arr, ref_geom = series[ref]
     same = all(a.shape == ref_arr.shape and g.allclose(ref_geom) for a, g in series.values())
     report: dict = {"reference": ref, "same_grid": same, "registration": {}}
+    seg = (files or {}).get("seg") or cf.seg
+    report["labels_file"] = str(seg) if seg else None  # not read here: ClinicalCase.read_labels
     report_progress(0.2, "checking for skull stripping")
     raw = skull_strip_check(
         np.stack([a.astype(np.float32) for a, g in series.values()]) if same else ref_arr,

@@ -247,11 +247,16 @@ def load_job(
                     + " and the images are zeroed outside it. Correct the "
                     f"'{case.name} brain mask' layer and press 'Apply brain mask' if needed."
                 )
-        if files.get("seg"):
-            extra["notes"].append(
-                f"The labels file {Path(files['seg']).name} was not loaded: the case is shown "
-                "on its working grid, and reading labels onto it is not supported yet."
-            )
+        seg = files.get("seg") or clin.report.get("labels_file")
+        if seg:
+            yield {"message": f"reading the labels {Path(seg).name}"}
+            try:
+                case.labels = clin.read_labels(seg, convention)
+            except SsegError as exc:
+                extra["notes"].append(
+                    f"The labels file {Path(seg).name} was not loaded: {exc} The case is "
+                    "shown without labels."
+                )
     pre = None
     if run_pre:
         from napari_ssseg.core.preprocess import preprocess_case
@@ -259,7 +264,7 @@ def load_job(
         yield {"message": "preprocessing" + (" (N4 bias correction)" if n4 else "")}
         pre = yield from callback_generator(preprocess_case, case, n4=n4, progress_kwarg="")
     yield {"message": "building layers"}
-    layer_data = case_to_layer_data(case, preprocessed=pre)
+    layer_data = case_to_layer_data(case, preprocessed=pre, clinical=extra["clinical"])
     if extra["clinical"] is not None:
         grid_meta = extra["clinical"].grid.to_dict()
         for _, kwargs, _ in layer_data:
@@ -488,6 +493,10 @@ class LoaderWidget(Container):
         # (holder[1] False once the Qt widgets are gone: late callbacks then do nothing)
         self._task_holder: list[Any] = [None, True]
         self.native.destroyed.connect(functools.partial(_cancel_task, self._task_holder))
+        # a corrected brain mask survives the viewer closing (it removes every layer first)
+        # or its layer being deleted; a module function, so it works after the panel is gone
+        if _keep_removed_brain_mask not in napari_viewer.layers.events.removed.callbacks:
+            napari_viewer.layers.events.removed.connect(_keep_removed_brain_mask)
         from napari_ssseg._napari.orientation import install_orientation
 
         install_orientation(napari_viewer)
@@ -535,6 +544,7 @@ class LoaderWidget(Container):
             notify_error(_no_input_error())
             return None
         convention = None if self.convention.value == "auto" else self.convention.value
+        keep_unapplied_brain_masks(self.viewer.layers)  # the next load reads the correction
         self._busy.start("loading...")
         self.cancel_button.enabled = True
         self.add_gaps = []
@@ -747,6 +757,7 @@ class LoaderWidget(Container):
             "ssseg_brain_extraction": clin.report.get("brain_extraction", {}),
         }
         if handle is not None:
+            handle.clinical = clin  # the way back to the native grid, and the mask's owner
             meta[CASE_KEY] = handle
         layer = self.viewer.add_labels(
             clin.brain.astype(np.uint8),
@@ -812,6 +823,62 @@ class LoaderWidget(Container):
         self.cancel_button.enabled = False
         self._busy.stop(getattr(self, "_done_message", ""))
         self._done_message = ""
+
+
+def keep_unapplied_brain_masks(layers: Any) -> list[str]:
+    """Keep every brain-mask layer the user corrected but did not apply.
+
+    For each brain-mask layer of a clinical case whose data differs from the case's brain
+    mask, the layer becomes the study's brain mask
+    (:meth:`~napari_ssseg.ml.clinical.ClinicalCase.keep_brain_mask`: stored in the clinical
+    cache, so the next Load of the study shows and applies it). Called before a Load and
+    when such a layer is removed (the viewer closing removes every layer first), so a
+    correction is never lost. The images shown now are not changed (that is "Apply").
+
+    Parameters
+    ----------
+    layers : iterable of napari layers
+
+    Returns
+    -------
+    list of str
+        Names of the cases whose corrected mask was kept.
+    """
+    import numpy as np
+
+    from napari_ssseg._napari.layers import handle_of_layer
+
+    kept = []
+    for layer in list(layers):
+        if layer.metadata.get("ssseg_role") != ROLE_BRAIN_MASK:
+            continue
+        handle = handle_of_layer(layer)
+        clin = getattr(handle, "clinical", None)
+        if clin is None or clin.brain is None:
+            continue
+        mask = np.asarray(layer.data) > 0
+        if mask.shape != clin.brain.shape or np.array_equal(mask, clin.brain):
+            continue
+        try:
+            entry = clin.keep_brain_mask(mask)
+        except SsegError as exc:
+            notify_error(exc)
+            continue
+        kept.append(clin.case.name)
+        where = (
+            "kept in the clinical cache for the next load of the study"
+            if entry is not None
+            else "kept for this session only (the clinical cache is off)"
+        )
+        notify_info(f"The corrected brain mask of {clin.case.name} (not applied) is {where}.")
+    return kept
+
+
+def _keep_removed_brain_mask(event: Any) -> None:
+    """``layers.events.removed`` slot: keep a removed, corrected, unapplied brain mask."""
+    layer = getattr(event, "value", None)
+    if layer is not None:
+        keep_unapplied_brain_masks([layer])
 
 
 def _cancel_task(holder: list[Any], *_: Any) -> None:

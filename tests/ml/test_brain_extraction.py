@@ -45,3 +45,26 @@ def test_deepbet_on_raw_t1_gives_plausible_brain():
     assert 1.0 <= vol_l <= 1.8, info
     assert info["check"]["inside_head"] > 0.97
     assert info["sequence"] == "t1"
+
+
+def test_loading_deepbet_raises_no_jit_deprecation_warning():
+    """deepbet's own ``torch.jit.load`` deprecation warning is not passed on (napari would show
+    it as a notification at the first brain extraction); other warnings still are."""
+    pytest.importorskip("deepbet", reason="deepbet (the clinical extra) is not installed")
+    import warnings
+
+    import napari_ssseg.ml.brain_extraction as be
+
+    saved = dict(be._MODEL)
+    be._MODEL.clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            be._model("cpu")
+            warnings.warn("another deprecation", DeprecationWarning, stacklevel=1)
+    finally:
+        be._MODEL.clear()
+        be._MODEL.update(saved)
+    texts = [str(w.message) for w in caught]
+    assert not any("torch.jit.load" in t for t in texts), texts
+    assert "another deprecation" in texts

@@ -46,12 +46,20 @@ def deepbet_available() -> bool:
 _MODEL: dict[str, object] = {}
 
 
+#: deepbet loads its TorchScript weights with ``torch.jit.load``, which warns on every load in
+#: recent PyTorch; the warning is about deepbet's code, not the user's data, and napari would
+#: show it as a notification during the first brain extraction.
+_JIT_WARNING = r"`torch\.jit\.load` is (deprecated|not supported)"
+
+
 def _model(device: str):
     if device not in _MODEL:
         try:
             from deepbet import BrainExtraction
         except ImportError:
             raise BrainExtractionError(MISSING) from None
+        # a narrow, permanent filter (catch_warnings is not thread-safe; this runs in workers)
+        warnings.filterwarnings("ignore", message=_JIT_WARNING, category=DeprecationWarning)
         _MODEL[device] = BrainExtraction(no_gpu=device == "cpu")
     return _MODEL[device]
 

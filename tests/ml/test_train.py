@@ -150,6 +150,27 @@ def test_resume_refusals(data_dir, tmp_path, monkeypatch):
     assert res["step"] == 4
 
 
+def test_read_run_state(data_dir, tmp_path):
+    from napari_ssseg.ml.train import read_run_state
+
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="does not exist"):
+        read_run_state(out)
+    train(tiny_config(data_dir, out), should_stop=lambda step: step == 3)
+    state = read_run_state(out)
+    assert state == read_run_state(out / "last.pt")
+    assert state["strategy"] == "supervised" and state["step"] == 3 and state["seed"] == 3
+    assert state["strategy_params"] == {} and isinstance(state["best_metric"], float)
+    with pytest.raises(InputError, match="no training state"):
+        read_run_state(out / "best.pt")  # a plain model checkpoint
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_run_state(tmp_path / "junk.pt")
+    # the resumed run reports its new step
+    train(tiny_config(data_dir, out, resume=True))
+    assert read_run_state(out)["step"] == 4
+
+
 def test_no_labelled_case(tmp_path):
     data = write_phantoms(tmp_path / "data", n_labelled=0, n_unlabelled=1)
     out = tmp_path / "run"

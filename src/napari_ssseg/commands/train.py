@@ -187,14 +187,12 @@ def _resumed_strategy(out: str) -> str:
         name = None
     if name:
         return str(name)
-    last = run_dir / "last.pt"
-    if last.is_file():
-        import torch
+    if (run_dir / "last.pt").is_file():
+        from napari_ssseg.ml.train import read_run_state
 
         try:
-            data = torch.load(last, map_location="cpu", weights_only=True)
-            name = (data.get("training_state") or {}).get("strategy")
-        except Exception:  # noqa: BLE001 - the engine reports an unreadable last.pt
+            name = read_run_state(run_dir)["strategy"]
+        except InputError:  # the engine reports an unreadable last.pt
             name = None
     return str(name) if name else "supervised"
 

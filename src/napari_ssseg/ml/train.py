@@ -22,12 +22,13 @@ Under ``torchrun --nproc_per_node N`` (environment ``WORLD_SIZE`` > 1) the model
 ``DistributedSampler``; only rank 0 validates, writes events and checkpoints.
 
 This module is the public entry (options, events, validation, :func:`train`,
-:func:`read_events`); the loop itself is :class:`napari_ssseg.ml.trainer.Trainer` and the
+:func:`read_run_state`); the loop itself is :class:`napari_ssseg.ml.trainer.Trainer` and the
 event file :mod:`napari_ssseg.ml.events`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ __all__ = [
     "EventLog",
     "train",
     "read_events",
+    "read_run_state",
     "validate",
     "region_dice",
 ]
@@ -303,3 +305,51 @@ def train(
     finally:
         if distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def read_run_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The training state that a run's ``last.pt`` records (what ``resume`` continues).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A run folder (``RUN_DIR``) or its ``last.pt``.
+
+    Returns
+    -------
+    dict
+        ``{"strategy": str, "strategy_params": dict, "step": int, "seed": int or None,
+        "best_metric": float or None}`` (the weights and optimiser state are left out).
+
+    Raises
+    ------
+    InputError
+        No ``last.pt``, a file that cannot be read, or a plain model checkpoint without
+        training state.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "last.pt"
+    if not p.is_file():
+        raise InputError(f"No training state: {str(p)!r} does not exist.")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise InputError(f"{str(p)!r} cannot be read ({exc}).") from None
+    state = data.get(_STATE_KEY) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(
+            f"{str(p)!r} has no training state (it is a plain model checkpoint, not a run's "
+            "last.pt)."
+        )
+    best, seed = state.get("best_metric"), state.get("seed")
+    try:
+        return {
+            "strategy": state.get("strategy"),
+            "strategy_params": dict(state.get("strategy_params") or {}),
+            "step": int(state.get("step", 0)),
+            "seed": None if seed is None else int(seed),
+            "best_metric": None if best is None else float(best),
+        }
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{str(p)!r} has a damaged training state ({exc}).") from None

@@ -256,3 +256,24 @@ def test_evaluate_lesion_wise_cli(ws_path, capsys):
     assert "lesion-wise (BraTS-GLI 2023 rules" in capsys.readouterr().out
     assert main(["workspace", "evaluate", str(ws_path), "--lesion-wise", "--challenge",
                  "nope"]) == 2  # fmt: skip
+
+
+def test_clinical_marks_and_unmarks_cases(ws_path, capsys):
+    capsys.readouterr()
+    args = ["workspace", "clinical", str(ws_path), "p0", "p2", "--brain-extraction", "on"]
+    assert main([*args, "--resample", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "p0: clinical: brain extraction on, register auto, working grid 1 mm" in out
+    with Workspace.open(ws_path, readonly=True) as ws:
+        assert ws.case("p0").clinical == {
+            "brain_extraction": "on",
+            "register": "auto",
+            "resample": 1.0,
+        }
+        assert ws.case("p1").clinical is None
+    assert main(["workspace", "clinical", str(ws_path), "--all", "--off"]) == 0
+    assert "p2: used as its files are" in capsys.readouterr().out
+    with Workspace.open(ws_path, readonly=True) as ws:
+        assert all(r.clinical is None for r in ws.cases)
+    assert main(["workspace", "clinical", str(ws_path)]) != 0
+    assert "or give --all" in capsys.readouterr().err

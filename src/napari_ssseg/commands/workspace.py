@@ -179,6 +179,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("dest", metavar="DEST", help="new or empty folder")
     p.add_argument("--status", nargs="+", metavar="STATUS", help="only cases with these statuses")
 
+    p = sub.add_parser(
+        "clinical",
+        help="mark cases as raw clinical studies (brain extraction, registration, working grid)",
+        description=(
+            "Mark CASE(s) as raw clinical studies: whoever opens them (the Workspace panel) "
+            "prepares them first, as `ssseg predict --brain-extraction ... --register ... "
+            "--resample ...` does, caching the brain mask, transforms and working grid in "
+            "WS/cases/<id>/clinical. Label versions stay on the reference (FLAIR) series' "
+            "native grid. Cases added from a PACS/TCIA series folder are marked with auto "
+            "options already. --off unmarks them."
+        ),
+    )
+    p.add_argument("workspace", metavar="WS")
+    p.add_argument("cases", metavar="CASE", nargs="*", help="case ids")
+    p.add_argument("--all", action="store_true", help="every case of the workspace")
+    p.add_argument("--brain-extraction", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--register", default="auto", choices=("auto", "on", "off"))
+    p.add_argument(
+        "--resample",
+        type=float,
+        metavar="MM",
+        help="working grid in mm (default: 1 mm for a raw study, else the reference grid)",
+    )
+    p.add_argument("--off", action="store_true", help="use the cases as their files are")
+
     p = sub.add_parser("runs", help="list the training runs and their models")
     p.add_argument("workspace", metavar="WS")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -207,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
     if cmd is None:
         raise InputError(
             "ssseg workspace needs a subcommand: init, add-labels, set-status, status, suggest, "
-            "evaluate, export, import, snapshot, runs or add-run (see `ssseg workspace "
-            "--help`)."
+            "evaluate, export, import, snapshot, clinical, runs or add-run (see `ssseg "
+            "workspace --help`)."
         )
     return {
         "init": _init,
@@ -220,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         "export": _export,
         "import": _import,
         "snapshot": _snapshot,
+        "clinical": _clinical,
         "runs": _runs,
         "add-run": _add_run,
     }[cmd](args)
@@ -290,6 +316,41 @@ def _add_labels(args: argparse.Namespace) -> int:
         )
         rec = ws.case(args.case)
     print(f"case {args.case}: version {v.version} ({v.source}) saved; status {rec.status}")
+    return 0
+
+
+def _clinical(args: argparse.Namespace) -> int:
+    from napari_ssseg.errors import InputError
+    from napari_ssseg.io.workspace import Workspace
+
+    with Workspace.open(args.workspace) as ws:
+        cases = ws.case_ids if args.all else list(args.cases)
+        if not cases:
+            raise InputError("Name the case(s) to mark (CASE ...) or give --all.")
+        for cid in cases:
+            ws.case(cid)  # unknown ids raise before anything changes
+        options = (
+            None
+            if args.off
+            else {
+                "brain_extraction": args.brain_extraction,
+                "register": args.register,
+                "resample": args.resample,
+            }
+        )
+        for cid in cases:
+            ws.set_clinical(cid, options)
+        for cid in cases:
+            opts = ws.case(cid).clinical
+            what = (
+                "used as its files are"
+                if opts is None
+                else "clinical: brain extraction {brain_extraction}, register {register}, "
+                "working grid {grid}".format(
+                    grid=f"{opts['resample']:g} mm" if opts["resample"] else "auto", **opts
+                )
+            )
+            print(f"{cid}: {what}")
     return 0
 
 

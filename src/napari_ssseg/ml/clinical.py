@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_ssseg.errors import InputError
 
-__all__ = ["ClinicalCase", "prepare_clinical", "CHOICES"]
+__all__ = ["ClinicalCase", "prepare_clinical", "prepare_workspace_case", "CHOICES"]
 
 #: Values of the ``brain_extraction`` and ``register`` options.
 CHOICES = ("auto", "on", "off")
@@ -51,6 +51,8 @@ class ClinicalCase:
     native_labels : (Z, Y, X) ndarray of uint8 or None
         Canonical labels read on the reference's native grid (:meth:`read_labels`), the base
         that :meth:`save_labels_native` keeps exactly away from the user's changes.
+    native_provenance : (Z, Y, X) ndarray of uint8 or None
+        The same for the per-voxel provenance of a workspace version.
     """
 
     case: Any
@@ -61,6 +63,7 @@ class ClinicalCase:
     cache: Any = None
     cache_key: dict | None = None
     native_labels: np.ndarray | None = None
+    native_provenance: np.ndarray | None = None
 
     @property
     def stripped(self) -> bool:
@@ -409,6 +412,99 @@ def prepare_clinical(
         cache=store,
         cache_key=key,
     )
+
+
+def prepare_workspace_case(
+    ws: Any,
+    case_id: str,
+    version: int | None = None,
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    keep_unmasked: bool = False,
+) -> tuple[ClinicalCase, np.ndarray | None]:
+    """Prepare a workspace case marked clinical, with a label version on its working grid.
+
+    The case's clinical options (:meth:`~napari_ssseg.io.workspace.Workspace.set_clinical`)
+    drive :func:`prepare_clinical` on its image files, with the workspace's own cache
+    (:meth:`~napari_ssseg.io.workspace.Workspace.clinical_cache_dir`): brain mask,
+    registration transforms and working grid are saved in the workspace. The label
+    version (stored on the reference series' native grid, as every workspace version is on
+    the case's own grid) is mapped onto the working grid and kept as
+    :attr:`ClinicalCase.native_labels`, so saving it back unchanged is exact.
+
+    Parameters
+    ----------
+    ws : Workspace
+    case_id : str
+        A case with clinical options.
+    version : int, optional
+        Label version to read (None: no labels).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+    keep_unmasked : bool
+        As :func:`prepare_clinical`.
+
+    Returns
+    -------
+    (ClinicalCase, ndarray or None)
+        The prepared case (``case.name`` is the case id, ``case.labels`` the version on the
+        working grid) and the version's provenance on the working grid (or None).
+
+    Raises
+    ------
+    InputError
+        The case has no clinical options, or its images are missing.
+    GeometryError
+        The workspace's stored grid is not the reference series' grid any more.
+    """
+    import dataclasses
+
+    from napari_ssseg.core.case import get_convention
+    from napari_ssseg.errors import GeometryError
+
+    rec = ws.case(case_id)
+    if not rec.clinical:
+        raise InputError(
+            f"Case {case_id!r} is not marked as a clinical study; open it with "
+            "Workspace.load_case, or mark it with Workspace.set_clinical / "
+            "`ssseg workspace clinical`."
+        )
+    if rec.missing:
+        raise InputError(
+            f"Case {case_id!r} cannot be opened: its image file(s) "
+            f"{', '.join(map(repr, rec.missing))} are missing. Restore them or move them back."
+        )
+    opts = rec.clinical
+    files = {m: p for m, p in rec.images.items() if m in ("t1", "t1ce", "t2", "flair")}
+    clin = prepare_clinical(
+        None,
+        files,
+        brain_extraction=opts["brain_extraction"],
+        register=opts["register"],
+        resample=opts["resample"],
+        progress=progress,
+        keep_unmasked=keep_unmasked,
+        cache=ws.clinical_cache_dir(case_id),
+    )
+    clin.case = dataclasses.replace(
+        clin.case, name=case_id, convention=get_convention(rec.convention)
+    )
+    native_shape = clin.native_case().shape
+    if tuple(native_shape) != tuple(rec.shape):
+        raise GeometryError(
+            f"Case {case_id!r}: the workspace stores its labels on a {rec.shape} grid, but its "
+            f"reference series ({clin.report['reference']}) is now {tuple(native_shape)}; "
+            "restore the original images."
+        )
+    prov = None
+    if version is not None:
+        native = ws.read_version(case_id, version)
+        clin.native_labels = native
+        clin.case.labels = clin.labels_from_native(native)
+        p = ws.read_provenance(case_id, version)
+        clin.native_provenance = p
+        prov = None if p is None else clin.labels_from_native(p)
+    return clin, prov
 
 
 def orient_shape(grid: Any) -> tuple[int, int, int]:

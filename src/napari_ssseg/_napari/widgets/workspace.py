@@ -46,7 +46,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssseg._napari.widgets._common import notify_error, notify_info
-from napari_ssseg._napari.workers import TaskHandle, callback_generator, start_task
+from napari_ssseg._napari.workers import (
+    TaskHandle,
+    below_total,
+    callback_generator,
+    start_task,
+)
 from napari_ssseg.errors import InputError, SsegError
 
 __all__ = [
@@ -117,6 +122,8 @@ def load_case_job(ws: Any, case_id: str, version: int | None):
 
     t0 = time.perf_counter()
     total = 4
+    if ws.case(case_id).clinical:
+        return (yield from _clinical_case_job(ws, case_id, version, t0))
     case = yield from _step(
         ws.load_case, case_id, labels="none", step=0, total=total,
         message=f"{case_id}: reading images",
@@ -142,6 +149,38 @@ def load_case_job(ws: Any, case_id: str, version: int | None):
         "layer_data": layer_data,
         "provenance": prov,
         "seconds": time.perf_counter() - t0,
+        "clinical": None,
+    }
+
+
+def _clinical_case_job(ws: Any, case_id: str, version: int | None, t0: float):
+    """:func:`load_case_job` for a case marked clinical: prepared on its working grid.
+
+    :func:`~napari_ssseg.ml.clinical.prepare_workspace_case` (brain extraction,
+    registration, working grid, cached in the workspace) reads the version onto the working
+    grid; the result's ``"clinical"`` is the :class:`~napari_ssseg.ml.clinical.ClinicalCase`
+    that saving maps the labels back to the native grid with.
+    """
+    from napari_ssseg._napari.layers import case_to_layer_data
+    from napari_ssseg.ml.clinical import prepare_workspace_case
+
+    yield {"message": f"{case_id}: preparing the clinical study"}
+    clin, prov = yield from below_total(
+        callback_generator(prepare_workspace_case, ws, case_id, version, progress_kwarg="progress")
+    )
+    yield {"message": f"{case_id}: preparing layers"}
+    layer_data = case_to_layer_data(clin.case, clinical=clin)
+    grid_meta = clin.grid.to_dict()
+    for _, kwargs, _ in layer_data:
+        kwargs["metadata"]["ssseg_working_grid"] = grid_meta
+    return {
+        "case_id": case_id,
+        "version": version,
+        "case": clin.case,
+        "layer_data": layer_data,
+        "provenance": prov,
+        "seconds": time.perf_counter() - t0,
+        "clinical": clin,
     }
 
 
@@ -269,6 +308,8 @@ class WorkspaceWidget(QWidget):
         self._layers: list[Any] = []
         self._saved_labels: np.ndarray | None = None
         self._saved_prov: np.ndarray | None = None
+        #: The ClinicalCase of the current case when it is a clinical study, else None.
+        self._clinical: Any = None
         self.task: TaskHandle | None = None
         self._task_kind = ""
         self._token = 0  # identifies the current task; results of older ones are ignored
@@ -582,6 +623,7 @@ class WorkspaceWidget(QWidget):
             self.ws.close()
             self.ws = None
             self.case_id = None
+            self._clinical = None
             self.table.setRowCount(0)
             self.metrics_table.setRowCount(0)
             self._update_buttons()
@@ -772,6 +814,7 @@ class WorkspaceWidget(QWidget):
         )
         case_id = result["case_id"]
         self.case_id = case_id
+        self._clinical = result.get("clinical")
         prov = result["provenance"]
         if prov is not None and self.labels_layer is not None:
             self.labels_layer.metadata[PROVENANCE_KEY] = prov
@@ -823,7 +866,14 @@ class WorkspaceWidget(QWidget):
         else:
             unclaimed = changed
         prov = update_provenance(prov, unclaimed, HUMAN)
-        self.ws.save_labels(self.case_id, labels, source="human", provenance=prov)
+        clin = self._clinical
+        if clin is None:
+            self.ws.save_labels(self.case_id, labels, source="human", provenance=prov)
+        else:  # a clinical study: versions stay on the reference series' native grid
+            native = clin.mask_to_native(labels, base=clin.native_labels)
+            native_prov = clin.mask_to_native(prov, base=clin.native_provenance)
+            self.ws.save_labels(self.case_id, native, source="human", provenance=native_prov)
+            clin.native_labels, clin.native_provenance = native, native_prov
         self.labels_layer.metadata[PROVENANCE_KEY] = prov
         self._saved_labels = labels.copy()
         self._saved_prov = prov.copy()
@@ -858,6 +908,11 @@ class WorkspaceWidget(QWidget):
         self.ws.restore(self.case_id, version)
         labels = self.ws.latest_labels(self.case_id)
         prov = self.ws.read_provenance(self.case_id)
+        clin = self._clinical
+        if clin is not None:  # stored on the native grid: shown on the working grid
+            clin.native_labels, clin.native_provenance = labels, prov
+            labels = clin.labels_from_native(labels)
+            prov = None if prov is None else clin.labels_from_native(prov)
         self.labels_layer.data = labels
         from napari_ssseg.core.provenance import PROVENANCE_KEY
 

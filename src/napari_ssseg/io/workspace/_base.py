@@ -346,6 +346,7 @@ class _WorkspaceBase:
             latest_version=versions[-1]["version"] if versions else None,
             missing=missing,
             scores=dict(c.get("scores", {})),
+            clinical=dict(c["clinical"]) if c.get("clinical") else None,
         )
 
     def _grid(self, case_id: str) -> tuple[Geometry, Orientation, tuple[int, int, int]]:

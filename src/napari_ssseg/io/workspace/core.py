@@ -40,7 +40,7 @@ from napari_ssseg.io.workspace._base import (
 )
 from napari_ssseg.io.workspace.artifacts import _ArtifactsMixin
 from napari_ssseg.io.workspace.lock import _acquire_lock, _release_lock
-from napari_ssseg.io.workspace.records import CaseRecord
+from napari_ssseg.io.workspace.records import CaseRecord, check_clinical_options
 from napari_ssseg.io.workspace.runs import _RunsMixin
 
 
@@ -300,23 +300,60 @@ class Workspace(_ArtifactsMixin, _RunsMixin):
         case_id: str | None = None,
         copy_images: bool = False,
         ground_truth: str | os.PathLike | None = None,
+        clinical: dict | None = None,
         **files: str | os.PathLike,
     ) -> CaseRecord:
         """Add one case (a case folder / MSD file, or explicit ``t1=..., flair=...`` files).
 
         The case's label file, if any, becomes its ``ground_truth`` (used by evaluation);
         to start annotation from it, :meth:`save_labels` it with ``source="import"``.
+        ``clinical``: options of a raw study (:meth:`set_clinical`).
 
         Returns
         -------
         CaseRecord
         """
+        options = check_clinical_options(clinical)
         with self._transaction() as m:
             entry = self._make_entry(
                 path, m, case_id=case_id, copy_images=copy_images, gt=ground_truth, files=files
             )
+            if options is not None:
+                entry["clinical"] = options
             m["cases"].append(entry)
         return self.case(entry["id"])
+
+    def set_clinical(self, case_id: str, options: dict | None) -> None:
+        """Mark a case as a raw clinical study, prepared before use (or unmark it: None).
+
+        Whoever opens the case (the Workspace panel, ``ssseg`` commands through
+        :func:`napari_ssseg.ml.clinical.prepare_workspace_case`) runs the clinical
+        preparation with these options, caching its brain mask, transforms and working grid
+        in :meth:`clinical_cache_dir`. Label versions stay on the case's own (reference
+        series') grid, so they fit the source files in any other tool.
+
+        Parameters
+        ----------
+        case_id : str
+        options : dict or None
+            See :func:`~napari_ssseg.io.workspace.records.check_clinical_options`.
+        """
+        checked = check_clinical_options(options)
+        with self._transaction() as m:
+            entry = self._entry(case_id, m)
+            if checked is None:
+                entry.pop("clinical", None)
+            else:
+                entry["clinical"] = checked
+
+    def clinical_cache_dir(self, case_id: str) -> Path:
+        """Folder of the case's clinical preparation cache (``cases/<id>/clinical``).
+
+        Created on first use by the preparation; it belongs to the workspace (exports and
+        backups that copy ``cases/`` keep it).
+        """
+        self._entry(case_id)  # unknown id: InputError
+        return self.root / "cases" / case_id / "clinical"
 
     def _make_entry(
         self,
@@ -360,6 +397,8 @@ class Workspace(_ArtifactsMixin, _RunsMixin):
             seg = copied[seg] if seg else None
         msd = src_files.get("flair") if cf.msd_image is not None else None
         conv = NAMING_CONVENTION.get(cf.naming) or "brats2021"
+        # a PACS / TCIA series folder is a raw study: prepared before use (set_clinical)
+        clinical = check_clinical_options({}) if cf.naming == "pacs" else None
         return {
             "id": cid,
             "status": "new",
@@ -375,6 +414,7 @@ class Workspace(_ArtifactsMixin, _RunsMixin):
             "uncertainty": {},
             "scores": {},
             "status_history": [],
+            **({"clinical": clinical} if clinical is not None else {}),
         }
 
     def _add_from_dir(

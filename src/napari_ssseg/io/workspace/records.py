@@ -6,7 +6,64 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CaseRecord", "LabelVersion", "TrainingRun"]
+__all__ = ["CaseRecord", "LabelVersion", "TrainingRun", "check_clinical_options"]
+
+#: Choices of the clinical options ``brain_extraction`` and ``register`` (as ``ssseg predict``).
+CLINICAL_CHOICES = ("auto", "on", "off")
+
+
+def check_clinical_options(options: dict | None) -> dict | None:
+    """Validate a workspace case's clinical options (a raw study prepared before use).
+
+    Parameters
+    ----------
+    options : dict or None
+        ``{"brain_extraction": "auto"|"on"|"off", "register": "auto"|"on"|"off",
+        "resample": float mm or None}`` (missing keys: ``auto``, ``auto``, ``None``);
+        ``None``: the case is used as its files are (no clinical preparation).
+
+    Returns
+    -------
+    dict or None
+        The complete, JSON-friendly options.
+
+    Raises
+    ------
+    InputError
+        An unknown key or value; the message lists the accepted ones.
+    """
+    from napari_ssseg.errors import InputError
+
+    if options is None:
+        return None
+    unknown = set(options) - {"brain_extraction", "register", "resample"}
+    if unknown:
+        raise InputError(
+            f"Unknown clinical option(s) {sorted(unknown)}; expected brain_extraction, "
+            "register and resample."
+        )
+    out: dict = {
+        "brain_extraction": str(options.get("brain_extraction", "auto")),
+        "register": str(options.get("register", "auto")),
+        "resample": options.get("resample"),
+    }
+    for key in ("brain_extraction", "register"):
+        if out[key] not in CLINICAL_CHOICES:
+            raise InputError(
+                f"Clinical option {key}={out[key]!r} must be one of {', '.join(CLINICAL_CHOICES)}."
+            )
+    if out["resample"] is not None:
+        try:
+            mm = float(out["resample"])
+        except (TypeError, ValueError):
+            mm = float("nan")
+        if not mm > 0:
+            raise InputError(
+                f"Clinical option resample={out['resample']!r} must be a voxel size in mm > 0 "
+                "(e.g. 1) or None (1 mm for a raw study, else the reference grid)."
+            )
+        out["resample"] = mm
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,6 +126,10 @@ class CaseRecord:
         Referenced image files that do not exist (the case cannot be opened).
     scores : dict of str to float
         Stored scores (e.g. ``entropy``: mean entropy inside the predicted tumour).
+    clinical : dict or None
+        Clinical options (:func:`check_clinical_options`) when the case is a raw study that
+        is prepared (brain extraction, registration, working grid) before use; its label
+        versions stay on the reference (FLAIR) series' native grid.
     """
 
     case_id: str
@@ -83,6 +144,7 @@ class CaseRecord:
     latest_version: int | None
     missing: tuple[str, ...] = ()
     scores: dict[str, float] = field(default_factory=dict)
+    clinical: dict | None = None
 
     @property
     def is_missing(self) -> bool:

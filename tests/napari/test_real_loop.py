@@ -122,7 +122,7 @@ def test_the_whole_loop_on_a_real_glioma(make_napari_viewer, qtbot, tmp_path, mo
     t0 = time.perf_counter()
 
     # ---- open the workspace and the case (Workspace panel, Plugins menu path)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # shown, as a user sees it (hidden: nothing drawn)
     _, wsw = viewer.window.add_plugin_dock_widget("napari-ssseg", "Workspace")
     _, propose = viewer.window.add_plugin_dock_widget("napari-ssseg", "Propose")
     _, refine = viewer.window.add_plugin_dock_widget("napari-ssseg", "Refine")
@@ -235,7 +235,7 @@ def test_the_whole_loop_on_a_real_glioma(make_napari_viewer, qtbot, tmp_path, mo
     # ---- reopen: the edit is there, no stale lock
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        viewer2 = make_napari_viewer()
+        viewer2 = make_napari_viewer(show=True)
         _, wsw2 = viewer2.window.add_plugin_dock_widget("napari-ssseg", "Workspace")
         _, propose2 = viewer2.window.add_plugin_dock_widget("napari-ssseg", "Propose")
         _, retrain = viewer2.window.add_plugin_dock_widget("napari-ssseg", "Retrain")

@@ -556,3 +556,37 @@ def test_accept_runs_in_a_worker_and_keeps_paint_made_meanwhile(
     assert (labels.data[painted] == 1).all()  # the paint made meanwhile survives
     assert "painted meanwhile kept" in widget.status.value
     assert widget.accept_button.enabled
+
+
+def test_computed_setup_is_shown_one_layer_per_event_loop_turn(refine_panel, qtbot, errors):
+    """The boundary and preview layers are added in separate event-loop turns (each napari
+    layer of a full case costs 60-160 ms on the GUI thread), while the task still runs; the
+    timer ticking between two inserts proves the GUI thread was free in between."""
+    from qtpy.QtCore import QTimer
+
+    viewer, widget = refine_panel
+    ticks = [0]
+    timer = QTimer()
+    timer.setInterval(0)
+    timer.timeout.connect(lambda: ticks.__setitem__(0, ticks[0] + 1))
+    inserted: list[tuple[str, int, bool]] = []
+
+    def on_inserted(event):
+        running = widget.task is not None and widget.task.running
+        inserted.append((event.value.name, ticks[0], running))
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    timer.start()
+    try:
+        _compute(qtbot, widget)
+    finally:
+        timer.stop()
+        viewer.layers.events.inserted.disconnect(on_inserted)
+    assert errors["error"] == []
+    names = [n for n, _, _ in inserted]
+    assert names == ["tiny superpixels WT", "tiny superpixels TC", "tiny refine preview"], names
+    turns = [t for _, t, _ in inserted]
+    assert turns[0] < turns[1] < turns[2], turns  # the timer ran between two inserts
+    assert all(running for _, _, running in inserted)  # the task ends after the last one
+    assert not viewer.layers["tiny superpixels TC"].visible  # created hidden (WT shown)
+    assert widget.status.value.startswith("ready")

@@ -63,6 +63,7 @@ import inspect
 import queue
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ __all__ = [
     "TaskHandle",
     "below_total",
     "callback_generator",
+    "gui_steps",
     "normalise_progress",
     "recorded_warnings",
     "start_task",
@@ -140,6 +142,53 @@ MIN_POOL_THREADS = 8
 def current_stop_event() -> threading.Event | None:
     """The cancel event of the task running in this thread (set by :func:`start_task`)."""
     return getattr(_CURRENT, "stop", None)
+
+
+#: Longest wait (s) for the GUI thread to take a handed-over step (:func:`gui_steps`).
+HANDOVER_TIMEOUT = 120.0
+#: Pause (s) of the worker between two GUI steps: a request posted at once would be handled
+#: before Qt's timers and pending input (posted events come first).
+TURN_PAUSE = 0.02
+
+
+def gui_steps(request: dict[str, Any], key: str, message: str) -> Generator[Any, None, bool]:
+    """Worker side of handing GUI work over one step per event-loop turn.
+
+    Yields ``{"message": message, key: request}`` and waits until the GUI thread's
+    ``on_yielded`` handler has done one step and set ``request["ack"]``; again and again
+    until the handler sets ``request["done"]``. Each step (e.g. adding one napari layer)
+    thus runs in its own event-loop turn, and the task stays running until the last one.
+
+    Parameters
+    ----------
+    request : dict
+        Shared with the GUI thread; ``"ack"`` (a :class:`threading.Event`) and ``"done"``
+        are added when missing.
+    key : str
+        The report key the GUI handler looks for.
+    message : str
+        Progress message of each report.
+
+    Returns
+    -------
+    bool
+        True once the GUI said done; False if the task was cancelled or the GUI did not
+        answer within :data:`HANDOVER_TIMEOUT` seconds (e.g. the panel is gone).
+    """
+    request.setdefault("ack", threading.Event())
+    request.setdefault("done", False)
+    stop = current_stop_event()
+    while True:
+        yield {"message": message, key: request}
+        waited = 0.0
+        while not request["ack"].wait(0.05):
+            waited += 0.05
+            if (stop is not None and stop.is_set()) or waited > HANDOVER_TIMEOUT:
+                return False
+        request["ack"].clear()
+        if request["done"]:
+            return True
+        time.sleep(TURN_PAUSE)
 
 
 def below_total(gen: Iterator[Any]) -> Generator[Any, None, Any]:

@@ -78,9 +78,12 @@ from napari_ssseg._napari.widgets.propose import PanelLife
 from napari_ssseg._napari.workers import (
     TaskHandle,
     callback_generator,
+    current_stop_event,
+    gui_steps,
     recorded_warnings,
     start_task,
 )
+from napari_ssseg.core.progress import Cancelled
 from napari_ssseg.core.provenance import SUPERPIXEL
 from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
 from napari_ssseg.core.refine_preview import (
@@ -144,9 +147,16 @@ def compute_setup_job(*args: Any, **kwargs: Any):
     """
     # recorded per thread (catch_warnings would swap the process-wide filters)
     with recorded_warnings(UserWarning):
-        return (
-            yield from callback_generator(compute_setup, *args, stop_kwarg="should_stop", **kwargs)
+        setup = yield from callback_generator(
+            compute_setup, *args, stop_kwarg="should_stop", **kwargs
         )
+    # the GUI thread installs it one layer per event-loop turn (each napari layer of a full
+    # case costs 60-160 ms there); the task runs until the last one is shown
+    shown = yield from gui_steps({"setup": setup}, "ssseg_install", "showing superpixels")
+    stop = current_stop_event()
+    if not shown and stop is not None and stop.is_set():
+        raise Cancelled("cancelled by the user")  # reported as a cancel, not installed
+    return setup
 
 
 def _accept_job(setup, pseudo, current, provenance, sim0, n_c, keep_human):
@@ -276,6 +286,11 @@ class RefineWidget(Container):
         self.task: TaskHandle | None = None
         self.setup: RefineSetup | None = None
         self.preview_layer: Any = None
+        #: The setup being installed step by step (:meth:`_install_step`), else None.
+        self._installed: RefineSetup | None = None
+        self._done_message = ""
+        self._pending_layer: Any = None
+        self._pending_data: np.ndarray | None = None
         self.boundary_layers: dict[str, Any] = {}
         self.last_preview_seconds = 0.0
         self.preview_times: list[float] = []
@@ -593,8 +608,41 @@ class RefineWidget(Container):
     def _on_progress(self, report: dict[str, Any]) -> None:
         if report.get("message"):
             self.status.value = str(report["message"])
+        if "ssseg_install" in report:
+            self._install_step(report["ssseg_install"])
 
-    def _on_computed(self, setup: RefineSetup) -> None:
+    def _install_step(self, request: dict[str, Any]) -> None:
+        """One step of installing a computed setup (GUI thread, one per event-loop turn).
+
+        The first step registers the setup and adopts it (seeds, sliders); the next ones add
+        the WT and TC boundary layers and the preview layer, and draw the first preview.
+        """
+        try:
+            if self.task is not None and self.task.stop_event.is_set():
+                request["done"] = True
+                return
+            if "steps" not in request:
+                setup = request["setup"]
+                self._register_setup(setup)
+                self._adopt_setup(self._pending_layer, setup, self._pending_data)
+                request["steps"] = self._layer_steps(setup)
+                self._installed = setup
+                return
+            if request["steps"]:
+                request["steps"].pop(0)()
+            if not request["steps"]:
+                request["done"] = True
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the worker ends
+            request["done"] = True
+            self._installed = None
+            self._drop_setup("")
+            self._done_message = "failed: " + str(exc)[:80]
+            notify_error(exc)
+        finally:
+            request["ack"].set()
+
+    def _register_setup(self, setup: RefineSetup) -> None:
+        """Keep the setup's sessions and brain mask for reuse; show its messages."""
         case = setup.case
         self._brains[id(case)] = (case, setup.brain)
         for region in setup.regions:
@@ -607,20 +655,32 @@ class RefineWidget(Container):
         self._brains = {k: v for k, v in self._brains.items() if k in alive}
         for msg in setup.messages:
             notify_info(msg)
+
+    def _on_computed(self, setup: RefineSetup) -> None:
+        if self._installed is setup:  # installed step by step
+            self._installed = None
+            self._done_message = self._ready_message(setup)
+            return
+        if self._done_message.startswith("failed"):
+            return
+        self._register_setup(setup)
         try:
             self._install_setup(self._pending_layer, setup, self._pending_data)
-            self._done_message = (
-                "ready: "
-                + ", ".join(
-                    f"{r.upper()} {setup.sessions[r].n_superpixels} superpixels"
-                    for r in setup.regions
-                )
-                + " — move the sim0 slider"
-            )
+            self._done_message = self._ready_message(setup)
         except Exception as exc:  # noqa: BLE001
             self._drop_setup("")
             self._done_message = "failed: " + str(exc)[:80]
             notify_error(exc)
+
+    @staticmethod
+    def _ready_message(setup: RefineSetup) -> str:
+        return (
+            "ready: "
+            + ", ".join(
+                f"{r.upper()} {setup.sessions[r].n_superpixels} superpixels" for r in setup.regions
+            )
+            + " — move the sim0 slider"
+        )
 
     def _on_error(self, exc: BaseException) -> None:
         self._done_message = "failed: " + " ".join(str(exc).split())[:80]
@@ -628,6 +688,9 @@ class RefineWidget(Container):
 
     def _on_aborted(self) -> None:
         self._done_message = "cancelled"
+        if self._installed is not None:  # cancelled half-way through showing it
+            self._installed = None
+            self._drop_setup("")
 
     def _on_finished(self) -> None:
         self.cancel_button.enabled = False
@@ -641,7 +704,38 @@ class RefineWidget(Container):
     def _install_setup(
         self, layer: Any, setup: RefineSetup, data: np.ndarray | None = None
     ) -> None:
-        """Make ``setup`` the current one: fit seeds, show boundaries, enable the sliders."""
+        """Make ``setup`` the current one: fit seeds, show boundaries, enable the sliders.
+
+        All at once, in this event-loop turn; a computed setup is installed the same way but
+        one layer per turn (:meth:`_install_step`).
+        """
+        self._adopt_setup(layer, setup, data)
+        for step in self._layer_steps(setup):
+            step()
+
+    def _layer_steps(self, setup: RefineSetup) -> list[Any]:
+        """The layer work of installing ``setup``, one napari layer per step."""
+
+        def first_preview() -> None:
+            if self.setup is not setup:
+                return
+            self.update_preview()
+            # the first preview includes creating the layer; let the next slider move
+            # measure the real cost of an update
+            self.last_preview_seconds = 0.0
+
+        def preview_layer() -> None:
+            if self.setup is setup:
+                self._ensure_preview_layer()
+
+        steps: list[Any] = [
+            lambda region=region: self._show_boundary_layer(setup, region)
+            for region in ("wt", "tc")
+        ]
+        return [*steps, preview_layer, first_preview]
+
+    def _adopt_setup(self, layer: Any, setup: RefineSetup, data: np.ndarray | None = None) -> None:
+        """The state part of installing ``setup`` (seeds, events, sliders; no layers)."""
         if data is None:
             data = np.asarray(layer.data).copy()
         self._disconnect_target()
@@ -660,14 +754,9 @@ class RefineWidget(Container):
             self._fit_seeds()
         for ev in (layer.events.paint, layer.events.data, layer.events.set_data):
             ev.connect(self._on_target_edited)
-        self._show_boundary_layers(setup)
         for w in (self.sim0, self.n_c):
             w.enabled = True
         self.accept_button.enabled = not self._busy.is_busy
-        self.update_preview()
-        # the first preview includes creating the layer; let the next slider move measure
-        # the real cost of an update
-        self.last_preview_seconds = 0.0
 
     def _fit_seeds(self) -> None:
         """Fit the pseudo-label to each region's superpixels; show the fit's notices (e.g. a
@@ -722,40 +811,46 @@ class RefineWidget(Container):
             "translate": tuple(float(t) for t in case.translate),
         }
 
-    def _show_boundary_layers(self, setup: RefineSetup) -> None:
+    def _show_boundary_layer(self, setup: RefineSetup, region: str) -> None:
+        """Show (add or update) the superpixel-boundary layer of one region.
+
+        Only one region's boundaries are visible at a time (WT when computed); a hidden
+        layer is created hidden, which spares napari the texture upload until it is shown.
+        """
         from napari.layers import Labels
         from napari.utils.colormaps import DirectLabelColormap
 
+        if self.setup is not setup:
+            return  # replaced or dropped meanwhile
+        layer = self.boundary_layers.get(region)
+        if region not in setup.regions:
+            if layer is not None:
+                layer.visible = False
+            return
         handle = handle_of_layer(self._target)
-        for region in ("wt", "tc"):
-            name = f"{setup.case.name} superpixels {region.upper()}"
-            layer = self.boundary_layers.get(region)
-            if region not in setup.regions:
-                if layer is not None:
-                    layer.visible = False
-                continue
-            data = np.asarray(setup.superpixels[region])
-            if layer is None or layer not in self.viewer.layers or layer.data.shape != data.shape:
-                layer = Labels(
-                    data,
-                    name=name,
-                    colormap=DirectLabelColormap(
-                        color_dict={None: np.asarray(BOUNDARY_COLOR)}, background_value=0
-                    ),
-                    opacity=0.35,
-                    blending="translucent",
-                    metadata={CASE_KEY: handle, "ssseg_role": _ROLE_SUPERPIXELS},
-                    **self._layer_kwargs(setup.case, handle),
-                )
-                layer.contour = 1
-                self.viewer.add_layer(layer)
-                self.boundary_layers[region] = layer
-            else:
-                layer.data = data
-                layer.name = name
-            layer.visible = bool(self.show_boundaries.value) and (
-                region == "wt" or "wt" not in setup.regions
+        name = f"{setup.case.name} superpixels {region.upper()}"
+        data = np.asarray(setup.superpixels[region])
+        visible = bool(self.show_boundaries.value) and (region == "wt" or "wt" not in setup.regions)
+        if layer is None or layer not in self.viewer.layers or layer.data.shape != data.shape:
+            layer = Labels(
+                data,
+                name=name,
+                colormap=DirectLabelColormap(
+                    color_dict={None: np.asarray(BOUNDARY_COLOR)}, background_value=0
+                ),
+                opacity=0.35,
+                blending="translucent",
+                visible=visible,
+                metadata={CASE_KEY: handle, "ssseg_role": _ROLE_SUPERPIXELS},
+                **self._layer_kwargs(setup.case, handle),
             )
+            layer.contour = 1
+            self.viewer.add_layer(layer)
+            self.boundary_layers[region] = layer
+        else:
+            layer.data = data
+            layer.name = name
+            layer.visible = visible
         if self._target in self.viewer.layers:
             self.viewer.layers.selection.active = self._target
 

@@ -426,3 +426,24 @@ def test_sigterm_during_data_preparation(data_dir, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
     monkeypatch.setattr(data_mod, "prepare_case", real)
     assert train(tiny_config(data_dir, out, epochs=1))["status"] == "done"
+
+
+def test_data_preparation_stops_with_the_core_cancel_protocol(data_dir, tmp_path):
+    """prepare_dataset takes the core's should_stop() and raises core's Cancelled (one
+    protocol, issue 15); the cases seen before the stop are prepared, the others are not."""
+    from napari_ssseg.core.progress import Cancelled
+    from napari_ssseg.ml.data import CancelledError, prepare_dataset
+
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 2  # two cases prepared, then stop
+
+    kwargs = dict(modalities=("t1", "t1ce", "t2", "flair"), normalization={"clip": [0.5, 99.5]})
+    with pytest.raises(Cancelled, match="data preparation cancelled"):
+        prepare_dataset(data_dir, tmp_path / "cache", should_stop=should_stop, **kwargs)
+    assert len(asked) == 3
+    assert CancelledError is Cancelled  # the old name still catches it
+    cases, skipped = prepare_dataset(data_dir, tmp_path / "cache", **kwargs)
+    assert len(cases) == len(list(data_dir.iterdir())) and not skipped

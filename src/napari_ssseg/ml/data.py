@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_ssseg.core.progress import Cancelled, check_cancel
 from napari_ssseg.errors import InputError
 
 __all__ = [
@@ -105,8 +106,9 @@ class DataSplit:
     notes: list[str] = field(default_factory=list)
 
 
-class CancelledError(Exception):
-    """Raised by :func:`prepare_dataset` when ``should_cancel()`` becomes true."""
+#: Former name of :class:`napari_ssseg.core.progress.Cancelled` here (one cancel protocol:
+#: ``should_stop()`` and ``Cancelled``, issue 15); kept so that old imports still work.
+CancelledError = Cancelled
 
 
 def discover_cases(data: str | os.PathLike) -> list[Path]:
@@ -348,18 +350,25 @@ def prepare_dataset(
     modalities: Sequence[str],
     normalization: dict[str, Any],
     warn: Callable[[str], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[list[PreparedCase], list[dict[str, str]]]:
     """Load and preprocess every case folder of ``data`` into ``cache_dir``.
 
     A case that fails to load is skipped with a warning. Already prepared cases (same
     source folder and normalisation, recorded in ``cache_dir/index.json``) are reused.
+    ``should_stop()`` (the core protocol, :mod:`napari_ssseg.core.progress`) is asked before
+    each case; when it returns true :class:`~napari_ssseg.core.progress.Cancelled` is raised.
 
     Returns
     -------
     cases : list of PreparedCase
     skipped : list of dict
         ``{"case": name, "reason": message}`` for every skipped case.
+
+    Raises
+    ------
+    Cancelled
+        ``should_stop()`` returned true.
     """
     from napari_ssseg.io.atomic import atomic_write_text
 
@@ -377,8 +386,7 @@ def prepare_dataset(
     cases: list[PreparedCase] = []
     skipped: list[dict[str, str]] = []
     for name, loader in sources:
-        if should_cancel is not None and should_cancel():
-            raise CancelledError("data preparation cancelled")
+        check_cancel(should_stop, "data preparation")
         ent = index["cases"].get(name)
         ok = ent and Path(ent["image"]).exists()
         if ok and (ent["label"] is None or Path(ent["label"]).exists()):

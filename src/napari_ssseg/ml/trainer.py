@@ -341,7 +341,8 @@ class Trainer:
         dict or None
             The ``cancelled`` result when a stop came during preparation, else None.
         """
-        from napari_ssseg.ml.data import CancelledError, prepare_dataset, split_cases
+        from napari_ssseg.core.progress import Cancelled
+        from napari_ssseg.ml.data import prepare_dataset, split_cases
         from napari_ssseg.ml.train import no_labels_message
 
         cfg, distributed, rank = self.cfg, self.distributed, self.rank
@@ -354,9 +355,9 @@ class Trainer:
                 modalities=self.modalities,
                 normalization=self.normalization,
                 warn=self.warn_list.append,
-                should_cancel=lambda: self.stop.signum is not None,
+                should_stop=lambda: self.stop.signum is not None,
             )
-        except CancelledError:
+        except Cancelled:
             if distributed and rank == 0:
                 torch.distributed.barrier()  # release the ranks waiting for the cache
             res = {"status": "cancelled", "reason": _stop_reason(self.stop), "step": 0}

@@ -19,7 +19,7 @@ import locale
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from napari_ssseg.core.case import (
     get_convention,
     warn_oblique,
 )
+from napari_ssseg.core.progress import ProgressCallback, report
 from napari_ssseg.errors import GeometryError, InputError, check_choice
 from napari_ssseg.io.naming import (
     IMAGE_SUFFIXES,
@@ -69,8 +70,6 @@ log = logging.getLogger(__name__)
 
 #: Maximum difference (mm, and unitless for direction cosines) for two grids to count as equal.
 GRID_TOLERANCE = 1e-3
-
-ProgressCallback = Callable[[float, str], None]
 
 
 # ----------------------------------------------------------------------------- low level
@@ -1125,9 +1124,9 @@ def _validate_values(arr: np.ndarray, source: str) -> None:
 
 
 def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
+    """:func:`napari_ssseg.core.progress.report`, also logged at debug level."""
     log.debug("%s", message)
-    if progress is not None:
-        progress(float(fraction), message)
+    report(progress, fraction, message)
 
 
 def _load_labels(

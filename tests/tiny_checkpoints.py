@@ -6,6 +6,22 @@ Importable from any test module as ``tiny_checkpoints`` (pytest puts the folder 
 
 from __future__ import annotations
 
+
+def stop_after_steps(n):
+    """A ``should_stop()`` for ``ml.train.train``: true from its ``n``-th call on.
+
+    ``train`` asks ``should_stop()`` once after every optimiser step, so a fresh run stops
+    after ``n`` steps.
+    """
+    calls = [0]
+
+    def should_stop():
+        calls[0] += 1
+        return calls[0] >= n
+
+    return should_stop
+
+
 #: A tiny UNet with dropout (windows must be multiples of 4).
 TINY_UNET = {
     "name": "UNet",

@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from tiny_checkpoints import stop_after_steps
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
@@ -97,7 +98,7 @@ def test_cps_trains_saves_both_networks_and_resumes_exactly(data_dir, tmp_path):
     res = predict_case(load_case(data_dir / "c0"), full / "best.pt", device="cpu")
     assert res["labels"].shape == (32, 40, 40)
     # interrupted + resumed == uninterrupted, for both networks
-    assert train(tiny_config(data_dir, part, **kw), should_stop=lambda s: s == 3)["step"] == 3
+    assert train(tiny_config(data_dir, part, **kw), should_stop=stop_after_steps(3))["step"] == 3
     train(tiny_config(data_dir, part, resume=True, **kw))
     got = torch.load(part / "last.pt", weights_only=True)["networks"]
     for a, b in zip(nets, got):
@@ -202,7 +203,7 @@ def test_sp3_trains_on_labels_and_scribbles_and_resumes(scribble_ws, tmp_path):
     assert pseudo.any() and known.any()
     assert (w[known] == 1).all() and 0 < w[pseudo].min() and w[pseudo].max() <= 1
     assert state["tau"] is not None and state["tau"].shape == (4,)
-    assert train(tiny_config(scribble_ws, part, **kw), should_stop=lambda s: s == 3)["step"] == 3
+    assert train(tiny_config(scribble_ws, part, **kw), should_stop=stop_after_steps(3))["step"] == 3
     train(tiny_config(scribble_ws, part, resume=True, **kw))
     a, b = weights(full / "last.pt"), weights(part / "last.pt")
     for k in a:

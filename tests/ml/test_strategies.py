@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from tiny_checkpoints import stop_after_steps
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
@@ -224,7 +225,7 @@ def test_strategy_runs_and_resumes_exactly(data_dir, tmp_path, strategy, params)
     else:
         assert losses[-1]["consistency"] >= 0 and losses[-1]["weight"] > 0
     assert load_checkpoint(full / "best.pt").provenance["strategy"] == strategy
-    assert train(tiny_config(data_dir, part, **kw), should_stop=lambda s: s == 3)["step"] == 3
+    assert train(tiny_config(data_dir, part, **kw), should_stop=stop_after_steps(3))["step"] == 3
     # resuming without the parameters uses the saved ones (with others: refused)
     if params:
         bad = {k: (v + 0.1 if isinstance(v, float) else v + 1) for k, v in params.items()}

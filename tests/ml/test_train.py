@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from tiny_checkpoints import stop_after_steps
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
@@ -113,7 +114,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     full = tmp_path / "full"
     part = tmp_path / "part"
     train(tiny_config(data_dir, full))
-    res = train(tiny_config(data_dir, part), should_stop=lambda step: step == 3)
+    res = train(tiny_config(data_dir, part), should_stop=stop_after_steps(3))
     assert res["status"] == "cancelled" and res["step"] == 3
     assert read_events(part / "events.jsonl")[-1]["event"] == "cancelled"
     res2 = train(tiny_config(data_dir, part, resume=True))
@@ -156,7 +157,7 @@ def test_read_run_state(data_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(InputError, match="does not exist"):
         read_run_state(out)
-    train(tiny_config(data_dir, out), should_stop=lambda step: step == 3)
+    train(tiny_config(data_dir, out), should_stop=stop_after_steps(3))
     state = read_run_state(out)
     assert state == read_run_state(out / "last.pt")
     assert state["strategy"] == "supervised" and state["step"] == 3 and state["seed"] == 3

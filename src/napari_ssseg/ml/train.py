@@ -237,7 +237,7 @@ def no_labels_message(data: str, strategy: str) -> str:
 def train(
     config: TrainConfig,
     *,
-    should_stop: Callable[[int], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a training run; see the module docstring for the files written.
@@ -247,8 +247,9 @@ def train(
     config : TrainConfig
         The run.
     should_stop : callable, optional
-        ``should_stop(step)`` is asked after every optimiser step (``step`` = steps done);
-        True stops the run like SIGTERM (checkpoint, ``cancelled``).
+        ``should_stop()`` (the core protocol, :mod:`napari_ssseg.core.progress`) is asked
+        after every optimiser step; True stops the run like SIGTERM (checkpoint,
+        ``cancelled``).
     echo : callable, optional
         Receives a one-line description of every event (rank 0).
 

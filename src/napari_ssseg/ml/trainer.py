@@ -175,7 +175,7 @@ class Trainer:
     events : EventLog
         Where the events go (a log without a path on ranks other than 0).
     should_stop : callable, optional
-        ``should_stop(step)``, asked after every optimiser step.
+        ``should_stop()``, asked after every optimiser step.
     world, rank, local : int
         Process count, this process's global and local rank (1, 0, 0 without DDP).
     stop : _Stop
@@ -192,7 +192,7 @@ class Trainer:
         self,
         cfg: TrainConfig,
         events: EventLog,
-        should_stop: Callable[[int], bool] | None,
+        should_stop: Callable[[], bool] | None,
         world: int,
         rank: int,
         local: int,
@@ -605,9 +605,7 @@ class Trainer:
         """0: go on, 1: the time budget is spent, 2: stop requested (the maximum over ranks)."""
         cfg = self.cfg
         flag = 0
-        if self.stop.signum is not None or (
-            self.should_stop is not None and self.should_stop(self.step)
-        ):
+        if self.stop.signum is not None or (self.should_stop is not None and self.should_stop()):
             flag = 2
         elif cfg.budget_minutes and time.monotonic() - self.t_start > 60 * cfg.budget_minutes:
             flag = 1

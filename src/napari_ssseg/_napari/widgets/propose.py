@@ -500,6 +500,10 @@ class ProposeWidget(Container):
         self._life.connect(events.removed, self._on_layer_removed)
         for layer in list(self.viewer.layers):
             self._track_labels(layer)
+        try:  # its visual is built now, not when the first uncertainty map is shown
+            self.legend_overlay()
+        except Exception:  # noqa: BLE001 - a viewer without a canvas (tests): made later
+            pass
 
     # ------------------------------------------------------------------ inputs
     def _case_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -722,8 +726,9 @@ class ProposeWidget(Container):
         self._steps = [
             lambda: self._show_proposal(case, result),
             lambda: self._show_uncertainty(case, result, legend=False),
-            # the colour bar and legend text are built on a turn of their own too
-            lambda: self._show_legend(self._find(case, _ROLE_UNCERTAINTY)),
+            # the colour bar and the legend text are built on turns of their own too
+            lambda: self._show_colorbar(self._find(case, _ROLE_UNCERTAINTY)),
+            lambda: self._show_legend(self._find(case, _ROLE_UNCERTAINTY), colorbar=False),
         ]
 
     def _on_error(self, exc: BaseException) -> None:
@@ -890,15 +895,21 @@ class ProposeWidget(Container):
             self._show_legend(uncertainty)
 
     # ------------------------------------------------------------------ legend
-    def _show_legend(self, layer: Any) -> None:
-        """Show the layer's colour bar and the legend text (canvas overlay and panel)."""
-        if layer is None:
-            return
-        colorbar = getattr(layer, "colorbar", None)  # napari >= 0.6: a per-layer overlay
+    def _show_colorbar(self, layer: Any) -> None:
+        """Show the layer's colour bar (napari >= 0.6: a per-layer canvas overlay)."""
+        colorbar = getattr(layer, "colorbar", None) if layer is not None else None
         if colorbar is not None:
             colorbar.position = "top_right"
             colorbar.box = True
             colorbar.visible = True
+
+    def _show_legend(self, layer: Any, colorbar: bool = True) -> None:
+        """Show the layer's colour bar (unless ``colorbar=False``) and the legend text
+        (canvas overlay and panel)."""
+        if layer is None:
+            return
+        if colorbar:
+            self._show_colorbar(layer)
         layer.metadata["ssseg_legend"] = legend_text(
             layer.metadata.get("ssseg_prediction", {}).get("uncertainty"),
             float(layer.contrast_limits[1]),
@@ -911,14 +922,19 @@ class ProposeWidget(Container):
 
         overlays = self.viewer.canvas.overlays
         if LEGEND_OVERLAY_KEY not in overlays:
-            overlays[LEGEND_OVERLAY_KEY] = TextOverlay(
+            # created visible, then hidden: napari builds an overlay's vispy visual the first
+            # time it is visible (~0.2 s with software OpenGL), here when the panel opens
+            # rather than in the turn that shows the first uncertainty map
+            overlay = TextOverlay(
                 text="",
                 position="bottom_right",
                 font_size=11,
                 color="white",
                 box=True,
-                visible=False,
+                visible=True,
             )  # fmt: skip  (bottom: the colour bar takes the top right corner)
+            overlays[LEGEND_OVERLAY_KEY] = overlay
+            overlay.visible = False
         return overlays[LEGEND_OVERLAY_KEY]
 
     def _update_legend(self, *_: Any) -> None:

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-slow test-all lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ demo: setup
 
 test: setup lint
 	$(PY) -m pytest -m "not slow" --timeout 900 $(PYTEST_ARGS)
+
+# the tests marked slow (about 7 min on 2 cores); CI runs them after `make test`
+test-slow: setup
+	$(PY) -m pytest -m slow --timeout 1800 $(PYTEST_ARGS)
 
 test-all: setup
 	$(PY) -m pytest --timeout 1800 $(PYTEST_ARGS)

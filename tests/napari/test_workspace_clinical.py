@@ -107,3 +107,53 @@ def test_a_pacs_series_folder_is_added_as_a_clinical_case(tmp_path):
     with Workspace.create(tmp_path / "ws") as ws:
         rec = ws.add_case(raw)
         assert rec.clinical == {"brain_extraction": "auto", "register": "auto", "resample": None}
+
+
+@pytest.mark.gui
+def test_a_clinical_case_shows_its_brain_mask_and_keeps_a_correction(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """Brain extraction on (deepbet replaced by a threshold, as in
+    tests/napari/test_loader_clinical_cache.py): the Workspace panel shows the mask as a layer
+    of the case; a correction left there is kept in the workspace's cache when the case is
+    opened again, and the images are zero outside the corrected mask."""
+    import napari_ssseg.ml.brain_extraction as brain_extraction
+
+    calls = []
+
+    def extract(images, modalities, spacing_zyx, **kwargs):
+        calls.append(1)
+        return images[list(modalities).index("t1")] > 30, {"sequence": "t1", "check": {}}
+
+    monkeypatch.setattr(brain_extraction, "extract_brain_case", extract)
+    study = make_study(tmp_path / "study")
+    options = {"brain_extraction": "on", "register": "off", "resample": 2}
+    with Workspace.create(tmp_path / "ws") as ws:
+        ws.add_case(case_id="s1", clinical=options, **study)
+    viewer = make_napari_viewer()
+    _, panel = viewer.window.add_plugin_dock_widget("napari-ssseg", "Workspace")
+    panel.open_workspace(tmp_path / "ws")
+
+    def open_s1():
+        panel.open_case("s1")
+        qtbot.waitUntil(
+            lambda: not panel.running and panel.case_id == "s1" and not panel._steps,
+            timeout=TIMEOUT_MS,
+        )
+        masks = [x for x in viewer.layers if x.metadata.get("ssseg_role") == "brain_mask"]
+        assert len(masks) == 1, [x.name for x in viewer.layers]
+        return masks[0]
+
+    layer = open_s1()
+    assert len(calls) == 1
+    corrected = np.asarray(layer.data) > 0
+    assert corrected.any()
+    corrected[:, :, : corrected.shape[2] // 2] = False  # the user erases half of it
+    layer.data = corrected.astype(np.uint8)
+    layer = open_s1()  # the old layers go (the correction is kept), the case is prepared again
+    assert len(calls) == 1, "deepbet ran again instead of reading the workspace cache"
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, corrected)
+    images = [x for x in viewer.layers if x.metadata.get("ssseg_role") == "image"]
+    assert images and all(not np.asarray(x.data)[~corrected].any() for x in images)
+    assert any((tmp_path / "ws" / "cases" / "s1" / "clinical").iterdir())
+    panel.close_workspace()

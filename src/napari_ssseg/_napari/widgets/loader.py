@@ -493,10 +493,8 @@ class LoaderWidget(Container):
         # (holder[1] False once the Qt widgets are gone: late callbacks then do nothing)
         self._task_holder: list[Any] = [None, True]
         self.native.destroyed.connect(functools.partial(_cancel_task, self._task_holder))
-        # a corrected brain mask survives the viewer closing (it removes every layer first)
-        # or its layer being deleted; a module function, so it works after the panel is gone
-        if _keep_removed_brain_mask not in napari_viewer.layers.events.removed.callbacks:
-            napari_viewer.layers.events.removed.connect(_keep_removed_brain_mask)
+        # a corrected brain mask survives the viewer closing or its layer being deleted
+        watch_brain_masks(napari_viewer)
         from napari_ssseg._napari.orientation import install_orientation
 
         install_orientation(napari_viewer)
@@ -740,47 +738,7 @@ class LoaderWidget(Container):
             if not np.array_equal(np.asarray(layer.data) > 0, clin.brain):
                 layer.data = clin.brain.astype(np.uint8)
             return
-        from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
-
-        handle = next(
-            (
-                handle_of_layer(x)
-                for x in self.viewer.layers
-                if handle_of_layer(x) is not None and handle_of_layer(x).case is case
-            ),
-            None,
-        )
-        meta = {
-            "ssseg_role": ROLE_BRAIN_MASK,
-            "ssseg_case_name": case.name,
-            "ssseg_working_grid": clin.grid.to_dict(),
-            "ssseg_brain_extraction": clin.report.get("brain_extraction", {}),
-        }
-        if handle is not None:
-            handle.clinical = clin  # the way back to the native grid, and the mask's owner
-            meta[CASE_KEY] = handle
-        layer = self.viewer.add_labels(
-            clin.brain.astype(np.uint8),
-            name=f"{case.name} brain mask",
-            scale=tuple(float(s) for s in case.scale),
-            translate=tuple(float(t) for t in case.translate),
-            opacity=0.7,
-            metadata=meta,
-        )
-        from napari.utils.colormaps import DirectLabelColormap
-
-        layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: "cyan"})
-        layer.contour = 2  # an outline: the image stays visible; painting still fills
-        labels = next(
-            (
-                x
-                for x in self.viewer.layers
-                if x.metadata.get("ssseg_role") == "labels" and handle_of_layer(x) is handle
-            ),
-            None,
-        )
-        if labels is not None:  # ready to paint the tumour, as before
-            self.viewer.layers.selection.active = labels
+        add_brain_mask_layer(self.viewer, clin, case)
 
     def _on_loaded(self, result: tuple[Any, Any]) -> None:
         if not self._task_holder[1]:  # the panel was closed
@@ -823,6 +781,68 @@ class LoaderWidget(Container):
         self.cancel_button.enabled = False
         self._busy.stop(getattr(self, "_done_message", ""))
         self._done_message = ""
+
+
+def add_brain_mask_layer(viewer: Any, clin: Any, case: Any) -> Any:
+    """Add the brain-mask layer of a clinical case (a cyan outline the user can paint).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    clin : ClinicalCase
+        With a brain mask (:attr:`~napari_ssseg.ml.clinical.ClinicalCase.brain`).
+    case : Case
+        The case shown (its layers' :class:`~napari_ssseg._napari.layers.CaseHandle` gets
+        ``clinical = clin``: the way back to the native grid, and the mask's owner).
+
+    Returns
+    -------
+    napari.layers.Labels
+        The new layer; the case's labels layer becomes the active one again.
+    """
+    import numpy as np
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_ssseg._napari.layers import CASE_KEY, handle_of_layer
+
+    handle = next(
+        (
+            handle_of_layer(x)
+            for x in viewer.layers
+            if handle_of_layer(x) is not None and handle_of_layer(x).case is case
+        ),
+        None,
+    )
+    meta = {
+        "ssseg_role": ROLE_BRAIN_MASK,
+        "ssseg_case_name": case.name,
+        "ssseg_working_grid": clin.grid.to_dict(),
+        "ssseg_brain_extraction": clin.report.get("brain_extraction", {}),
+    }
+    if handle is not None:
+        handle.clinical = clin
+        meta[CASE_KEY] = handle
+    layer = viewer.add_labels(
+        clin.brain.astype(np.uint8),
+        name=f"{case.name} brain mask",
+        scale=tuple(float(s) for s in case.scale),
+        translate=tuple(float(t) for t in case.translate),
+        opacity=0.7,
+        metadata=meta,
+    )
+    layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: "cyan"})
+    layer.contour = 2  # an outline: the image stays visible; painting still fills
+    labels = next(
+        (
+            x
+            for x in viewer.layers
+            if x.metadata.get("ssseg_role") == "labels" and handle_of_layer(x) is handle
+        ),
+        None,
+    )
+    if labels is not None:  # ready to paint the tumour, as before
+        viewer.layers.selection.active = labels
+    return layer
 
 
 def keep_unapplied_brain_masks(layers: Any) -> list[str]:
@@ -879,6 +899,17 @@ def _keep_removed_brain_mask(event: Any) -> None:
     layer = getattr(event, "value", None)
     if layer is not None:
         keep_unapplied_brain_masks([layer])
+
+
+def watch_brain_masks(viewer: Any) -> None:
+    """Keep a corrected brain mask whose layer is removed from ``viewer`` (idempotent).
+
+    Closing the viewer removes every layer first, so this also covers the viewer closing.
+    A module-level slot: it keeps working after the panel that installed it is gone.
+    """
+    removed = viewer.layers.events.removed
+    if _keep_removed_brain_mask not in removed.callbacks:
+        removed.connect(_keep_removed_brain_mask)
 
 
 def _cancel_task(holder: list[Any], *_: Any) -> None:

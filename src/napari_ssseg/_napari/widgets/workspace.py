@@ -704,6 +704,10 @@ class WorkspaceWidget(QWidget):
             self.cancel()
         self.ws.case(case_id)  # unknown id: InputError now, not in the worker
         self.autosaver.flush()  # save-on-switch first: nothing below can lose these edits
+        if self._clinical is not None:  # a corrected brain mask: kept before it is read again
+            from napari_ssseg._napari.widgets.loader import keep_unapplied_brain_masks
+
+            keep_unapplied_brain_masks(self._layers)
         versions = self.ws.versions(case_id)
         version = versions[-1].version if versions else None
         self.status_label.setText(f"opening {case_id}...")
@@ -737,6 +741,9 @@ class WorkspaceWidget(QWidget):
             # removes, so this case gets layers of its own
             self._steps.extend(self._create_steps(result["layer_data"]))
         self._steps.append(lambda: self._switch_to(result))
+        clin = result.get("clinical")
+        if clin is not None and clin.brain is not None:  # a turn of its own, after the switch
+            self._steps.append(lambda: self._add_brain_mask(result))
         self._update_buttons()
         # each new layer costs napari some time on the GUI thread: one per event-loop turn
         QTimer.singleShot(0, self._run_steps)
@@ -833,6 +840,20 @@ class WorkspaceWidget(QWidget):
         self.status_label.setText(
             f"{case_id}: {self.ws.case(case_id).status} (read in {self.last_load_seconds:.1f} s)"
         )
+
+    def _add_brain_mask(self, result: dict[str, Any]) -> None:
+        """Show a clinical case's brain mask as a layer of the case (GUI thread).
+
+        The user may correct it; a corrected mask is kept in the workspace's clinical cache
+        when its layer goes (case switch, viewer closing: ``keep_unapplied_brain_masks``),
+        so the next open of the case uses it (the images are zeroed outside it then).
+        """
+        from napari_ssseg._napari.widgets.loader import add_brain_mask_layer, watch_brain_masks
+
+        if self.case_id != result["case_id"]:
+            return  # another case was opened meanwhile
+        watch_brain_masks(self.viewer)
+        self._layers.append(add_brain_mask_layer(self.viewer, result["clinical"], result["case"]))
 
     def _on_edit(self, *_: Any) -> None:
         self.autosaver.mark_dirty()

@@ -6,6 +6,8 @@
   available from the notification's "View traceback" button).
 * :func:`busy` is a context manager / :class:`BusyState` a small object that disables a set of
   widgets while a task runs and shows a status text, restoring everything afterwards.
+* :class:`PanelLife` knows whether a panel's Qt widget still exists, and undoes what the panel
+  connected (viewer events, tasks) when it goes; every panel has one.
 
 Nothing here creates modal dialogs, so panels that use these helpers stay testable.
 """
@@ -13,7 +15,8 @@ Nothing here creates modal dialogs, so panels that use these helpers stay testab
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from napari.utils.notifications import (
@@ -25,7 +28,15 @@ from napari.utils.notifications import (
 
 from napari_ssseg.errors import SsegError
 
-__all__ = ["BusyState", "busy", "notify_error", "notify_info", "notify_warning", "qwidget"]
+__all__ = [
+    "BusyState",
+    "PanelLife",
+    "busy",
+    "notify_error",
+    "notify_info",
+    "notify_warning",
+    "qwidget",
+]
 
 
 def notify_error(exc: BaseException) -> None:
@@ -133,3 +144,60 @@ def button_row(*widgets: Any) -> Any:
     from magicgui.widgets import Container
 
     return Container(widgets=list(widgets), layout="horizontal", labels=False)
+
+
+class PanelLife:
+    """Whether a panel's Qt widget still exists, and what to undo when it goes.
+
+    Closing the panel or the viewer deletes the panel's Qt widgets while its worker may still
+    run and the viewer may still emit layer events: a late callback touching a widget would
+    raise "wrapped C/C++ object ... has been deleted". When the widget is destroyed this
+    object cancels the panel's tasks (:meth:`on_close`), disconnects the viewer events it
+    connected (:meth:`connect`) and stops its timers; callbacks wrapped by :meth:`guard` do
+    nothing afterwards.
+
+    Parameters
+    ----------
+    native : QWidget
+        The panel's Qt widget.
+    """
+
+    def __init__(self, native: Any) -> None:
+        from napari_ssseg._napari.warmup import warm_up_layers
+
+        warm_up_layers()  # every panel: napari's first-layer costs, off the GUI thread
+        self.alive = True
+        self._on_close: list[Callable[[], None]] = []
+        self._hooks: list[tuple[Any, Callable[..., Any]]] = []
+        native.destroyed.connect(functools.partial(PanelLife._destroyed, self))
+
+    def guard(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` that does nothing once the panel is gone."""
+
+        @functools.wraps(func)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.alive:
+                return func(*args, **kwargs)
+            return None
+
+        return call
+
+    def connect(self, emitter: Any, func: Callable[..., Any]) -> None:
+        """Connect ``func`` (guarded) to ``emitter``; disconnected when the panel goes."""
+        guarded = self.guard(func)
+        emitter.connect(guarded)
+        self._hooks.append((emitter, guarded))
+
+    def on_close(self, func: Callable[[], None]) -> None:
+        """Call ``func`` when the panel's widget is destroyed (e.g. to cancel a task)."""
+        self._on_close.append(func)
+
+    def _destroyed(self, *_: Any) -> None:
+        self.alive = False
+        for emitter, func in self._hooks:
+            with contextlib.suppress(Exception):
+                emitter.disconnect(func)
+        self._hooks = []
+        for func in self._on_close:
+            with contextlib.suppress(Exception):
+                func()

@@ -286,7 +286,7 @@ class EditWidget(Container):
     """Dock widget "Edit tools" (opened from Plugins > napari-ssseg > Edit tools)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        from napari_ssseg._napari.widgets.propose import PanelLife
+        from napari_ssseg._napari.widgets._common import PanelLife
 
         self.viewer = napari_viewer
         self.layer_box = ComboBox(label="Labels layer", choices=self._layer_choices)

@@ -44,10 +44,7 @@ Torch and MONAI are imported inside the worker, never on the GUI thread.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +70,13 @@ from napari_ssseg._napari.layers import (
     labels_layer_of_case,
 )
 from napari_ssseg._napari.provenance import track
-from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
+from napari_ssseg._napari.widgets._common import (  # PanelLife: re-exported (older imports)
+    BusyState,
+    PanelLife,
+    button_row,
+    notify_error,
+    notify_info,
+)
 from napari_ssseg._napari.workers import (
     TaskHandle,
     below_total,
@@ -125,63 +128,6 @@ _ROLE_UNCERTAINTY = "uncertainty"
 MAX_UNDOABLE_VOXELS = 1_000_000
 #: Layer-metadata flag: hidden by the panel because another case was loaded.
 _HIDDEN_KEY = "ssseg_hidden_by_case_switch"
-
-
-class PanelLife:
-    """Whether a panel's Qt widget still exists, and what to undo when it goes.
-
-    Closing the panel or the viewer deletes the panel's Qt widgets while its worker may still
-    run and the viewer may still emit layer events: a late callback touching a widget would
-    raise "wrapped C/C++ object ... has been deleted". When the widget is destroyed this
-    object cancels the panel's tasks (:meth:`on_close`), disconnects the viewer events it
-    connected (:meth:`connect`) and stops its timers; callbacks wrapped by :meth:`guard` do
-    nothing afterwards.
-
-    Parameters
-    ----------
-    native : QWidget
-        The panel's Qt widget.
-    """
-
-    def __init__(self, native: Any) -> None:
-        from napari_ssseg._napari.warmup import warm_up_layers
-
-        warm_up_layers()  # every panel: napari's first-layer costs, off the GUI thread
-        self.alive = True
-        self._on_close: list[Callable[[], None]] = []
-        self._hooks: list[tuple[Any, Callable[..., Any]]] = []
-        native.destroyed.connect(functools.partial(PanelLife._destroyed, self))
-
-    def guard(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """``func`` that does nothing once the panel is gone."""
-
-        @functools.wraps(func)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.alive:
-                return func(*args, **kwargs)
-            return None
-
-        return call
-
-    def connect(self, emitter: Any, func: Callable[..., Any]) -> None:
-        """Connect ``func`` (guarded) to ``emitter``; disconnected when the panel goes."""
-        guarded = self.guard(func)
-        emitter.connect(guarded)
-        self._hooks.append((emitter, guarded))
-
-    def on_close(self, func: Callable[[], None]) -> None:
-        """Call ``func`` when the panel's widget is destroyed (e.g. to cancel a task)."""
-        self._on_close.append(func)
-
-    def _destroyed(self, *_: Any) -> None:
-        self.alive = False
-        for emitter, func in self._hooks:
-            with contextlib.suppress(Exception):
-                emitter.disconnect(func)
-        self._hooks = []
-        for func in self._on_close:
-            with contextlib.suppress(Exception):
-                func()
 
 
 def case_choices(viewer: Any) -> list[tuple[str, Any]]:

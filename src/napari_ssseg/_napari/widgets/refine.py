@@ -73,8 +73,13 @@ from magicgui.widgets import (
 
 from napari_ssseg._napari.layers import CASE_KEY, case_of_layer, handle_of_layer
 from napari_ssseg._napari.provenance import track
-from napari_ssseg._napari.widgets._common import BusyState, button_row, notify_error, notify_info
-from napari_ssseg._napari.widgets.propose import PanelLife
+from napari_ssseg._napari.widgets._common import (
+    BusyState,
+    PanelLife,
+    button_row,
+    notify_error,
+    notify_info,
+)
 from napari_ssseg._napari.workers import (
     TaskHandle,
     callback_generator,

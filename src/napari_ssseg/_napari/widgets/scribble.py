@@ -284,7 +284,7 @@ class ScribbleWidget(Container):
         self._tick = QTimer()
         self._tick.setInterval(1000)
         self._tick.timeout.connect(self._show_preparing)
-        from napari_ssseg._napari.widgets.propose import PanelLife
+        from napari_ssseg._napari.widgets._common import PanelLife
 
         self._life = PanelLife(self.native)
         self._life.on_close(self._on_close)

@@ -442,9 +442,10 @@ def _suggest(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from napari_ssseg.core.suggest import STRATEGIES, histogram_features, rank_cases
+    from napari_ssseg.core.suggest import STRATEGIES
     from napari_ssseg.errors import InputError, check_choice
     from napari_ssseg.io.workspace import Workspace
+    from napari_ssseg.io.workspace.suggest import CANDIDATE_STATUSES, suggest_next
 
     strategy = check_choice("--strategy", args.strategy, STRATEGIES)
     if args.n < 1:
@@ -454,59 +455,29 @@ def _suggest(args: argparse.Namespace) -> int:
     readonly = args.model is None
     notes: list[str] = []
     with Workspace.open(args.workspace, readonly=readonly) as ws:
-        cand = [r for r in ws.cases if r.status in ("new", "proposed") and not r.missing]
-        n_missing = sum(1 for r in ws.cases if r.status in ("new", "proposed") and r.missing)
-        if n_missing:
-            notes.append(f"{n_missing} candidate case(s) skipped: image files missing")
-        if not cand:
-            raise InputError(
-                f"Workspace {args.workspace!r} has no case with status 'new' or 'proposed' (and "
-                "images present): nothing to suggest."
-            )
-        ids = [r.case_id for r in cand]
-        if strategy == "random":
-            ranked = rank_cases(ids, n=args.n, strategy="random", seed=args.seed)
-        else:
+        if strategy != "random":
+            ids = [r.case_id for r in ws.cases if r.status in CANDIDATE_STATUSES and not r.missing]
             if args.model is not None:
                 if strategy != "entropy":
                     raise InputError(
                         "--model computes entropy scores; --strategy disagreement uses the CPS "
                         "disagreement scores stored in the workspace (omit --model)."
                     )
-                _score_with_model(ws, ids, args.model, notes)
+                if ids:
+                    _score_with_model(ws, ids, args.model, notes)
             else:
                 notes.append(
                     f"no --model given: using the {strategy} scores stored in the workspace "
                     "(saved when proposals were made)"
                 )
-            scores = {r.case_id: ws.case(r.case_id).scores.get(strategy) for r in cand}
-            n_none = sum(v is None for v in scores.values())
-            if n_none == len(scores):
-                notes.append(
-                    f"no case has a stored {strategy} score: fell back to the random baseline "
-                    f"(seed {args.seed}); give --model CKPT to compute uncertainty"
-                )
-                ranked = rank_cases(ids, n=args.n, strategy="random", seed=args.seed)
-            else:
-                if n_none:
-                    notes.append(f"{n_none} case(s) without a score are ranked last")
-                feats = None
-                if args.diversity > 0:
-                    feats = {}
-                    for cid, v in scores.items():
-                        if v is None:
-                            continue
-                        f = ws.features(cid)
-                        if f is None:
-                            case = ws.load_case(cid, labels="none")
-                            f = histogram_features(case.images)
-                            if not ws.readonly:
-                                ws.set_features(cid, f)
-                        feats[cid] = f
-                ranked = rank_cases(
-                    scores, n=args.n, strategy=strategy, features=feats, diversity=args.diversity
-                )
-        status = {r.case_id: r.status for r in cand}
+        result = suggest_next(
+            ws, args.n, strategy=strategy, diversity=args.diversity, seed=args.seed
+        )
+        if not ws.readonly:
+            for cid, f in result.new_features.items():
+                ws.set_features(cid, f)
+        notes = result.notes + notes
+        ranked, status = result.ranked, result.status
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:

@@ -59,7 +59,7 @@ __all__ = [
     "evaluate_job",
     "load_case_job",
     "metrics_rows",
-    "suggest_features_job",
+    "suggest_job",
 ]
 
 _COLUMNS = ("case", "status", "versions", "uncertainty")
@@ -247,35 +247,35 @@ def metrics_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def suggest_features_job(ws: Any, case_ids: list[str]):
-    """Image features (:func:`~napari_ssseg.core.suggest.histogram_features`) of cases that
-    have none stored (worker thread; the caller stores them on the GUI thread).
+def suggest_job(ws: Any, n: int):
+    """:func:`~napari_ssseg.io.workspace.suggest.suggest_next` with diversity 0.5 (worker
+    thread: it may read the images of candidates without stored features; the caller stores
+    the new features on the GUI thread).
 
     Returns
     -------
-    dict
-        ``{"features": {case_id: 1-D float array} of every case in case_ids, "new": ids
-        whose features were computed here}``.
+    SuggestResult
     """
-    from napari_ssseg.core.suggest import histogram_features
+    from napari_ssseg.io.workspace.suggest import suggest_next
 
-    def features(cid: str) -> np.ndarray:
-        return np.asarray(histogram_features(ws.load_case(cid, labels="none").images))
-
-    out: dict[str, np.ndarray] = {}
-    new: list[str] = []
-    n = len(case_ids)
-    for i, cid in enumerate(case_ids):
-        f = ws.features(cid)
-        if f is None:
-            f = yield from _step(
-                features, cid, step=i, total=n, message=f"features of {cid} ({i + 1}/{n})"
+    return (
+        yield from below_total(
+            callback_generator(
+                suggest_next,
+                ws,
+                n,
+                strategy="entropy",
+                diversity=0.5,
+                progress_kwarg="progress",
+                stop_kwarg="should_stop",
             )
-            out[cid] = f
-            new.append(cid)
-        else:
-            out[cid] = np.asarray(f)
-    return {"features": out, "new": new}
+        )
+    )
+
+
+def _notes_text(notes: list[str]) -> str:
+    """The suggestion's notes for the status line (``" (note; note)"``, or ``""``)."""
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 class WorkspaceWidget(QWidget):
@@ -948,37 +948,31 @@ class WorkspaceWidget(QWidget):
     def suggest(self, n: int = 5) -> TaskHandle | list:
         """Rank new/proposed cases (stored uncertainty, or random) and select the best.
 
-        Without diversity the ranking is immediate and returned (a list); with diversity the
-        image features of candidates without stored ones are read in a worker and the
-        :class:`TaskHandle` is returned (the ranking lands in :attr:`last_suggestion`).
+        The policy is :func:`~napari_ssseg.io.workspace.suggest.suggest_next` (the one of
+        ``ssseg workspace suggest``): *random baseline* = ``strategy="random"``, *diversity* =
+        ``diversity=0.5`` (the CLI's ``--diversity`` without a value). Without diversity the
+        ranking is immediate and returned (a list); with diversity the image features of
+        candidates without stored ones are read in a worker and the :class:`TaskHandle` is
+        returned (the ranking lands in :attr:`last_suggestion`).
         """
-        from napari_ssseg.core.suggest import rank_cases
+        from napari_ssseg.io.workspace.suggest import suggest_next
 
         if self.ws is None:
             raise InputError("Open a workspace first.")
         self._check_idle()
-        cand = [r for r in self.ws.cases if r.status in ("new", "proposed") and not r.missing]
-        if not cand:
-            raise InputError("No case is 'new' or 'proposed': nothing to suggest.")
-        scores = {r.case_id: r.scores.get("entropy") for r in cand}
-        if self.random_box.isChecked() or all(v is None for v in scores.values()):
-            note = "" if self.random_box.isChecked() else " (no stored uncertainty: random order)"
-            ranked = rank_cases(list(scores), n=n, strategy="random", seed=0)
-            return self._show_suggestion(ranked, note)
-        if not self.diversity_box.isChecked():
-            return self._show_suggestion(rank_cases(scores, n=n, features=None, diversity=0.0))
-        ids = [cid for cid, v in scores.items() if v is not None]
+        strategy = "random" if self.random_box.isChecked() else "entropy"
+        if strategy == "random" or not self.diversity_box.isChecked():
+            result = suggest_next(self.ws, n, strategy=strategy)
+            return self._show_suggestion(result.ranked, _notes_text(result.notes))
 
-        def done(result: dict[str, Any]) -> None:
+        def done(result: Any) -> None:
             if not self.ws.readonly:
-                for cid in result["new"]:
-                    self.ws.set_features(cid, result["features"][cid])
-            ranked = rank_cases(scores, n=n, features=result["features"], diversity=0.5)
-            self._show_suggestion(ranked, " (with diversity)")
+                for cid, f in result.new_features.items():
+                    self.ws.set_features(cid, f)
+            note = " (with diversity)" if result.strategy != "random" else ""
+            self._show_suggestion(result.ranked, note + _notes_text(result.notes))
 
-        return self._start(
-            "suggest", suggest_features_job, self.ws, ids, desc="Suggesting", on_returned=done
-        )
+        return self._start("suggest", suggest_job, self.ws, n, desc="Suggesting", on_returned=done)
 
     def _show_suggestion(self, ranked: list, note: str = "") -> list:
         self.last_suggestion = ranked

@@ -277,6 +277,24 @@ def test_region_metrics_per_class_and_subset():
     assert r2["ET"] == pytest.approx(M.binary_metrics(pred == 3, gt == 3))
 
 
+def test_region_dice_matches_region_metrics_and_empty_conventions():
+    gt = _tumour()
+    pred = _tumour(shift=2)
+    full = M.region_metrics(pred, gt)
+    d = M.region_dice(pred, gt)
+    assert list(d) == ["WT", "TC", "ET"]
+    assert d == pytest.approx({r: full[r]["dice"] for r in d})
+    assert 0.0 < d["WT"] < 1.0
+    assert M.region_dice(pred, gt, regions=["et"]) == pytest.approx({"ET": d["ET"]})
+    empty = np.zeros_like(gt)
+    assert M.region_dice(empty, empty) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert M.region_dice(empty, gt) == {"WT": 0.0, "TC": 0.0, "ET": 0.0}
+    with pytest.raises(InputError, match="same grid"):
+        M.region_dice(gt[:-1], gt)
+    with pytest.raises(InputError, match="region"):
+        M.region_dice(gt, gt, regions=["XX"])
+
+
 def test_to_jsonable_gives_strict_json():
     r = M.region_metrics(np.full((4, 5, 6), 3, np.uint8), np.zeros((4, 5, 6), np.uint8))
     assert math.isnan(r["ET"]["ravd"])

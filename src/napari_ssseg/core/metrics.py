@@ -62,6 +62,7 @@ __all__ = [
     "NSD_METHODS",
     "BRATS_MISSED_HD95",
     "dice",
+    "region_dice",
     "iou",
     "hd95",
     "asd",
@@ -196,6 +197,45 @@ def dice(pred: Any, gt: Any) -> float:
     """
     p, g = _check_pair(pred, gt)
     return _dice_from_counts(*_counts(p, g))
+
+
+def region_dice(
+    pred_labels: Any,
+    gt_labels: Any,
+    regions: Iterable[str] = ("WT", "TC", "ET"),
+) -> dict[str, float]:
+    """Dice of each tumour region of two internal label maps (the fast path of training).
+
+    The same numbers as ``region_metrics(...)[r]["dice"]`` without the distance metrics and
+    without checking the label values, so that it is cheap enough to call on every
+    validation case of a training run.
+
+    Parameters
+    ----------
+    pred_labels, gt_labels : array_like of int
+        Internal labels (0 background, 1 NCR, 2 ED, 3 ET) of the same shape, any number of
+        dimensions.
+    regions : iterable of str
+        Regions among :data:`~napari_ssseg.core.case.REGIONS`.
+
+    Returns
+    -------
+    dict of str to float
+        ``{"WT": ..., "TC": ..., "ET": ...}``; 1.0 for a region empty in both maps, 0.0 for
+        a region present in exactly one (the convention of :func:`dice`).
+    """
+    pred = np.asarray(pred_labels)
+    gt = np.asarray(gt_labels)
+    if pred.shape != gt.shape:
+        raise InputError(
+            f"Predicted labels have shape {pred.shape} but the ground truth has {gt.shape}; "
+            "both must be on the same grid."
+        )
+    out: dict[str, float] = {}
+    for key in [check_choice("region", r, REGIONS) for r in regions]:
+        values = list(REGIONS[key])
+        out[key] = _dice_from_counts(*_counts(np.isin(pred, values), np.isin(gt, values)))
+    return out
 
 
 def iou(pred: Any, gt: Any) -> float:

@@ -171,16 +171,13 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- metrics
 def region_dice(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Dice of WT, TC, ET between two internal label arrays (1.0 when both are empty)."""
-    from napari_ssseg.core.case import REGIONS
+    """Dice of WT, TC, ET between two internal label arrays (1.0 when both are empty).
 
-    out = {}
-    for name, classes in REGIONS.items():
-        p = np.isin(pred, classes)
-        g = np.isin(gt, classes)
-        s = int(p.sum()) + int(g.sum())
-        out[name] = 1.0 if s == 0 else 2.0 * int(np.logical_and(p, g).sum()) / s
-    return out
+    :func:`napari_ssseg.core.metrics.region_dice`, kept here for the training API.
+    """
+    from napari_ssseg.core.metrics import region_dice as _region_dice
+
+    return _region_dice(pred, gt)
 
 
 @torch.no_grad()

@@ -339,7 +339,7 @@ def load_bundle(
         label_convention="brats2021",
         output=output,
         regions=tuple(regions),
-        patch_size=tuple(patch),  # type: ignore[arg-type]
+        patch_size=tuple(patch),
         axis_order="xyz",
         provenance={
             "strategy": "MONAI bundle",

@@ -237,7 +237,7 @@ def _patch3(value: Any, where: str) -> tuple[int, int, int]:
         out = ()
     if len(out) != 3 or min(out) < 1:
         raise InputError(f"{where}: patch_size={value!r} must be 3 positive integers (Z, Y, X).")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -300,7 +300,7 @@ def prepare_clinical(
         if progress is not None:
             progress(float(fraction), message)
 
-    explicit = {m: None for m in ("t1", "t1ce", "t2", "flair")}
+    explicit: dict[str, str | Path | None] = {m: None for m in ("t1", "t1ce", "t2", "flair")}
     explicit.update({k: v for k, v in (files or {}).items() if k in explicit and v})
     cf = find_case_files(case if case not in (None, "-") else None, **explicit)
     series: dict[str, tuple[np.ndarray, Geometry]] = {}

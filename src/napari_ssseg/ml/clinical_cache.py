@@ -290,7 +290,8 @@ class ClinicalCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, **arrays)
+                    # numpy's stub matches **kwargs against allow_pickle: bool
+                    np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
         except (OSError, InputError) as exc:
             if not self._warned_write:
                 warnings.warn(

@@ -301,7 +301,8 @@ def prepare_case(
     images = case.images[idx]
     if not np.all(np.isfinite(images)):
         raise InputError(f"Case {name!r} contains NaN or infinite intensities.")
-    sp = tuple(float(s) for s in case.canonical_geometry.spacing_zyx)
+    sz, sy, sx = (float(s) for s in case.canonical_geometry.spacing_zyx)
+    sp = (sz, sy, sx)
     pre = preprocess(
         images,
         margin=int(normalization.get("margin", 2)),
@@ -313,8 +314,8 @@ def prepare_case(
     target = normalization.get("spacing_zyx")
     model_sp = sp if not target else tuple(float(t) for t in target)
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(crop_shape, sp, model_sp)]
-    x = torch.from_numpy(np.ascontiguousarray(pre.images, dtype=np.float32))[None]
-    x = _resample(x, size, "area")[0].numpy()
+    xt = torch.from_numpy(np.ascontiguousarray(pre.images, dtype=np.float32))[None]
+    x = _resample(xt, size, "area")[0].numpy()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     img_path = out / f"{name}_image.npy"
@@ -324,8 +325,8 @@ def prepare_case(
     lab_path = None
     full = weak_labels if weak_labels is not None else case.labels
     if full is not None:
-        lab = torch.from_numpy(np.asarray(pre.crop(full), dtype=np.float32))[None, None]
-        lab = _resample(lab, size, "nearest")[0, 0].numpy().astype(np.uint8)
+        lab_t = torch.from_numpy(np.asarray(pre.crop(full), dtype=np.float32))[None, None]
+        lab = _resample(lab_t, size, "nearest")[0, 0].numpy().astype(np.uint8)
         lab_path = out / f"{name}_label.npy"
         with atomic_path(lab_path) as tmp:
             with open(tmp, "wb") as fh:
@@ -395,9 +396,9 @@ def prepare_dataset(
                     name,
                     Path(ent["image"]),
                     None if ent["label"] is None else Path(ent["label"]),
-                    tuple(ent["shape"]),  # type: ignore[arg-type]
+                    tuple(ent["shape"]),
                     weak=bool(ent.get("weak", False)),
-                    spacing=tuple(ent["spacing"]) if ent.get("spacing") else None,  # type: ignore[arg-type]
+                    spacing=tuple(ent["spacing"]) if ent.get("spacing") else None,
                 )
             )
             continue
@@ -588,7 +589,7 @@ class CropSampler:
         self.modality_dropout = md
         keys = ("image", "label", *EXTRA_KEYS)
         strong = self.augmentation == "strong"
-        common = [
+        common: list[T.MapTransform] = [
             T.RandFlipd(keys=keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
             T.RandFlipd(keys=keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
             T.RandFlipd(keys=keys, prob=0.5, spatial_axis=2, allow_missing_keys=True),
@@ -701,7 +702,7 @@ class CropSampler:
         batch = {"image": torch.stack(imgs)}
         if labs and len(labs) == len(imgs):
             batch["label"] = torch.stack(labs)
-            for k, v in extras.items():
-                if v and len(v) == len(imgs):
-                    batch[k] = torch.stack(v)
+            for k, vals in extras.items():
+                if vals and len(vals) == len(imgs):
+                    batch[k] = torch.stack(vals)
         return batch

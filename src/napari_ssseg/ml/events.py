@@ -60,7 +60,7 @@ def _jsonable(v: Any) -> Any:
 
 def clean(d: dict[str, Any]) -> dict[str, Any]:
     """Replace NaN/inf by None so that events stay strict JSON (nested dicts too)."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out[k] = clean(v)

@@ -33,9 +33,9 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -112,8 +112,8 @@ def _case_parts(
 ) -> tuple[np.ndarray, tuple[str, ...], tuple[float, float, float], str]:
     if isinstance(case_or_images, Case):
         case = case_or_images
-        sp = tuple(float(s) for s in case.canonical_geometry.spacing_zyx)
-        return case.images, tuple(case.modalities), sp, f"case {case.name!r}"
+        z, y, x = (float(s) for s in case.canonical_geometry.spacing_zyx)
+        return case.images, tuple(case.modalities), (z, y, x), f"case {case.name!r}"
     images = case_or_images
     if not isinstance(images, np.ndarray) or images.ndim != 4:
         raise InputError(
@@ -133,7 +133,7 @@ def _case_parts(
     sp = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
     if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
         raise InputError(f"spacing={spacing!r}; expected 3 positive voxel sizes (z, y, x) in mm.")
-    return images, mods, sp, "the image array"  # type: ignore[return-value]
+    return images, mods, (sp[0], sp[1], sp[2]), "the image array"
 
 
 def _target_shape(shape: Sequence[int], sp: Sequence[float], target: Sequence[float]) -> list[int]:
@@ -250,7 +250,7 @@ def _check_roi(roi: Sequence[int] | int | None, ckpt: Checkpoint) -> tuple[int, 
         raise InputError(
             f"roi_size={list(r)} must equal the UNETR img_size {ckpt.config['img_size']}."
         )
-    return r  # type: ignore[return-value]
+    return (r[0], r[1], r[2])
 
 
 # ----------------------------------------------------------------------------- passes
@@ -641,14 +641,18 @@ def predict_case_iter(
                     def use_amp_now() -> bool:
                         return state.amp and device.type == "cuda"
 
-                    y = sliding_window_inference(
-                        x,
-                        roi,
-                        bs,
-                        predictor,
-                        overlap=float(overlap),
-                        sw_device=device,
-                        device=device,
+                    # MONAI types the result as a union; a Tensor predictor gives a Tensor
+                    y = cast(
+                        torch.Tensor,
+                        sliding_window_inference(
+                            x,
+                            roi,
+                            bs,
+                            predictor,
+                            overlap=float(overlap),
+                            sw_device=device,
+                            device=device,
+                        ),
                     )
                     if ps.flip:
                         y = torch.flip(y, ps.flip)
@@ -801,6 +805,7 @@ def _finish(
         maps = {k: stacked[i].clamp_(0, 1) for i, k in enumerate(maps)}
     probs = mean_p.numpy()
     mask = prep.pre.mask
+    order: np.ndarray | list[int]
     if ckpt.output == "classes":
         chan_class = class_channel_map(ckpt.label_convention, probs.shape[0])
         order = np.argsort(chan_class)  # channel of internal class 0, 1, 2, 3
@@ -851,9 +856,12 @@ def _finish(
     }
 
 
+_T = TypeVar("_T")
+
+
 def _pump(
-    fn: Callable[[], Any], should_stop: Callable[[], bool] | None, heartbeat: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
+    fn: Callable[[], _T], should_stop: Callable[[], bool] | None, heartbeat: dict[str, Any]
+) -> Generator[dict[str, Any], None, _T]:
     """Run ``fn`` in a helper thread; yield ``heartbeat`` every 0.5 s; return its result.
 
     Used as ``value = yield from _pump(...)`` so that the consumer hears from the generator

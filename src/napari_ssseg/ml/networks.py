@@ -87,7 +87,7 @@ def network_class(name: str) -> type[nn.Module]:
     return getattr(nets, name)
 
 
-def _accepted_kwargs(cls: type) -> list[str]:
+def _accepted_kwargs(cls: type[Any]) -> list[str]:
     sig = inspect.signature(cls.__init__)
     return [
         p.name
@@ -251,7 +251,7 @@ def enable_gradient_checkpointing(net: nn.Module) -> int:
             continue
         if not any(True for _ in m.parameters()):
             continue
-        m.forward = functools.partial(_checkpointed_forward, m)  # type: ignore[method-assign]
+        m.forward = functools.partial(_checkpointed_forward, m)
         wrapped.append(name)
     return len(wrapped)
 

@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -200,8 +200,12 @@ def validate(
         scores: dict[str, list[float]] = {"WT": [], "TC": [], "ET": []}
         for case in cases:
             x = torch.from_numpy(np.array(case.load_image(), dtype=np.float32))[None].to(device)
-            logits = sliding_window_inference(
-                x, tuple(patch_size), 1, net, overlap=0.25, padding_mode="constant"
+            # MONAI types the result as a union; a network returning a Tensor gives a Tensor
+            logits = cast(
+                torch.Tensor,
+                sliding_window_inference(
+                    x, tuple(patch_size), 1, net, overlap=0.25, padding_mode="constant"
+                ),
             )
             pred = torch.argmax(logits, dim=1)[0].cpu().numpy().astype(np.uint8)
             for k, v in region_dice(pred, np.asarray(case.load_label())).items():

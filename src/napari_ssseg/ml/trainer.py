@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ def _save(
         label_convention="brats2023",
         output="classes",
         regions=("WT", "TC", "ET"),
-        patch_size=tuple(meta["patch_size"]),  # type: ignore[arg-type]
+        patch_size=tuple(meta["patch_size"]),
         provenance=dict(meta["provenance"]),
         source=str(path),
     )
@@ -151,7 +151,14 @@ def _epoch_order(n: int, seed: int, epoch: int, world: int, rank: int) -> list[i
     from torch.utils.data import DistributedSampler
 
     ds = list(range(n))
-    smp = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
+    # the sampler only takes len() of its dataset; torch's stub wants a Dataset
+    smp: DistributedSampler[int] = DistributedSampler(
+        ds,  # type: ignore[arg-type]
+        num_replicas=world,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+    )
     smp.set_epoch(epoch)
     return list(smp)
 
@@ -490,7 +497,7 @@ class Trainer:
         from napari_ssseg.ml.data import CropSampler
 
         cfg, split = self.cfg, self.split
-        self.meta = {
+        self.meta: dict[str, Any] = {
             "config": self.net_cfg,
             "modalities": self.modalities,
             "normalization": self.normalization,
@@ -773,8 +780,10 @@ class _EngineView:
         net.eval()
         try:
             x = torch.from_numpy(np.array(case.load_image(), dtype=np.float32))[None]
-            logits = sliding_window_inference(
-                x.to(self.device), self.patch_size, 1, net, overlap=0.25
+            # MONAI types the result as a union; a network returning a Tensor gives a Tensor
+            logits = cast(
+                torch.Tensor,
+                sliding_window_inference(x.to(self.device), self.patch_size, 1, net, overlap=0.25),
             )
             return torch.softmax(logits.float(), 1)[0].cpu().numpy()
         finally:

@@ -187,11 +187,15 @@ class Strategy:
 
     def training_step(
         self,
-        batch_labelled: dict[str, torch.Tensor],
+        batch_labelled: dict[str, torch.Tensor] | None,
         batch_unlabelled: dict[str, torch.Tensor] | None,
         step: int,
     ) -> dict[str, torch.Tensor]:
-        """Return a dict of scalar losses; ``"loss"`` is back-propagated."""
+        """Return a dict of scalar losses; ``"loss"`` is back-propagated.
+
+        ``batch_labelled`` is None only for a strategy that does not need labels
+        (``needs_labels = False``) trained without a labelled case.
+        """
         raise NotImplementedError
 
     def wants_unlabelled(self, step: int) -> bool:

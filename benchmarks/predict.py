@@ -65,14 +65,10 @@ def run_cli(args: list[str], threads: int) -> dict:
 
 
 def region_dice(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    from napari_ssseg.core.case import region_masks
+    """Dice of WT, TC, ET (:func:`napari_ssseg.core.metrics.region_dice`)."""
+    from napari_ssseg.core.metrics import region_dice as _region_dice
 
-    pm, gm = region_masks(pred), region_masks(gt)
-    out = {}
-    for r in ("WT", "TC", "ET"):
-        denom = int(pm[r].sum() + gm[r].sum())
-        out[r] = 1.0 if denom == 0 else 2.0 * int((pm[r] & gm[r]).sum()) / denom
-    return out
+    return _region_dice(pred, gt)
 
 
 def main(argv: list[str] | None = None) -> int:

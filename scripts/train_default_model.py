@@ -215,21 +215,11 @@ def sample_batch(data, augment, rng: np.random.Generator, batch: int, crop: int)
 
 
 # ----------------------------------------------------------------------------- eval
-def wt_dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    p, g = pred > 0, gt > 0
-    denom = p.sum() + g.sum()
-    return 1.0 if denom == 0 else float(2 * (p & g).sum() / denom)
-
-
 def region_dices(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    from napari_ssseg.core.case import region_masks
+    """Dice of WT, TC, ET (:func:`napari_ssseg.core.metrics.region_dice`)."""
+    from napari_ssseg.core.metrics import region_dice
 
-    out = {}
-    pm, gm = region_masks(pred), region_masks(gt)
-    for r in ("WT", "TC", "ET"):
-        denom = pm[r].sum() + gm[r].sum()
-        out[r] = 1.0 if denom == 0 else float(2 * (pm[r] & gm[r]).sum() / denom)
-    return out
+    return region_dice(pred, gt)
 
 
 @torch.no_grad()

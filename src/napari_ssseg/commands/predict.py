@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from napari_ssseg.commands._clinical import load_case_clinical
-    from napari_ssseg.core.case import get_convention, region_masks
+    from napari_ssseg.core.case import get_convention
     from napari_ssseg.errors import InputError
     from napari_ssseg.io.readers import parse_modality_args
     from napari_ssseg.io.writers import save_image, save_labels
@@ -186,12 +186,10 @@ def run(args: argparse.Namespace) -> int:
             "see the warning above for the regions that are weaker)"
         )
     if case.labels is not None:
-        pred, gt = region_masks(result["labels"]), region_masks(case.labels)
-        parts = []
-        for r in ("WT", "TC", "ET"):
-            denom = int(pred[r].sum() + gt[r].sum())
-            d = 1.0 if denom == 0 else 2.0 * int((pred[r] & gt[r]).sum()) / denom
-            parts.append(f"{r} {d:.3f}")
+        from napari_ssseg.core.metrics import region_dice
+
+        dices = region_dice(result["labels"], case.labels)
+        parts = [f"{r} {d:.3f}" for r, d in dices.items()]
         print("Dice against the case's labels: " + ", ".join(parts))
     for path in written:
         print(f"wrote {path}")

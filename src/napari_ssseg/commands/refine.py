@@ -148,15 +148,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_clinical_arguments(parser)  # --brain-extraction --register --resample (clinical scans)
 
 
-def _dice(a, b) -> float:
-    try:
-        from napari_ssseg.core.metrics import dice
-    except ImportError:  # pragma: no cover - metrics is part of the package
-        s = int(a.sum()) + int(b.sum())
-        return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
-    return float(dice(a, b))
-
-
 def run(args: argparse.Namespace) -> int:
     """Refine ``--pseudo`` on CASE and write ``--out``; returns 0."""
     import numpy as np
@@ -283,11 +274,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{inf['merged']}, removed {inf['removed']}"
             )
     if gt is not None:
+        from napari_ssseg.core.metrics import region_dice
+
+        before, after = region_dice(pseudo_native, gt), region_dice(refined, gt)
         print("Dice       before    after    change")
-        for name, cls in (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,))):
-            g = np.isin(gt, cls)
-            b = _dice(np.isin(pseudo_native, cls), g)
-            a = _dice(np.isin(refined, cls), g)
+        for name, b in before.items():
+            a = after[name]
             print(f"  {name}     {b:7.4f}  {a:7.4f}  {a - b:+8.4f}")
     print(f"wrote {out}")
     total = time.perf_counter() - t_start

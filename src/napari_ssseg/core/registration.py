@@ -207,9 +207,9 @@ def _head_dice(fixed_head: sitk.Image, moving_head: sitk.Image, transform: sitk.
         > 0
     )
     f = sitk.GetArrayViewFromImage(fixed_head) > 0
-    f, m = f & inside, m & inside
-    denom = int(f.sum()) + int(m.sum())
-    return 1.0 if denom == 0 else 2.0 * int((f & m).sum()) / denom
+    from napari_ssseg.core.metrics import dice
+
+    return dice(f & inside, m & inside)
 
 
 def _itk(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ Part of :mod:`napari_ssseg.io.readers`, which re-exports the public names.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -376,13 +377,13 @@ def _find_in_folder(folder: Path, assigned: dict[str, Path] | None = None) -> Ca
 
 
 def find_case_files(
-    path: str | Path | None = None,
+    path: str | os.PathLike | None = None,
     *,
-    t1: str | Path | None = None,
-    t1ce: str | Path | None = None,
-    t2: str | Path | None = None,
-    flair: str | Path | None = None,
-    seg: str | Path | None = None,
+    t1: str | os.PathLike | None = None,
+    t1ce: str | os.PathLike | None = None,
+    t2: str | os.PathLike | None = None,
+    flair: str | os.PathLike | None = None,
+    seg: str | os.PathLike | None = None,
 ) -> CaseFiles:
     """Find the files of one case and recognise its naming scheme (no voxels are read).
 

@@ -158,8 +158,7 @@ def create_workspace(
     how = normalise_labels_as(labels_as) if labels_as is not None else None
     if how is not None and source is None:
         raise InputError("--labels-as needs --from DIR (a folder of cases or a dataset).")
-    is_dataset = source is not None and (Path(source) / "dataset.json").is_file()
-    if is_dataset:
+    if source is not None and (Path(source) / "dataset.json").is_file():
         ws = import_dataset(
             source, ws_path, copy_images=copy_images, labels_as=how or "version",
             progress=progress,
@@ -286,10 +285,10 @@ def import_dataset(
     conv = get_convention(convention or ds.get("ssseg_label_convention") or guess).name
     ws = Workspace.create(ws_path)
     try:
-        for i, (cid, files, lab) in enumerate(entries):
+        for i, (cid, files, label_file) in enumerate(entries):
             if progress is not None:
                 progress(i / len(entries), f"importing {cid}")
-            gt = lab if labels_as == "ground_truth" else None
+            gt = label_file if labels_as == "ground_truth" else None
             if "msd" in files:
                 rec = ws.add_case(
                     files["msd"], case_id=cid, copy_images=copy_images, ground_truth=gt
@@ -297,11 +296,11 @@ def import_dataset(
             else:
                 rec = ws.add_case(case_id=cid, copy_images=copy_images, ground_truth=gt, **files)
             ws.set_convention(rec.case_id, conv)
-            if lab is not None and labels_as != "ground_truth":
+            if label_file is not None and labels_as != "ground_truth":
                 import_label_file(
                     ws,
                     rec.case_id,
-                    lab,
+                    label_file,
                     convention=conv,
                     status="verified" if labels_as == "version" else "proposed",
                 )

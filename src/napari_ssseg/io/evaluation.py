@@ -124,7 +124,9 @@ def evaluate_workspace(
         pred = ws.latest_labels(cid)
         gt = ws.ground_truth(cid)
         sp = ws.spacing(cid)
-        res = region_metrics(pred, gt, sp, tolerance_mm=tolerance_mm, definition=definition)
+        res: dict[str, dict[str, Any]] = region_metrics(
+            pred, gt, sp, tolerance_mm=tolerance_mm, definition=definition
+        )
         if rules is not None:
             for region, lw in lesionwise_metrics(pred, gt, sp, challenge=rules).items():
                 res[region]["lesion_wise"] = lw

@@ -11,6 +11,7 @@ from __future__ import annotations
 import locale
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,7 +29,7 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
     return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
-def _check_path(path: str | Path, what: str = "Input") -> Path:
+def _check_path(path: str | os.PathLike | None, what: str = "Input") -> Path:
     if path is None or str(path) == "":
         raise InputError(f"{what}: no path given. Pass a case folder or an image file.")
     p = Path(path).expanduser()
@@ -135,7 +136,8 @@ def _check_nifti_complete(path: Path, what: str = "Image") -> None:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        # a .nii/.nii.gz path (NIfTI-1 or -2); nibabel types load() as the base class
+        img = cast("nib.Nifti1Image", nib.load(str(path)))
         header = img.header
         shape = header.get_data_shape()
         itemsize = np.dtype(header.get_data_dtype()).itemsize

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ __all__ = ["write_boxplot_png"]
 
 def write_boxplot_png(
     path: str | os.PathLike,
-    groups: dict[str, Sequence[float]],
+    groups: Mapping[str, Sequence[float]],
     title: str = "DICE",
     size: tuple[int, int] = (360, 480),
 ) -> Path:

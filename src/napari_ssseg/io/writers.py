@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -211,7 +212,10 @@ def write_case(
     name = name or case.name
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise InputError(f"Case name {name!r} is not a valid folder name.")
-    conv = get_convention(NAMING_CONVENTION[naming])
+    conv_name = NAMING_CONVENTION[naming]
+    if conv_name is None:  # every writable naming has a label convention
+        raise InputError(f"naming={naming!r} has no label convention; use one of {NAMINGS}.")
+    conv = get_convention(conv_name)
     if naming == "msd":
         missing = [m for m in MSD_CHANNELS if m not in case.modalities]
         if missing:
@@ -245,6 +249,8 @@ def write_case(
         if key == "msd":
             save_image(np.stack([case.channel(m) for m in MSD_CHANNELS]), case, target)
         elif key == "seg":
+            if case.labels is None:  # planned only for a case with labels
+                raise InputError(f"Case {case.name!r} has no labels to write.")
             save_labels(case.labels, case, target, conv)
         else:
             save_image(case.channel(key), case, target)
@@ -315,7 +321,9 @@ def case_from_arrays(
     if len(sp) != 3:
         raise InputError(f"spacing_zyx must have 3 values; got {list(spacing_zyx)}.")
     dr = np.eye(3) if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
-    geometry = Geometry(tuple(sp[::-1]), tuple(float(o) for o in origin), tuple(dr.ravel()))
+    # Geometry checks that origin has 3 values
+    org = cast("tuple[float, float, float]", tuple(float(o) for o in origin))
+    geometry = Geometry((sp[2], sp[1], sp[0]), org, tuple(dr.ravel()))
     orientation = Orientation.from_geometry(geometry)
     if labels is not None:
         labels = np.asarray(labels)

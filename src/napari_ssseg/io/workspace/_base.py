@@ -326,18 +326,27 @@ class _WorkspaceBase:
 
     # -- case grid
     def _record(self, c: dict) -> CaseRecord:
-        images = {m: self._abs(p) for m, p in c["images"].items()}
+        images: dict[str, Path] = {}
+        for m, ref in c["images"].items():
+            path = self._abs(ref)
+            if path is None:
+                raise InputError(
+                    f"The workspace manifest has an empty {m} path for case {c['id']!r}; "
+                    "remove the case and add it again."
+                )
+            images[m] = path
         files = set(images.values())
-        if c.get("msd_image"):
-            files.add(self._abs(c["msd_image"]))
+        msd_image = self._abs(c.get("msd_image"))
+        if msd_image is not None:
+            files.add(msd_image)
         missing = tuple(sorted(str(p) for p in files if not os.path.exists(p)))
         _, _, canon, _ = _geometry_of(c["geometry"])
         versions = c.get("versions", [])
         return CaseRecord(
             case_id=c["id"],
             status=c["status"],
-            images=images,  # type: ignore[arg-type]
-            msd_image=self._abs(c.get("msd_image")),
+            images=images,
+            msd_image=msd_image,
             ground_truth=self._abs(c.get("ground_truth")),
             convention=c.get("convention", "brats2021"),
             naming=c.get("naming", "explicit"),

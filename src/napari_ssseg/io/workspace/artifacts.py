@@ -129,8 +129,9 @@ class _ArtifactsMixin(_WorkspaceBase):
         e = self._entry(case_id)
         n = max((v["version"] for v in e["versions"]), default=0) + 1
         rel = f"cases/{case_id}/labels/v{n:04d}.nii.gz"
-        prel = f"cases/{case_id}/provenance/v{n:04d}.nii.gz"
-        path, ppath = self.root / rel, self.root / prel
+        prov_rel = f"cases/{case_id}/provenance/v{n:04d}.nii.gz"
+        path, ppath = self.root / rel, self.root / prov_rel
+        prel: str | None = prov_rel  # None: the version has no provenance file
         try:
             if copy_from is not None:
                 _copy_file(self.root / copy_from["file"], path, link=True)
@@ -139,6 +140,8 @@ class _ArtifactsMixin(_WorkspaceBase):
                 else:
                     prel = None
             else:
+                if lab is None:  # a programming error: the callers pass one of the two
+                    raise TypeError("_add_version needs labels or copy_from")
                 self._write_canonical(case_id, lab, path)
                 if prov is not None:
                     self._write_canonical(case_id, prov, ppath)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssseg.core.case import MODALITIES, Case, get_convention
+from napari_ssseg.core.case import Case, get_convention
 from napari_ssseg.errors import InputError, check_choice
 from napari_ssseg.io.atomic import atomic_write_text
 from napari_ssseg.io.workspace._base import (
@@ -487,7 +487,10 @@ class Workspace(_ArtifactsMixin, _RunsMixin):
         if rec.msd_image is not None:
             case = load_case(rec.msd_image)
         else:
-            case = load_case(**{m: p for m, p in rec.images.items() if m in MODALITIES})
+            imgs = rec.images
+            case = load_case(
+                t1=imgs.get("t1"), t1ce=imgs.get("t1ce"), t2=imgs.get("t2"), flair=imgs.get("flair")
+            )
         geometry, _, canon = self._grid(case_id)
         if not same_grid(case.geometry, case.file_shape, geometry, self._file_shape(case_id)):
             raise GeometryError(

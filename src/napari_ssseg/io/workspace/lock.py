@@ -106,8 +106,8 @@ def _is_stale(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname():
         return False
     try:
-        pid = int(holder.get("pid"))
-    except (TypeError, ValueError):
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
         return False
     if pid == os.getpid():
         return True  # our own pid but not in _OPEN_IN_PROCESS: left over, e.g. after a fork

@@ -368,7 +368,10 @@ class _RunsMixin(_WorkspaceBase):
         run = next((r for r in self._m["runs"] if r["id"] == run_id), None)
         if run is None:
             raise InputError(f"Workspace has no training run {run_id!r}.")
-        self.record_run(self._abs(run["dir"]), state=state, metrics=metrics, checkpoint=checkpoint)
+        run_dir = self._abs(run["dir"])
+        if run_dir is None:
+            raise InputError(f"Training run {run_id!r} has no folder in the workspace manifest.")
+        self.record_run(run_dir, state=state, metrics=metrics, checkpoint=checkpoint)
 
     def reconcile_runs(self) -> list[dict]:
         """Settle runs recorded as ``running`` whose training process has ended.
@@ -543,7 +546,8 @@ def read_run(run_dir: str | os.PathLike) -> dict:
             metrics = vals[-1]["metrics"]
     steps = [e.get("step") for e in tail if isinstance(e.get("step"), int)]
     best = root / "best.pt"
-    config = start.get("config") if isinstance(start.get("config"), dict) else {}
+    start_config = start.get("config")
+    config: dict = start_config if isinstance(start_config, dict) else {}
     return {
         "run_dir": root,
         "strategy": start.get("strategy") or config.get("strategy"),

@@ -21,6 +21,7 @@ Conventions used across the package
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,8 @@ __all__ = [
     "CLASS_NAMES",
     "CLASS_COLORS",
     "REGIONS",
+    "REGION_MODALITIES",
+    "region_channel_indices",
     "MODALITIES",
     "MODALITY_ALIASES",
     "normalize_modality",
@@ -94,6 +97,14 @@ CLASS_COLORS: dict[int, tuple[float, float, float, float]] = {
 }
 #: Tumour regions as sets of internal class values.
 REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+#: Modalities each region's superpixels *and* refinement features are computed from, in
+#: channel order: WT FLAIR, TC T2 + T1Gd **[paper roles]**, ET T1Gd **[ours]**. The one
+#: region -> channels table of the package; :func:`region_channel_indices` applies it.
+REGION_MODALITIES: dict[str, tuple[str, ...]] = {
+    "WT": ("flair",),
+    "TC": ("t2", "t1ce"),
+    "ET": ("t1ce",),
+}
 
 
 # --------------------------------------------------------------------------- geometry
@@ -429,6 +440,58 @@ def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
     """
     labels = np.asarray(labels)
     return {name: np.isin(labels, values) for name, values in REGIONS.items()}
+
+
+def region_channel_indices(
+    modalities: Sequence[str], region: str, *, stacklevel: int = 2
+) -> list[int]:
+    """Indices of the channels a region's superpixels and features are computed from.
+
+    The channels of :data:`REGION_MODALITIES`, in that order. When the case lacks some of
+    them, the available ones among those needed are used; when it lacks all of them, all
+    its channels are used; either way with a :class:`UserWarning` naming what is missing
+    and what is used instead. Superpixels (:func:`napari_ssseg.core.superpixels.\
+channels_for_region`) and refinement features (:func:`napari_ssseg.core.refine.\
+region_channels`) both go through this function, so they always use the same channels.
+
+    Parameters
+    ----------
+    modalities : sequence of str
+        Name of each channel of the case, in channel order; compared case-insensitively,
+        aliases (``"T1Gd"``, ``"t2f"``, ...) accepted, unknown names never match.
+    region : {"WT", "TC", "ET"}
+        Tumour region (case-insensitive).
+    stacklevel : int
+        ``stacklevel`` of the warning, counted from this function's caller.
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    InputError
+        For an unknown region, or a case with no channels.
+    """
+    region = check_choice("region", str(region).upper(), REGION_MODALITIES)
+    keys = [str(m).strip().lower() for m in modalities]
+    names = [MODALITY_ALIASES.get(k, k) for k in keys]
+    if not names:
+        raise InputError(f"the case has no image channels to compute region {region} from.")
+    wanted = REGION_MODALITIES[region]
+    present = [m for m in wanted if m in names]
+    if len(present) < len(wanted):
+        missing = [m for m in wanted if m not in names]
+        idx = [names.index(m) for m in present] if present else list(range(len(names)))
+        warnings.warn(
+            f"Region {region} needs {' + '.join(wanted)} but the case lacks "
+            f"{', '.join(missing)}; computing its superpixels and features from "
+            f"{' + '.join(keys[i] for i in idx)} instead.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return idx
+    return [names.index(m) for m in present]
 
 
 def regions_to_labels(wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndarray:

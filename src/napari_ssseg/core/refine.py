@@ -72,6 +72,7 @@ from napari_ssseg.core.adjacency import (
     boundary_faces,
     build_adjacency,
 )
+from napari_ssseg.core.case import REGION_MODALITIES, region_channel_indices
 from napari_ssseg.core.features import (
     FEATURES_VERSION,
     PreparedChannels,
@@ -161,11 +162,10 @@ DEFAULT_MUTUAL: dict[str, str] = {"wt": "region", "tc": "region"}
 #: real cases (docs/refinement.md, "Tuned on real scans").
 DEFAULT_MUTUAL_TOLERANCE: dict[str, float] = {"wt": 0.0, "tc": 0.0}
 _MUTUAL = ("region", "member")
-#: Channels each region is refined on **[paper]** (WT: FLAIR; TC: T2 + T1Gd).
-REGION_CHANNELS: dict[str, tuple[str, ...]] = {"wt": ("flair",), "tc": ("t2", "t1ce")}
-_FALLBACK: dict[str, tuple[str, ...]] = {
-    "wt": ("flair", "t2", "t1ce", "t1"),
-    "tc": ("t2", "t1ce", "flair", "t1"),
+#: Channels each region is refined on **[paper]** (WT: FLAIR; TC: T2 + T1Gd): the rows of
+#: the one table :data:`napari_ssseg.core.case.REGION_MODALITIES`, which superpixels use too.
+REGION_CHANNELS: dict[str, tuple[str, ...]] = {
+    r: REGION_MODALITIES[r.upper()] for r in ("wt", "tc")
 }
 _OUTPUTS = ("added", "union", "superpixels")
 _REGION_FEATURES = ("centroid", "union")
@@ -235,43 +235,20 @@ def _check_mutual(mutual: str, tolerance: float) -> tuple[str, float]:
 def region_channels(modalities: Sequence[str], region: str) -> tuple[list[int], list[str]]:
     """Channel indices used to refine ``region``, falling back when a modality is missing.
 
-    WT uses FLAIR, TC uses T2 and T1Gd **[paper]**. When none of the preferred modalities is
-    present the first available one of the fallback order (WT: FLAIR, T2, T1Gd, T1; TC: T2,
-    T1Gd, FLAIR, T1) is used and a :class:`UserWarning` is issued.
+    WT uses FLAIR, TC uses T2 and T1Gd **[paper]**. The same channels as the region's
+    superpixels (:func:`napari_ssseg.core.case.region_channel_indices`, one table for
+    both): when some are missing the available ones among them are used, when all are
+    missing all the case's channels, with a :class:`UserWarning`.
 
     Returns
     -------
     indices : list of int
     names : list of str
+        The channels' names, lower case.
     """
     region = check_choice("region", region, ("wt", "tc"))
-    mods = [str(m).lower() for m in modalities]
-    want = REGION_CHANNELS[region]
-    idx = [mods.index(m) for m in want if m in mods]
-    if idx and len(idx) < len(want):
-        missing = [m for m in want if m not in mods]
-        warnings.warn(
-            f"region {region.upper()} is refined on {', '.join(want)} but the case lacks "
-            f"{', '.join(missing)}; using {', '.join(mods[i] for i in idx)} only.",
-            UserWarning,
-            stacklevel=2,
-        )
-    if not idx:
-        for m in _FALLBACK[region]:
-            if m in mods:
-                idx = [mods.index(m)]
-                break
-        if not idx:
-            if not mods:
-                raise InputError("the case has no image channels to refine on.")
-            idx = [0]
-        warnings.warn(
-            f"region {region.upper()} is best refined on {', '.join(want)}, which the case "
-            f"lacks (it has {', '.join(mods)}); falling back to {mods[idx[0]]}.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return idx, [mods[i] for i in idx]
+    idx = region_channel_indices(modalities, region, stacklevel=3)
+    return idx, [str(modalities[i]).lower() for i in idx]
 
 
 # --------------------------------------------------------------------------- similarity

@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from napari_ssseg.core.case import REGION_MODALITIES, region_channel_indices
 from napari_ssseg.core.progress import (
     ProgressCallback,
     StopCallback,
@@ -102,12 +103,6 @@ __all__ = [
 #: Bumped whenever the output of a backend may change for the same input (cache signature).
 ALGORITHM_VERSION = "3"
 BACKENDS = ("fast", "skimage")
-#: Modality roles of Thompson et al. [paper]; ET has no role in the paper [ours: T1Gd].
-REGION_MODALITIES: dict[str, tuple[str, ...]] = {
-    "WT": ("flair",),
-    "TC": ("t2", "t1ce"),
-    "ET": ("t1ce",),
-}
 #: skimage's masked ``step`` relative to the seed interval (see module docstring).
 _MASK_STEP_RATIO = 0.45
 _CONVERGENCE_FRACTION = 1e-3
@@ -459,20 +454,12 @@ def region_superpixels(
 
 
 def channels_for_region(modalities: Sequence[str], region: str) -> list[int]:
-    """Indices of the channels used for ``region`` (with the fallback and warning above)."""
-    wanted = REGION_MODALITIES[region]
-    present = [m for m in wanted if m in modalities]
-    if len(present) < len(wanted):
-        missing = [m for m in wanted if m not in modalities]
-        use = present or list(modalities)
-        warnings.warn(
-            f"Region {region} needs {' + '.join(wanted)} but the case lacks "
-            f"{', '.join(missing)}; computing its superpixels from {' + '.join(use)} instead.",
-            UserWarning,
-            stacklevel=3,
-        )
-        present = use
-    return [list(modalities).index(m) for m in present]
+    """Indices of the channels used for ``region`` (with the fallback and warning above).
+
+    :func:`napari_ssseg.core.case.region_channel_indices`, the table refinement features
+    use too (:data:`~napari_ssseg.core.case.REGION_MODALITIES`).
+    """
+    return region_channel_indices(modalities, region, stacklevel=3)
 
 
 # --------------------------------------------------------------------------- backends

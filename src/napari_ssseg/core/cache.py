@@ -66,7 +66,7 @@ def array_digest(array: np.ndarray) -> str:
     a = np.ascontiguousarray(array)
     h = hashlib.sha1()
     h.update(repr((a.shape, a.dtype.str)).encode())
-    h.update(memoryview(a).cast("B") if a.size else b"")
+    h.update(a.data.cast("B") if a.size else b"")
     return h.hexdigest()
 
 
@@ -297,10 +297,11 @@ def save_npz(
     try:
         with os.fdopen(fd, "wb") as fh:
             saver = np.savez_compressed if compress else np.savez
+            # numpy's stub matches **kwargs against allow_pickle: bool
             saver(
                 fh,
-                **{_META_SIG: np.array(signature), _META_KEY: np.array(description)},
-                **dict(arrays),
+                **{_META_SIG: np.array(signature), _META_KEY: np.array(description)},  # type: ignore[arg-type]
+                **dict(arrays),  # type: ignore[arg-type]
             )
             fh.flush()
             os.fsync(fh.fileno())

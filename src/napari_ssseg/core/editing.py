@@ -80,7 +80,7 @@ def _spacing3(spacing: Sequence[float]) -> tuple[float, float, float]:
         raise InputError(
             f"spacing must be three positive voxel sizes in mm (z, y, x); got {spacing!r}."
         )
-    return sp  # type: ignore[return-value]
+    return sp
 
 
 def _axis(axis: int) -> int:
@@ -146,7 +146,7 @@ def _interpolate_pair(
     m1: np.ndarray,
     k0: int,
     k1: int,
-    sampling: tuple[float, ...],
+    sampling: tuple[float, float],
 ) -> None:
     """Fill ``target[k0 + 1 : k1]`` by shape-based interpolation of ``m0`` and ``m1``.
 
@@ -229,7 +229,8 @@ def fill_between_slices(
     label = _label_value(label)
     axis = _axis(axis)
     sp = _spacing3(spacing)
-    sampling = tuple(s for a, s in enumerate(sp) if a != axis)
+    s0, s1 = (s for a, s in enumerate(sp) if a != axis)
+    sampling = (s0, s1)
     lab = np.moveaxis(labels, axis, 0)  # view: slices along axis first
     present = lab == label
     slices = np.flatnonzero(present.reshape(present.shape[0], -1).any(axis=1))

@@ -405,7 +405,8 @@ class Phantom:
         """(4, Z, Y, X) float32 multiplicative bias field on the full grid (1 outside the box)."""
         out = np.ones((len(self.modalities),) + self.shape, np.float32)
         if self.bias_box is not None and self.bias_bbox is not None:
-            out[(slice(None), *self.bias_bbox)] = self.bias_box
+            index = (slice(None), *self.bias_bbox)
+            out[index] = self.bias_box
         return out
 
     @property
@@ -622,15 +623,16 @@ def _synthetic_anatomy(shape, spacing, rng, scale: float, tumour: _Tumour):
         reg = cereb[cb]
         fol = _smooth_field(rng, cshape, spacing, max(12.0 * feat, 3.0 * min_sp))
         # one white-matter core per hemisphere; folia are concentric leaves around it
-        core_r = None
-        for sx in (-1.0, 1.0):
-            r_h = np.sqrt(
+        r_left, r_right = (
+            np.sqrt(
                 ((zc + 34 * scale) / (9 * feat)) ** 2
                 + ((yc - 42 * scale) / (13 * feat)) ** 2
                 + ((xc - sx * 20 * scale) / (13 * feat)) ** 2,
                 dtype=np.float32,
             )
-            core_r = r_h if core_r is None else np.minimum(core_r, r_h)
+            for sx in (-1.0, 1.0)
+        )
+        core_r = np.minimum(r_left, r_right)
         leaf = max(3.0 * feat, 1.5 * min_sp)  # folium period, mm
         phase = np.cos(2 * np.pi * (core_r * 10.0 * feat / leaf + 0.6 * fol))
         t_c = np.full(cshape, 2, np.uint8)
@@ -958,7 +960,7 @@ def make_phantom(
         images=images,
         labels=labels,
         brain=brain,
-        spacing=sp,  # type: ignore[arg-type]
+        spacing=sp,
         seed=int(seed),
         style=style,
         tissues=tissues,
@@ -1090,13 +1092,14 @@ def _render(
             flat[gm_idx] *= 1.0 + style.cortex_flair * cortex_w
         # tumour: oedema blends into the tissue towards its edge, core classes heterogeneous
         flat[ed_idx] += (lut["ED"] - flat[ed_idx]) * ed_w
+        ncr_level: float | np.ndarray
         if net_w is None:
             ncr_level = (1.0 - net_mix) * lut["NCR"] + net_mix * lut["ED"]
         else:  # non-enhancing patches inside the core
             mix = np.maximum(net_mix, 0.6 * net_w)
             ncr_level = (1.0 - mix) * lut["NCR"] + mix * lut["ED"]
         flat[core_idx[1]] = ncr_level * core_tex[1]
-        et_level = lut["ET"]
+        et_level: float | np.ndarray = lut["ET"]
         if mod == "t1ce" and enh_w is not None:
             et_level = lut["WM"] + (lut["ET"] - lut["WM"]) * (
                 1.0 - style.enhancement_heterogeneity * enh_w

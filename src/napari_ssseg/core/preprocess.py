@@ -205,7 +205,7 @@ def _check_bbox(bbox: Any) -> BBox:
             raise InputError(f"bbox must hold slices with explicit start and stop; got {bbox!r}.")
         if s.start < 0 or s.stop <= s.start:
             raise InputError(f"bbox slice {s} is empty or negative.")
-    return tuple(bbox)  # type: ignore[return-value]
+    return tuple(bbox)
 
 
 def crop(array: np.ndarray, bbox: BBox) -> np.ndarray:
@@ -227,7 +227,8 @@ def crop(array: np.ndarray, bbox: BBox) -> np.ndarray:
     for s, n in zip(bbox, arr.shape[-3:]):
         if s.stop > n:
             raise InputError(f"bbox {bbox} does not fit the array's grid {arr.shape[-3:]}.")
-    return np.array(arr[(Ellipsis, *bbox)], copy=True)
+    index = (Ellipsis, *bbox)
+    return np.array(arr[index], copy=True)
 
 
 def uncrop(
@@ -253,18 +254,19 @@ def uncrop(
     """
     arr = np.asarray(array)
     bbox = _check_bbox(bbox)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3:
-        raise InputError(f"shape must be (Z, Y, X); got {shape}.")
+    grid = tuple(int(s) for s in shape)
+    if len(grid) != 3:
+        raise InputError(f"shape must be (Z, Y, X); got {grid}.")
     box_shape = tuple(s.stop - s.start for s in bbox)
     if arr.ndim < 3 or arr.shape[-3:] != box_shape:
         raise InputError(
             f"uncrop: array shape {arr.shape} does not end with the box size {box_shape}."
         )
-    if any(s.stop > n for s, n in zip(bbox, shape)):
-        raise InputError(f"uncrop: bbox {bbox} does not fit in the full grid {shape}.")
-    out = np.full(arr.shape[:-3] + shape, fill, dtype=arr.dtype)
-    out[(Ellipsis, *bbox)] = arr
+    if any(s.stop > n for s, n in zip(bbox, grid)):
+        raise InputError(f"uncrop: bbox {bbox} does not fit in the full grid {grid}.")
+    out = np.full(arr.shape[:-3] + grid, fill, dtype=arr.dtype)
+    index = (Ellipsis, *bbox)
+    out[index] = arr
     return out
 
 
@@ -482,7 +484,7 @@ def _check_spacing(spacing: Any) -> tuple[float, float, float]:
         raise InputError(
             f"spacing={spacing!r}; expected three positive voxel sizes (z, y, x) in mm."
         )
-    return sp  # type: ignore[return-value]
+    return sp
 
 
 def _check_clip(clip: Any) -> tuple[float, float] | None:
@@ -561,7 +563,8 @@ def preprocess(
         "n4": bool(n4),
         "mask": "given" if mask is not None else "auto",
     }
-    return Preprocessed(out, m, bbox, tuple(int(s) for s in arr.shape[1:]), params)
+    _, z, y, x = arr.shape  # 4D: checked by _as_images
+    return Preprocessed(out, m, bbox, (int(z), int(y), int(x)), params)
 
 
 # ------------------------------------------------------------------------------- cache
@@ -579,11 +582,11 @@ def _cache_key(images: np.ndarray, extra: tuple, mask: np.ndarray | None) -> str
     h = hashlib.blake2b(digest_size=20)
     arr = np.ascontiguousarray(images)
     h.update(repr((arr.shape, arr.dtype.str, extra)).encode())
-    h.update(memoryview(arr).cast("B"))
+    h.update(arr.data.cast("B"))
     if mask is not None:
         mm = np.ascontiguousarray(np.asarray(mask) != 0)
         h.update(repr(mm.shape).encode())
-        h.update(memoryview(mm).cast("B"))
+        h.update(mm.data.cast("B"))
     return h.hexdigest()
 
 

@@ -365,15 +365,20 @@ def preview_box(
     for region in setup.regions:
         session, seed = setup.sessions[region], seeds[region]
         grow = getattr(session, "grow", None)  # growth only, no mask assembly (milliseconds)
-        key = None
+        key: tuple[Any, ...] | None = None
+        hit = None
         if cache is not None and grow is not None:
             members, _ = grow(seed, sim0, n_c)
             key = (region, members.tobytes())
-        hit = cache.get(key) if key is not None else None
+            hit = cache.get(key)
         if hit is None:
             res = session.refine(seed, sim0, n_c)
             hit = (np.ascontiguousarray(res.mask[box]), int(np.count_nonzero(res.provenance)))
-            if key is not None and key[1] == np.asarray(res.members, bool).tobytes():
+            if (
+                cache is not None
+                and key is not None
+                and key[1] == np.asarray(res.members, bool).tobytes()
+            ):
                 cache.put(key, *hit)  # only when growth alone agrees with the full refinement
             else:
                 key = (region, "uncached", sim0, n_c, cache is None)

@@ -267,12 +267,13 @@ def rank_cases(
     n = min(int(n), len(ids))
 
     if strategy == "random":
-        order = np.random.default_rng(int(seed)).permutation(len(ids))
+        perm = np.random.default_rng(int(seed)).permutation(len(ids))
         return [
             Suggestion(ids[int(i)], r + 1, vals[ids[int(i)]], f"random baseline (seed {seed})")
-            for r, i in enumerate(order[:n])
+            for r, i in enumerate(perm[:n])
         ]
 
+    known: dict[str, float] = {k: v for k, v in vals.items() if v is not None}
     scored = [k for k in ids if vals[k] is not None]
     unscored = [k for k in ids if vals[k] is None]
     what = "mean entropy in predicted tumour" if strategy == "entropy" else "CPS disagreement"
@@ -285,8 +286,8 @@ def rank_cases(
             )
         order = _diverse_order(scored, vals, features, float(diversity))
     else:
-        order = sorted(scored, key=lambda k: (-vals[k], ids.index(k)))  # type: ignore[operator]
-    out = []
+        order = sorted(scored, key=lambda k: (-known[k], ids.index(k)))
+    out: list[Suggestion] = []
     for k in order + unscored:
         if len(out) == n:
             break

@@ -144,7 +144,7 @@ def make_working_grid(
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"reference_shape must be 3 positive sizes (Z, Y, X); got {shape}.")
     if spacing is None:
-        return WorkingGrid(reference_geometry, shape, reference_geometry, shape)  # type: ignore[arg-type]
+        return WorkingGrid(reference_geometry, shape, reference_geometry, shape)
     w = float(spacing)
     if not math.isfinite(w) or w <= 0:
         raise InputError(
@@ -152,7 +152,7 @@ def make_working_grid(
         )
     ref_sp = np.asarray(reference_geometry.spacing, float)
     if np.all(np.abs(ref_sp - w) <= SPACING_TOLERANCE * w):
-        return WorkingGrid(reference_geometry, shape, reference_geometry, shape)  # type: ignore[arg-type]
+        return WorkingGrid(reference_geometry, shape, reference_geometry, shape)
     n_ijk = np.asarray(shape[::-1], float)
     length = n_ijk * ref_sp  # field of view per index axis (voxel edges to voxel edges)
     m_ijk = np.maximum(1, np.ceil(length / w - 1e-6)).astype(int)
@@ -209,12 +209,14 @@ def resample_to(
         if geometry is None:
             raise InputError("resample_to: an array image needs its geometry.")
         arr = image if interpolation == "nearest" else image.astype(np.float32, copy=False)
-        image = to_sitk(arr, geometry)
+        img = to_sitk(arr, geometry)
     elif interpolation != "nearest":
-        image = sitk.Cast(image, sitk.sitkFloat32)
-    ref = _reference_image(target_geometry, target_shape, image.GetPixelID())
+        img = sitk.Cast(image, sitk.sitkFloat32)
+    else:
+        img = image
+    ref = _reference_image(target_geometry, target_shape, img.GetPixelID())
     tx = transform if transform is not None else sitk.Transform()
-    out = sitk.Resample(image, ref, tx, interp, float(default), image.GetPixelID())
+    out = sitk.Resample(img, ref, tx, interp, float(default), img.GetPixelID())
     return sitk.GetArrayFromImage(out)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from napari_ssseg import defaults
 from napari_ssseg.commands._args import add_modality_argument
 
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--background-label",
         type=int,
-        default=255,
+        default=defaults.SCRIBBLE_BACKGROUND_LABEL,
         metavar="N",
         help="value of healthy-tissue strokes in the scribble file (default: %(default)s)",
     )
@@ -51,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="value of region strokes (tumour, class unknown) in the scribble file (default: 254)",
+        help="value of region strokes (tumour, class unknown) in the scribble file (default: "
+        f"{defaults.SCRIBBLE_TUMOUR_LABEL})",
     )
     add_modality_argument(parser)
     parser.add_argument(
@@ -59,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="approximate number of superpixels in the brain (default: 2000)",
+        help=f"approximate number of superpixels in the brain (default: "
+        f"{defaults.SCRIBBLE_N_SEGMENTS})",
     )
     from napari_ssseg.commands._clinical import add_clinical_arguments
 
@@ -96,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
     n_segments = DEFAULT_N_SEGMENTS if args.n_segments is None else args.n_segments
     if n_segments < 2:
-        raise InputError(f"--n-segments {n_segments} must be an integer >= 2 (e.g. 2000).")
+        raise InputError(
+            f"--n-segments {n_segments} must be an integer >= 2 "
+            f"(e.g. {defaults.SCRIBBLE_N_SEGMENTS})."
+        )
     from napari_ssseg.commands._clinical import load_case_clinical
 
     # clinical scans (raw studies): work on the registered, brain-extracted working grid; the

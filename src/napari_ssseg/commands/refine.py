@@ -25,6 +25,7 @@ import argparse
 import sys
 import time
 
+from napari_ssseg import defaults
 from napari_ssseg.commands._args import add_modality_argument
 
 
@@ -54,25 +55,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="candidates checked per merge minus one, >= 1 (default: 30)",
+        help=f"candidates checked per merge minus one, >= 1 (default: {defaults.NC})",
     )
     parser.add_argument(
         "--n-segments",
         type=int,
         default=None,
         metavar="N",
-        # the default is core.refine.DEFAULT_N_SEGMENTS (not imported here: it pulls numpy)
-        help="approximate number of superpixels (default: 350)",
+        # None: core.refine.DEFAULT_N_SEGMENTS, which is defaults.N_SEGMENTS
+        help=f"approximate number of superpixels (default: {defaults.N_SEGMENTS})",
     )
     parser.add_argument(
         "--compactness",
         type=float,
-        default=0.01,
+        default=defaults.COMPACTNESS,
         metavar="F",
         help="SLIC compactness (default: %(default)s)",
     )
     parser.add_argument(
-        "--sigma", type=float, default=1.0, metavar="F", help="SLIC smoothing in mm (default: 1)"
+        "--sigma",
+        type=float,
+        default=defaults.SIGMA,
+        metavar="F",
+        help=f"SLIC smoothing in mm (default: {defaults.SIGMA:g})",
     )
     parser.add_argument(
         "--output",
@@ -86,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="F",
         help="with --output union: fill seed superpixels covered at least this much by the "
-        "pseudo-label, in [0.5, 1] (default 0.5)",
+        f"pseudo-label, in [0.5, 1] (default {defaults.FILL:g})",
     )
     parser.add_argument(
         "--fill-edge",
@@ -94,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K",
         help="with --output union: fill a seed superpixel only where the pseudo-label's "
-        "boundary inside it is weak (border <= K x median border; default 2, inf = always)",
+        f"boundary inside it is weak (border <= K x median border; default "
+        f"{defaults.FILL_EDGE:g}, inf = always)",
     )
     parser.add_argument(
         "--shrink",
@@ -184,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
         output = check_choice("--output", args.output, ("added", "union", "superpixels"))
     n_segments = R.DEFAULT_N_SEGMENTS if args.n_segments is None else int(args.n_segments)
     if n_segments < 2:
-        raise InputError(f"--n-segments {args.n_segments} must be an integer >= 2 (e.g. 350).")
+        raise InputError(
+            f"--n-segments {args.n_segments} must be an integer >= 2 (e.g. {defaults.N_SEGMENTS})."
+        )
 
     t = time.perf_counter()
     # clinical scans (raw studies): refine on the registered, brain-extracted working grid;

@@ -66,6 +66,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from napari_ssseg import defaults
 from napari_ssseg.core.adjacency import (
     Adjacency,
     adjacency_from_pairs,
@@ -122,23 +123,24 @@ __all__ = [
 #: real scans the strict rule, not sim0, stops growth below sim0 ~0.5; a configuration
 #: re-tuned on real scans did not gain on held-out real cases, so this stays
 #: (docs/refinement.md, "Tuned on real scans").
-DEFAULT_SIM0: float = 0.1
+DEFAULT_SIM0: float = defaults.SIM0
 #: Candidates checked per merge minus one (the paper's value).
-DEFAULT_NC: int = 30
+DEFAULT_NC: int = defaults.NC
 #: Approximate SLIC superpixel count of the whole volume used by :func:`refine_case` and
 #: ``ssseg refine`` (the paper's 350): about 230 superpixels inside a real 1 mm brain, ~6 ml
 #: (~23 mm across) each. 1000 (~2 ml) fitted the tuning real cases better but not the
-#: held-out ones (docs/refinement.md, "Tuned on real scans").
-DEFAULT_N_SEGMENTS: int = 350
+#: held-out ones (docs/refinement.md, "Tuned on real scans"). :data:`napari_ssseg.defaults.\
+#: N_SEGMENTS`, shared with the CLI, the pseudo-label-superpixel strategy and the panels.
+DEFAULT_N_SEGMENTS: int = defaults.N_SEGMENTS
 #: How the refined mask is assembled, per region (tuned, see docs/refinement.md); used when
 #: ``output=None``. Sessions without a region use ``"union"``.
 DEFAULT_OUTPUT: dict[str, str] = {"wt": "union", "tc": "added"}
 #: With ``output="union"``: seed superpixels covered by at least this fraction of ``p0`` are
 #: filled completely (0.5 fills every seed superpixel) **[ours]**, tuned.
-DEFAULT_FILL: float = 0.5
+DEFAULT_FILL: float = defaults.FILL
 #: With ``output="union"``: a seed superpixel is filled only where ``p0``'s boundary inside it
 #: is weak — mean border map on that cut <= ``fill_edge * sigma_b`` **[ours]**, tuned.
-DEFAULT_FILL_EDGE: float = 2.0
+DEFAULT_FILL_EDGE: float = defaults.FILL_EDGE
 #: Component pre-step **[ours]**, per region: before fitting, connected components of ``p0``
 #: other than the largest are dropped when they are small and do not look like it (see
 #: :meth:`RefinementSession.fit`). ``False`` recovers the paper's Algorithm 1.
@@ -1705,8 +1707,8 @@ def refine_case(
     sim0: float | Mapping[str, float] = DEFAULT_SIM0,
     n_c: int = DEFAULT_NC,
     n_segments: int = DEFAULT_N_SEGMENTS,
-    compactness: float = 0.01,
-    sigma: float = 1.0,
+    compactness: float = defaults.COMPACTNESS,
+    sigma: float = defaults.SIGMA,
     regions: Sequence[str] = ("wt", "tc"),
     shrink: bool = False,
     output: str | None = None,

@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssseg import defaults
 from napari_ssseg.errors import GeometryError, InputError
 
 __all__ = [
@@ -86,16 +87,16 @@ BACKGROUND: int = 4
 #: internal scribble code of a region-mode stroke: inside the tumour, class unknown
 TUMOUR: int = 5
 #: value of a healthy-tissue stroke in scribble files (``--background-label``)
-DEFAULT_BACKGROUND_LABEL: int = 255
+DEFAULT_BACKGROUND_LABEL: int = defaults.SCRIBBLE_BACKGROUND_LABEL
 #: value of a region-mode tumour stroke in scribble files
-DEFAULT_TUMOUR_LABEL: int = 254
+DEFAULT_TUMOUR_LABEL: int = defaults.SCRIBBLE_TUMOUR_LABEL
 #: superpixel count of the whole brain **[ours]**: finer than refinement's 350 because the
 #: strokes are thin (a superpixel is the unit a stroke expands to)
-DEFAULT_N_SEGMENTS: int = 2000
+DEFAULT_N_SEGMENTS: int = defaults.SCRIBBLE_N_SEGMENTS
 #: stopping similarity of the cold-start growth (refinement's default)
-DEFAULT_SIM0: float = 0.1
+DEFAULT_SIM0: float = defaults.SIM0
 #: candidates per merge minus one (refinement's default)
-DEFAULT_NC: int = 30
+DEFAULT_NC: int = defaults.NC
 #: EMA factor of the dynamic thresholds (design section 9)
 DEFAULT_LAMBDA: float = 0.99
 #: minimum purity of an accepted superpixel (design section 9)

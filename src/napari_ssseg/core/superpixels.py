@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from napari_ssseg import defaults
 from napari_ssseg.core.case import REGION_MODALITIES, region_channel_indices
 from napari_ssseg.core.progress import (
     ProgressCallback,
@@ -245,9 +246,9 @@ def _smooth(img: np.ndarray, sigma: float, spacing: Sequence[float]) -> np.ndarr
 def slic_superpixels(
     image: np.ndarray,
     *,
-    n_segments: int = 350,
-    compactness: float = 0.01,
-    sigma: float = 1.0,
+    n_segments: int = defaults.N_SEGMENTS,
+    compactness: float = defaults.COMPACTNESS,
+    sigma: float = defaults.SIGMA,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     mask: np.ndarray | None = None,
     backend: str = "fast",
@@ -373,9 +374,9 @@ def cached_slic_superpixels(
     if not cache or not use_cache:
         return slic_superpixels(image, **kw)
     params = {
-        "n_segments": kw.get("n_segments", 350),
-        "compactness": kw.get("compactness", 0.01),
-        "sigma": kw.get("sigma", 1.0),
+        "n_segments": kw.get("n_segments", defaults.N_SEGMENTS),
+        "compactness": kw.get("compactness", defaults.COMPACTNESS),
+        "sigma": kw.get("sigma", defaults.SIGMA),
         "spacing": [float(v) for v in np.ravel(kw.get("spacing", (1.0, 1.0, 1.0)))],
         "backend": str(kw.get("backend", "fast")).lower(),
         "max_num_iter": kw.get("max_num_iter", 10),

@@ -47,6 +47,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton
 from qtpy.QtCore import QTimer
 
+from napari_ssseg import defaults
 from napari_ssseg._napari.layers import handle_of_layer
 from napari_ssseg._napari.provenance import track
 from napari_ssseg._napari.widgets._common import notify_error
@@ -86,7 +87,11 @@ VOLUME_DEBOUNCE_MS = 150
 CLICK_MOVE_TOLERANCE_PX = 4.0
 #: Superpixel parameters of the click prompts: the Refine panel's defaults, so both panels
 #: share the superpixel cache.
-CLICK_SUPERPIXEL_PARAMS: dict[str, Any] = {"n_segments": 350, "compactness": 0.01, "sigma": 1.0}
+CLICK_SUPERPIXEL_PARAMS: dict[str, Any] = {
+    "n_segments": defaults.N_SEGMENTS,
+    "compactness": defaults.COMPACTNESS,
+    "sigma": defaults.SIGMA,
+}
 _MAX_CLICK_SESSIONS = 4
 
 

@@ -90,7 +90,7 @@ from napari_ssseg._napari.workers import (
 )
 from napari_ssseg.core.progress import Cancelled
 from napari_ssseg.core.provenance import SUPERPIXEL
-from napari_ssseg.core.refine import DEFAULT_NC, DEFAULT_SIM0
+from napari_ssseg.core.refine import DEFAULT_N_SEGMENTS, DEFAULT_NC, DEFAULT_SIM0
 from napari_ssseg.core.refine_preview import (
     MaskCache,
     RefineSetup,
@@ -225,7 +225,9 @@ class RefineWidget(Container):
         self.region = ComboBox(
             label="Region", choices=list(REGION_CHOICES), value=next(iter(REGION_CHOICES))
         )
-        self.n_segments = SpinBox(label="n_segments", value=350, min=10, max=20000, step=50)
+        self.n_segments = SpinBox(
+            label="n_segments", value=DEFAULT_N_SEGMENTS, min=10, max=20000, step=50
+        )
         self.compactness = FloatSpinBox(
             label="compactness", value=0.01, min=0.0001, max=10.0, step=0.005
         )

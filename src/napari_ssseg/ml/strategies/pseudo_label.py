@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_ssseg import defaults as _defaults
 from napari_ssseg.errors import InputError
 from napari_ssseg.ml.strategies.base import Strategy, masked_dice_ce, register
 
@@ -159,7 +160,7 @@ class PseudoLabelSuperpixel(PseudoLabel):
     """
 
     name = "pseudo-label-superpixel"
-    defaults = {**PseudoLabel.defaults, "n_segments": 350, "sim0": None}
+    defaults = {**PseudoLabel.defaults, "n_segments": _defaults.N_SEGMENTS, "sim0": None}
 
     def __init__(self, model, params, schedule) -> None:
         super().__init__(model, params, schedule)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_ssseg import defaults as _defaults
 from napari_ssseg.errors import InputError
 from napari_ssseg.ml.data import IGNORE_INDEX, DataSplit
 from napari_ssseg.ml.strategies.base import Strategy, masked_dice_ce, register, sigmoid_rampup
@@ -99,7 +100,7 @@ class SP3(Strategy):
         "lam": 0.99,
         "purity": 0.8,
         "uncertainty_scale": 0.5,
-        "n_segments": 2000,
+        "n_segments": _defaults.SCRIBBLE_N_SEGMENTS,
     }
 
     def __init__(self, model, params, schedule) -> None:

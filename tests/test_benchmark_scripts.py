@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -62,3 +64,82 @@ def test_real_loop_plan_is_nested_and_adds_the_semi_supervised_arm():
     assert [r["cases"] for r in semi] == [r["cases"] for r in suggested]
     assert all(r["unlabelled"] == list(mod.UNLABELLED) for r in semi)
     assert mod.run_key(semi[0]["cases"], "cps") != mod.run_key(semi[0]["cases"])
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_grid_scaling_resampled_copy_is_the_same_case_on_the_finer_grid(tmp_path):
+    """benchmarks/grid_scaling.py's resampled copy keeps the BraTS names (``ssseg`` reads it
+    as the same case), the extent, origin and direction; labels stay labels (nearest)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.readers import find_case_files, load_case
+    from napari_ssseg.io.writers import write_case
+
+    mod = _load_script("grid_scaling")
+    case = make_phantom((24, 28, 28), (2.0, 2.0, 2.0), seed=4).to_case(name="BraTS-GLI-00009-000")
+    src = write_case(case, tmp_path / "src", naming="brats2023")
+    fine = mod.resample_case(src, tmp_path / "fine", 1.0)
+    assert sorted(p.name for p in fine.iterdir()) == sorted(p.name for p in src.iterdir())
+    assert find_case_files(fine).naming == "brats2023"
+    loaded = load_case(fine)
+    assert np.asarray(loaded.images).shape[1:] == (48, 56, 56)
+    assert tuple(loaded.scale) == (1.0, 1.0, 1.0)
+    a = sitk.ReadImage(str(next(src.glob("*-t2f.nii.gz"))))
+    b = sitk.ReadImage(str(next(fine.glob("*-t2f.nii.gz"))))
+    assert b.GetOrigin() == a.GetOrigin() and b.GetDirection() == a.GetDirection()
+    seg_src = sitk.GetArrayFromImage(sitk.ReadImage(str(next(src.glob("*-seg.nii.gz")))))
+    seg_fine = sitk.GetArrayFromImage(sitk.ReadImage(str(next(fine.glob("*-seg.nii.gz")))))
+    assert set(np.unique(seg_fine)) == set(np.unique(seg_src))
+    assert seg_fine[::2, ::2, ::2].tolist() == seg_src.tolist()  # nearest on a 2x grid
+    mid = seg_fine[1:-1:2, ::2, ::2]  # between two source slices: one of them, not a blend
+    assert np.all((mid == seg_src[:-1]) | (mid == seg_src[1:]))
+    with pytest.raises(ValueError, match="spacing must be > 0"):
+        mod.resample_case(src, tmp_path / "bad", 0)
+
+
+def test_grid_scaling_summary_medians_and_ratios():
+    mod = _load_script("grid_scaling")
+    rows = {
+        "native/predict": [{"seconds": 2.0, "peak_gb": 1.0}, {"seconds": 4.0, "peak_gb": 1.0}],
+        "fine/predict": [{"seconds": 24.0, "peak_gb": 8.0}, {"seconds": 30.0, "peak_gb": 9.0}],
+    }
+    res = mod.summarise(rows)
+    assert res["median"]["native/predict"] == {"seconds": 3.0, "peak_gb": 1.0}
+    assert res["ratio_to_native"] == {"fine/predict": {"seconds": 9.0, "peak_gb": 8.5}}
+
+
+@pytest.mark.slow  # six `ssseg` processes (predict + cold refine on three grids)
+def test_grid_scaling_measures_each_grid(tmp_path):
+    """benchmarks/grid_scaling.py on a small phantom case (2 mm, resampled to 1.5 mm): every
+    command runs, and the report holds wall time, peak memory and ratios for each grid."""
+    import json
+
+    from napari_ssseg.core.phantom import make_phantom
+    from napari_ssseg.io.writers import write_case
+
+    case = make_phantom((48, 56, 56), (2.0, 2.0, 2.0), seed=4).to_case(name="BraTS-GLI-00009-000")
+    folder = write_case(case, tmp_path / "src", naming="brats2023")
+    out = tmp_path / "grid.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "grid_scaling.py"), str(folder), "--spacing", "1.5",
+         "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["median"]) == {
+        f"{g}/{s}" for g in ("native", "fine", "fine_resample1") for s in ("predict", "refine")
+    }
+    for v in res["median"].values():
+        assert v["seconds"] > 0.5 and 0.05 < v["peak_gb"] < 20
+    assert res["ratio_to_native"]["fine/predict"]["seconds"] > 0

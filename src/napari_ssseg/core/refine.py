@@ -904,11 +904,13 @@ class RefinementSession:
         self.cache_hit = not computed
         t1 = computed.get("t1", time.perf_counter())
         t2 = computed.get("t2", t1)
-        self._crop = tuple(slice(int(a), int(b)) for a, b in data["crop"])
+        cz, cy, cx = (slice(int(a), int(b)) for a, b in data["crop"])
+        self._crop: tuple[slice, slice, slice] = (cz, cy, cx)
         self.stats = SuperpixelStats(
             sums=np.array(data["sums"], np.float64), n_channels=int(data["n_channels"])
         )
         n_labels = self.stats.n_labels
+        self._labels: np.ndarray
         if self._prepared is not None:
             self._labels = self._prepared.labels
         else:
@@ -1386,11 +1388,11 @@ class RefinementSession:
             n = lab.shape[ax]
             if n < 2:
                 continue
-            a = [slice(None)] * 3
-            b = [slice(None)] * 3
-            a[ax] = slice(0, n - 1)
-            b[ax] = slice(1, n)
-            a, b = tuple(a), tuple(b)
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[ax] = slice(0, n - 1)
+            hi[ax] = slice(1, n)
+            a, b = tuple(lo), tuple(hi)
             la = lab[a]
             m = (pc[a] != pc[b]) & (la == lab[b]) & (la > 0)
             lv = la[m]
@@ -1630,14 +1632,15 @@ def refine_labels(
             continue
         sess = sessions.get(region)
         if sess is None:
-            if sp[region] is None:
+            sp_region = sp[region]
+            if sp_region is None:
                 raise InputError(
                     f"no superpixels given for region {region.upper()}; pass "
                     f"superpixels_{region} or leave {region!r} out of regions."
                 )
             w = _per_region(weights, region, "weights") if weights is not None else None
             sess = RefinementSession(
-                images, modalities, sp[region], brain, spacing, region=region, weights=w
+                images, modalities, sp_region, brain, spacing, region=region, weights=w
             )
             sessions[region] = sess
         res = sess.refine(

@@ -672,8 +672,8 @@ class ScribblePropagator:
             present = np.zeros((ses.n_superpixels + 1, len(_CODES)), bool)
             present[sp_of, codes[ok].astype(np.int64)] = True
             present[0] = False
-            pos = present[:, list(inside)].any(axis=1)
-            neg = present[:, list(outside)].any(axis=1)
+            pos = np.any(present[:, list(inside)], axis=1)
+            neg = np.any(present[:, list(outside)], axis=1)
             seed = pos & ~neg
             barrier = neg.copy()
             if self.box:

@@ -170,7 +170,7 @@ def _check_params(
         isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1
     ):
         raise InputError(f"n_threads={n_threads!r} must be None (all cores) or an integer >= 1.")
-    return spacing_t  # type: ignore[return-value]
+    return spacing_t
 
 
 def _check_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -554,10 +554,11 @@ def _slic_fast(
     )
     inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))
     # normalising the crop gives the same values: every mask voxel is inside the box
-    norm = normalise_channels(image[(slice(None), *outer)], mask[outer])
+    outer_c, inner_c = (slice(None), *outer), (slice(None), *inner)  # all channels
+    norm = normalise_channels(image[outer_c], mask[outer])
     img = _smooth(norm, sigma, spacing)
     del norm
-    img = np.ascontiguousarray(img[(slice(None), *inner)])
+    img = np.ascontiguousarray(img[inner_c])
     m = np.ascontiguousarray(mask[box])
     check_cancel(should_stop, "superpixels")
     report(progress, 0.05, "initialising seeds")
@@ -647,19 +648,24 @@ def _grid_slic(
     del img_a
 
     # per mask voxel (parts concatenated): coordinates, intensities, own cell
-    vz, vy, vx, vi, own = [], [], [], [], []
+    lz: list[np.ndarray] = []
+    ly: list[np.ndarray] = []
+    lx: list[np.ndarray] = []
+    vi_parts: list[np.ndarray] = []
+    own_parts: list[np.ndarray] = []
     for part in parts:
         m = part.mask
-        for lst, ax in ((vz, 0), (vy, 1), (vx, 2)):
+        for lst, ax in ((lz, 0), (ly, 1), (lx, 2)):
             shp = [1, 1, 1, 1]
             shp[ax + 1] = -1
             full = origin[:, ax, None, None, None] + part.local[ax].reshape(shp[1:])[None]
             lst.append(np.broadcast_to(full, m.shape)[m])
-        vi.append(part.img[:, m])
-        own.append(np.broadcast_to(cell_p[:, None, None, None], m.shape)[m])
-    vz, vy, vx = (np.concatenate(v).astype(np.float64) for v in (vz, vy, vx))
-    own = np.concatenate(own).astype(np.intp)
-    vi = np.concatenate(vi, axis=1).astype(np.float64)  # (C, M)
+        vi_parts.append(part.img[:, m])
+        own_parts.append(np.broadcast_to(cell_p[:, None, None, None], m.shape)[m])
+    vz, vy, vx = (np.concatenate(v).astype(np.float64) for v in (lz, ly, lx))
+    own = np.concatenate(own_parts).astype(np.intp)
+    vi = np.concatenate(vi_parts, axis=1).astype(np.float64)  # (C, M)
+    del lz, ly, lx, vi_parts, own_parts
 
     # initial centres: centroid / mean intensity of each cell's mask voxels; seed the cells
     # that are at least half in the mask, and isolated fragments with no seeded neighbour
@@ -780,9 +786,11 @@ def _choose_grid(mask: np.ndarray, sp: np.ndarray, n_segments: int):
                 best = (err, interval, (edges, count, active))
         rounded = tuple(max(1, round(x)) for x in exact)
         n_seeds = seen.get(rounded) or seen[max(seen)]
-        if best[0] < 0.005:
+        if best is not None and best[0] < 0.005:
             break
         interval *= (max(n_seeds, 1) / target) ** (1.0 / 3.0)
+    if best is None:  # the first grid tried always sets it
+        raise RuntimeError("superpixel seeding tried no grid")
     _, interval, (edges, count, active) = best
     return interval, edges, count, active
 
@@ -792,8 +800,9 @@ class _Part:
 
     def __init__(self, img_a, mask_a, region, local, cand):
         self.region = region
-        self.img = np.ascontiguousarray(img_a[(slice(None), slice(None), *region)])
-        self.mask = np.ascontiguousarray(mask_a[(slice(None), *region)])
+        img_index, mask_index = (slice(None), slice(None), *region), (slice(None), *region)
+        self.img = np.ascontiguousarray(img_a[img_index])
+        self.mask = np.ascontiguousarray(mask_a[mask_index])
         self.local = local
         self.cand = cand  # indices into the offsets
         self.labels = np.zeros(self.mask.shape, dtype=np.int32)

@@ -71,6 +71,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_ssseg import defaults
 from napari_ssseg._napari.layers import CASE_KEY, case_of_layer, handle_of_layer
 from napari_ssseg._napari.provenance import track
 from napari_ssseg._napari.widgets._common import (
@@ -229,9 +230,11 @@ class RefineWidget(Container):
             label="n_segments", value=DEFAULT_N_SEGMENTS, min=10, max=20000, step=50
         )
         self.compactness = FloatSpinBox(
-            label="compactness", value=0.01, min=0.0001, max=10.0, step=0.005
+            label="compactness", value=defaults.COMPACTNESS, min=0.0001, max=10.0, step=0.005
         )
-        self.sigma = FloatSpinBox(label="sigma (mm)", value=1.0, min=0.0, max=10.0, step=0.25)
+        self.sigma = FloatSpinBox(
+            label="sigma (mm)", value=defaults.SIGMA, min=0.0, max=10.0, step=0.25
+        )
         self.compute_button = PushButton(text="Compute superpixels")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.show_boundaries = CheckBox(text="Show superpixel boundaries", value=True)

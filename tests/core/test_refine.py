@@ -764,3 +764,28 @@ def test_bad_extension_options(kw, match):
     img, sp, brain, p0, _ = _toy(0)
     with pytest.raises(InputError, match=match):
         RefinementSession(img, None, sp, brain).refine(p0, **kw)
+
+
+def test_refine_case_passes_every_option_to_refine_labels(monkeypatch):
+    """refine_case used to drop ``weights`` and ``component_keep`` (issue 15): every option of
+    refine_labels now reaches it."""
+    import napari_ssseg.core.refine as refine_mod
+    from napari_ssseg.core.degrade import degrade_labels
+    from napari_ssseg.core.phantom import make_phantom
+
+    ph = make_phantom((40, 56, 56), (3.0, 3.0, 3.0), seed=4)
+    case = ph.to_case()
+    pseudo = degrade_labels(case.labels, kind="under_oedema", spacing=case.scale, seed=0)
+    seen = {}
+    real = refine_mod.refine_labels
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refine_mod, "refine_labels", spy)
+    weights = refine_mod.SimilarityWeights(content=0.9, border=0.1)
+    refine_mod.refine_case(
+        case, pseudo, brain=ph.brain, n_segments=150, weights=weights, component_keep=0.3
+    )
+    assert seen["weights"] is weights and seen["component_keep"] == 0.3

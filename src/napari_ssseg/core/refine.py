@@ -1724,6 +1724,8 @@ def refine_case(
     component_sim: float | None = None,
     mutual: str | Mapping[str, str] | None = None,
     mutual_tolerance: float | Mapping[str, float] | None = None,
+    weights: SimilarityWeights | Mapping[str, SimilarityWeights] | None = None,
+    component_keep: float | None = None,
 ) -> RefinedLabels:
     """Refine a pseudo-label of a :class:`~napari_ssseg.core.case.Case` end to end.
 
@@ -1752,6 +1754,9 @@ def refine_case(
     components, component_sim, mutual, mutual_tolerance
         The project's extensions **[ours]** (see :func:`refine_labels`); ``None``: defaults.
         ``components=False, mutual="region", mutual_tolerance=0`` is the paper's Algorithm 1.
+    weights, component_keep
+        As for :func:`refine_labels` (similarity weights; the component-keep threshold).
+        Every option of :func:`refine_labels` is passed on: none is dropped.
 
     Returns
     -------
@@ -1845,6 +1850,8 @@ def refine_case(
         component_sim=component_sim,
         mutual=mutual,
         mutual_tolerance=mutual_tolerance,
+        weights=weights,
+        component_keep=component_keep,
     )
     stage("refine")
     report(progress, 1.0, "refined")

@@ -315,7 +315,7 @@ def prepare_clinical(
     report["labels_file"] = str(seg) if seg else None  # not read here: ClinicalCase.read_labels
     report_progress(0.2, "checking for skull stripping")
     raw = skull_strip_check(
-        np.stack([a.astype(np.float32) for a, g in series.values()]) if same else ref_arr,
+        np.stack([a for a, g in series.values()]) if same else ref_arr,  # float32 (read_image)
         ref_geom.spacing[::-1],
         list(series) if same else [ref],
     )

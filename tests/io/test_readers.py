@@ -11,6 +11,7 @@ from io_helpers import (
     DIRECTIONS,
     SHAPE,
     random_volume,
+    seg_blocks,
     write_brats_case,
     write_dicom_series,
     write_volume,
@@ -29,11 +30,7 @@ from napari_ssseg.io import (
 RAS = Geometry((1.0, 1.0, 1.0), (10.0, 20.0, -5.0), DIRECTIONS["RAS"])
 
 
-def _seg(values=(1, 2, 4)) -> np.ndarray:
-    seg = np.zeros(SHAPE, np.uint8)
-    for i, v in enumerate(values):
-        seg[2 + i, 3:6, 4:7] = v
-    return seg
+_seg = seg_blocks
 
 
 @pytest.mark.parametrize(

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from io_helpers import DIRECTIONS, SHAPE, random_volume, write_brats_case, write_volume
+from io_helpers import (
+    DIRECTIONS,
+    SHAPE,
+    imported_heavy_modules,
+    random_volume,
+    seg_blocks,
+    write_brats_case,
+    write_volume,
+)
 
 from napari_ssseg.cli import main
 from napari_ssseg.core.case import Geometry
@@ -19,11 +25,7 @@ from napari_ssseg.core.case import Geometry
 GEOM = Geometry((0.9, 0.9, 3.0), (100.25, 110.5, -40.0), DIRECTIONS["RAS"])
 
 
-def _seg(values=(1, 2, 4)) -> np.ndarray:
-    seg = np.zeros(SHAPE, np.uint8)
-    for i, v in enumerate(values):
-        seg[2 + i, 3:6, 4:7] = v
-    return seg
+_seg = seg_blocks
 
 
 @pytest.fixture
@@ -191,14 +193,9 @@ def test_labels_without_subcommand(capsys) -> None:
 
 
 def test_command_modules_import_stdlib_only() -> None:
-    code = (
-        "import sys, napari_ssseg.commands.info, napari_ssseg.commands.labels\n"
-        "heavy = [m for m in ('numpy', 'SimpleITK', 'nibabel', 'torch', 'napari', 'qtpy') "
-        "if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert res.stdout.strip() == ""
+    heavy = ("numpy", "SimpleITK", "nibabel", "torch", "napari", "qtpy")
+    imports = "napari_ssseg.commands.info, napari_ssseg.commands.labels"
+    assert imported_heavy_modules(imports, heavy) == []
 
 
 def test_info_msd(capsys, tmp_path: Path) -> None:

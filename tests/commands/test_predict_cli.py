@@ -15,6 +15,12 @@ def case_dir(tmp_path, tiny_phantom):
     return write_case(tiny_phantom.to_case(name="tiny"), tmp_path / "cases", naming="brats2021")
 
 
+def _predict(case_dir, out, ckpt, *extra) -> list[str]:
+    """``ssseg predict`` arguments: CASE, --out, the tiny model on the CPU, then ``extra``."""
+    args = ["predict", str(case_dir), "--out", str(out), "--model", str(ckpt), "--device", "cpu"]
+    return args + [str(x) for x in extra]
+
+
 def test_predict_writes_labels_uncertainty_probabilities(tmp_path, case_dir, tiny_ckpt, capsys):
     import SimpleITK as sitk
 
@@ -24,22 +30,8 @@ def test_predict_writes_labels_uncertainty_probabilities(tmp_path, case_dir, tin
     unc = tmp_path / "out" / "unc.nii.gz"
     prob = tmp_path / "out" / "prob.nii.gz"
     code = main(
-        [
-            "predict",
-            str(case_dir),
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_ckpt),
-            "--device",
-            "cpu",
-            "--uncertainty",
-            str(unc),
-            "--probabilities",
-            str(prob),
-            "--mc-samples",
-            "2",
-        ]
+        _predict(case_dir, out, tiny_ckpt, "--uncertainty", unc, "--probabilities", prob)
+        + ["--mc-samples", "2"]
     )
     cap = capsys.readouterr()
     assert code == 0, cap.err
@@ -64,23 +56,7 @@ def test_predict_output_convention(tmp_path, case_dir, tiny_ckpt):
     import SimpleITK as sitk
 
     out = tmp_path / "pred.nii.gz"
-    assert (
-        main(
-            [
-                "predict",
-                str(case_dir),
-                "--out",
-                str(out),
-                "--model",
-                str(tiny_ckpt),
-                "--device",
-                "cpu",
-                "--convention",
-                "brats2023",
-            ]
-        )
-        == 0
-    )
+    assert main(_predict(case_dir, out, tiny_ckpt, "--convention", "brats2023")) == 0
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert 4 not in np.unique(labels)
 

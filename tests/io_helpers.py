@@ -30,6 +30,24 @@ def oblique_direction(angle_deg: float = 20.0) -> tuple[float, ...]:
     return tuple(r.ravel())
 
 
+def seg_blocks(values=(1, 2, 4)) -> np.ndarray:
+    """A label volume on :data:`SHAPE` with one small block per value (file order)."""
+    seg = np.zeros(SHAPE, np.uint8)
+    for i, v in enumerate(values):
+        seg[2 + i, 3:6, 4:7] = v
+    return seg
+
+
+def imported_heavy_modules(imports: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has in ``sys.modules`` after ``import imports``."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {imports}\nprint(','.join(m for m in {names!r} if m in sys.modules))\n"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in res.stdout.strip().split(",") if m]
+
+
 def random_volume(shape=SHAPE, seed: int = 0, dtype=np.float32) -> np.ndarray:
     """Positive integer-valued volume (so it survives int16 DICOM exactly)."""
     rng = np.random.default_rng(seed)

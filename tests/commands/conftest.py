@@ -1,0 +1,19 @@
+"""Fixtures for the CLI tests that need a tiny checkpoint or phantom (the ml tests' ones)."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_checkpoints import make_tiny_checkpoint
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    pytest.importorskip("torch")
+    return make_tiny_checkpoint(tmp_path / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom():
+    from napari_ssseg.core.phantom import make_phantom
+
+    return make_phantom(shape=(32, 40, 40), seed=3)

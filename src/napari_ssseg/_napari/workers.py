@@ -151,7 +151,9 @@ HANDOVER_TIMEOUT = 120.0
 TURN_PAUSE = 0.02
 
 
-def gui_steps(request: dict[str, Any], key: str, message: str) -> Generator[Any, None, bool]:
+def gui_steps(
+    request: dict[str, Any], key: str, message: str | Callable[[int], str]
+) -> Generator[Any, None, bool]:
     """Worker side of handing GUI work over one step per event-loop turn.
 
     Yields ``{"message": message, key: request}`` and waits until the GUI thread's
@@ -166,8 +168,8 @@ def gui_steps(request: dict[str, Any], key: str, message: str) -> Generator[Any,
         are added when missing.
     key : str
         The report key the GUI handler looks for.
-    message : str
-        Progress message of each report.
+    message : str or callable
+        Progress message of each report, or ``message(step)`` (0 for the first report).
 
     Returns
     -------
@@ -178,8 +180,9 @@ def gui_steps(request: dict[str, Any], key: str, message: str) -> Generator[Any,
     request.setdefault("ack", threading.Event())
     request.setdefault("done", False)
     stop = current_stop_event()
+    step = 0
     while True:
-        yield {"message": message, key: request}
+        yield {"message": message(step) if callable(message) else message, key: request}
         waited = 0.0
         while not request["ack"].wait(0.05):
             waited += 0.05
@@ -189,6 +192,7 @@ def gui_steps(request: dict[str, Any], key: str, message: str) -> Generator[Any,
         if request["done"]:
             return True
         time.sleep(TURN_PAUSE)
+        step += 1
 
 
 def below_total(gen: Iterator[Any]) -> Generator[Any, None, Any]:

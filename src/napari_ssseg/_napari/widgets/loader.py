@@ -62,7 +62,7 @@ from napari_ssseg._napari.workers import (
     TaskHandle,
     below_total,
     callback_generator,
-    current_stop_event,
+    gui_steps,
     start_task,
 )
 from napari_ssseg.errors import SsegError
@@ -287,12 +287,6 @@ def _offer_extraction(message: str) -> str:
     )
 
 
-#: Seconds the worker waits for the GUI thread to take one layer before giving up.
-_HANDOVER_TIMEOUT = 120.0
-#: Seconds the GUI thread is left idle between two layers (timers, input, repaint).
-_TURN_PAUSE = 0.02
-
-
 def load_and_show_job(
     path: str | None,
     files: dict[str, str],
@@ -302,10 +296,11 @@ def load_and_show_job(
 ):
     """Worker generator: :func:`load_job`, then hand the layers to the GUI one at a time.
 
-    After the case is read it yields one report holding a ``"ssseg_show"`` request
-    (``{"case", "layer_data", "extra", "ack", "done", "report"}``), then one ``"ssseg_step"`` report
-    each time the GUI thread has added a layer and set ``ack``, until the GUI sets
-    ``done``. Each layer is thus added in its own event-loop turn.
+    After the case is read it hands the GUI thread a ``"ssseg_show"`` request
+    (``{"case", "layer_data", "extra", "ack", "done", "report"}``) through
+    :func:`~napari_ssseg._napari.workers.gui_steps`: one report per layer, each after the GUI
+    thread has added the previous one and set ``ack``, until it sets ``done``. Each layer is
+    thus added in its own event-loop turn.
 
     Returns
     -------
@@ -321,23 +316,12 @@ def load_and_show_job(
         "report": None,
         "total": len(layer_data),
     }
-    yield {"message": "adding layers", "ssseg_show": request}
-    stop = current_stop_event()
-    step = 0
-    while True:
-        waited = 0.0
-        while not request["ack"].wait(0.05):
-            waited += 0.05
-            if (stop is not None and stop.is_set()) or waited > _HANDOVER_TIMEOUT:
-                return case, request["report"]
-        request["ack"].clear()
-        if request["done"]:
-            return case, request["report"]
-        # let the GUI thread go idle before the next layer: a request posted at once would
-        # be handled before Qt's timers and pending input (posted events come first)
-        time.sleep(_TURN_PAUSE)
-        step += 1
-        yield {"message": f"adding layers ({step}/{request['total']})", "ssseg_step": request}
+    yield from gui_steps(
+        request,
+        "ssseg_show",
+        lambda step: f"adding layers ({step}/{request['total']})" if step else "adding layers",
+    )
+    return case, request["report"]
 
 
 class LoaderWidget(Container):
@@ -678,9 +662,11 @@ class LoaderWidget(Container):
         if report.get("message"):
             self.status.value = str(report["message"])
         if "ssseg_show" in report:
-            self._start_showing(report["ssseg_show"])
-        elif "ssseg_step" in report:
-            self._show_step(report["ssseg_step"])
+            request = report["ssseg_show"]
+            if "gen" not in request:  # the first step: notifications, then the first layer
+                self._start_showing(request)
+            else:
+                self._show_step(request)
 
     def _start_showing(self, request: dict[str, Any]) -> None:
         from napari_ssseg._napari.layers import iter_show_case, missing_modalities_note

@@ -60,6 +60,7 @@ from napari_ssseg.core.metrics import (
     _check_definition,
     _check_spacing,
     check_label_map,
+    label_pair,
 )
 from napari_ssseg.errors import InputError, check_choice
 
@@ -311,13 +312,7 @@ def lesionwise_metrics(
         "min_volume_mm3" added}``.
     """
     rules = get_rules(challenge)
-    pred = np.asarray(pred_labels)
-    gt = np.asarray(gt_labels)
-    if pred.shape != gt.shape:
-        raise InputError(
-            f"Predicted labels have shape {pred.shape} but the ground truth has {gt.shape}; "
-            "both must be on the same grid."
-        )
+    pred, gt = label_pair(pred_labels, gt_labels)
     check_label_map(pred, "predicted labels")
     check_label_map(gt, "ground-truth labels")
     out: dict[str, dict[str, Any]] = {}

@@ -140,6 +140,24 @@ def _check_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, g
 
 
+def label_pair(pred_labels: Any, gt_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two label maps as arrays, checked to be on the same grid (shape).
+
+    Raises
+    ------
+    InputError
+        The shapes differ.
+    """
+    pred = np.asarray(pred_labels)
+    gt = np.asarray(gt_labels)
+    if pred.shape != gt.shape:
+        raise InputError(
+            f"Predicted labels have shape {pred.shape} but the ground truth has {gt.shape}; "
+            "both must be on the same grid."
+        )
+    return pred, gt
+
+
 def _check_spacing(spacing: _SpacingLike, ndim: int) -> tuple[float, ...]:
     sp = np.atleast_1d(np.asarray(spacing, dtype=float)).ravel()
     if sp.size == 1:
@@ -224,13 +242,7 @@ def region_dice(
         ``{"WT": ..., "TC": ..., "ET": ...}``; 1.0 for a region empty in both maps, 0.0 for
         a region present in exactly one (the convention of :func:`dice`).
     """
-    pred = np.asarray(pred_labels)
-    gt = np.asarray(gt_labels)
-    if pred.shape != gt.shape:
-        raise InputError(
-            f"Predicted labels have shape {pred.shape} but the ground truth has {gt.shape}; "
-            "both must be on the same grid."
-        )
+    pred, gt = label_pair(pred_labels, gt_labels)
     out: dict[str, float] = {}
     for key in [check_choice("region", r, REGIONS) for r in regions]:
         values = list(REGIONS[key])
@@ -788,13 +800,7 @@ def region_metrics(
         ...}``. Values can be NaN (``ravd`` when the reference is empty); use
         :func:`to_jsonable` before writing JSON.
     """
-    pred = np.asarray(pred_labels)
-    gt = np.asarray(gt_labels)
-    if pred.shape != gt.shape:
-        raise InputError(
-            f"Predicted labels have shape {pred.shape} but the ground truth has {gt.shape}; "
-            "both must be on the same grid."
-        )
+    pred, gt = label_pair(pred_labels, gt_labels)
     for name, arr in (("predicted labels", pred), ("ground-truth labels", gt)):
         check_label_map(arr, name)
     region_list = [check_choice("region", r, REGIONS) for r in regions]

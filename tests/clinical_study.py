@@ -58,3 +58,21 @@ def make_study(folder: Path) -> dict[str, Path]:
         "t2": write(folder / "t2.nii.gz", head((30, 32, 32), FINE, seed=2), FINE),
         "t1": write(folder / "t1.nii.gz", head((20, 32, 32), THICK, (4.0, 0, 0), 3), THICK),
     }
+
+
+def fake_brain_extraction(monkeypatch) -> list:
+    """Replace deepbet by a T1 threshold (> 30: the phantom head's brain and scalp shell).
+
+    deepbet itself is tested in tests/ml/test_brain_extraction.py. Returns the list that
+    gets one item per extraction run (to count them).
+    """
+    import napari_ssseg.ml.brain_extraction as brain_extraction
+
+    calls: list = []
+
+    def extract(images, modalities, spacing_zyx, **kwargs):
+        calls.append(1)
+        return images[list(modalities).index("t1")] > 30, {"sequence": "t1", "check": {}}
+
+    monkeypatch.setattr(brain_extraction, "extract_brain_case", extract)
+    return calls

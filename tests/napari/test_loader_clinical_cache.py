@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clinical_study import make_study
+from clinical_study import fake_brain_extraction, make_study
 from qtpy.QtCore import Qt
-
-import napari_ssseg.ml.brain_extraction as brain_extraction
 
 pytestmark = pytest.mark.gui
 
@@ -35,13 +33,7 @@ def test_second_load_uses_the_cache_and_keeps_the_corrected_mask(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("NAPARI_SSSEG_CACHE", str(tmp_path / "cache"))
-    calls = []
-
-    def extract(images, modalities, spacing_zyx, **kwargs):
-        calls.append(1)
-        return images[list(modalities).index("t1")] > 30, {"sequence": "t1", "check": {}}
-
-    monkeypatch.setattr(brain_extraction, "extract_brain_case", extract)
+    calls = fake_brain_extraction(monkeypatch)
     study = make_study(tmp_path / "study")
     viewer = make_napari_viewer()
     _, loader = viewer.window.add_plugin_dock_widget("napari-ssseg", "Loader")
@@ -76,11 +68,7 @@ def test_a_corrected_unapplied_mask_survives_reload_and_closing_the_viewer(
     monkeypatch.setenv("NAPARI_SSSEG_CACHE", str(tmp_path / "cache"))
     messages: list[str] = []
     notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
-
-    def extract(images, modalities, spacing_zyx, **kwargs):
-        return images[list(modalities).index("t1")] > 30, {"sequence": "t1", "check": {}}
-
-    monkeypatch.setattr(brain_extraction, "extract_brain_case", extract)
+    fake_brain_extraction(monkeypatch)
     study = make_study(tmp_path / "study")
 
     def open_loader():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from clinical_study import FINE, lesion_mask, make_study
+from clinical_study import FINE, fake_brain_extraction, lesion_mask, make_study
 
 from napari_ssseg.errors import InputError
 from napari_ssseg.io.workspace import Workspace
@@ -117,15 +117,8 @@ def test_a_clinical_case_shows_its_brain_mask_and_keeps_a_correction(
     tests/napari/test_loader_clinical_cache.py): the Workspace panel shows the mask as a layer
     of the case; a correction left there is kept in the workspace's cache when the case is
     opened again, and the images are zero outside the corrected mask."""
-    import napari_ssseg.ml.brain_extraction as brain_extraction
 
-    calls = []
-
-    def extract(images, modalities, spacing_zyx, **kwargs):
-        calls.append(1)
-        return images[list(modalities).index("t1")] > 30, {"sequence": "t1", "check": {}}
-
-    monkeypatch.setattr(brain_extraction, "extract_brain_case", extract)
+    calls = fake_brain_extraction(monkeypatch)
     study = make_study(tmp_path / "study")
     options = {"brain_extraction": "on", "register": "off", "resample": 2}
     with Workspace.create(tmp_path / "ws") as ws:

@@ -788,4 +788,52 @@ def test_refine_case_passes_every_option_to_refine_labels(monkeypatch):
     refine_mod.refine_case(
         case, pseudo, brain=ph.brain, n_segments=150, weights=weights, component_keep=0.3
     )
-    assert seen["weights"] is weights and seen["component_keep"] == 0.3
+    options = seen["options"]  # the whole RefineOptions is passed on: nothing can be dropped
+    assert options.weights is weights and options.component_keep == 0.3
+    assert options.n_c == refine_mod.DEFAULT_NC
+
+
+def test_refine_options_are_checked_and_named():
+    from napari_ssseg.core.refine import (
+        RefineOptions,
+        SimilarityWeights,
+        refine_case,
+        refine_labels,
+    )
+    from napari_ssseg.errors import InputError
+
+    per = RefineOptions(sim0={"WT": 0.3, "tc": 0.5})
+    assert per.for_region("wt")["sim0"] == 0.3 and per.for_region("tc")["sim0"] == 0.5
+    opts = RefineOptions(mutual_tolerance={"wt": 0.1})
+    assert opts.for_region("wt")["mutual_tolerance"] == 0.1
+    with pytest.raises(InputError, match="no entry for region 'tc'"):
+        opts.for_region("tc")  # mutual_tolerance names only WT
+    paper = RefineOptions.paper(sim0=0.2)
+    assert (paper.components, paper.mutual, paper.mutual_tolerance, paper.sim0) == (
+        False,
+        "region",
+        0.0,
+        0.2,
+    )
+    assert opts.replace() is opts and opts.replace(n_c=3).n_c == 3
+    for bad, match in [
+        ({"sim0": 1.5}, "sim0=1.5 is out of range"),
+        ({"n_c": 0}, "n_c=0 is out of range"),
+        ({"output": "everything"}, "output"),
+        ({"mutual": "nearest"}, "mutual"),
+        ({"mutual_tolerance": 1.0}, "mutual_tolerance=1.0 is out of range"),
+        ({"fill": -0.1}, "fill=-0.1 is out of range"),
+        ({"fill_edge": float("nan")}, "fill_edge=nan is out of range"),
+        ({"component_keep": 2}, "component_keep=2 is out of range"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            RefineOptions(**bad)
+    assert RefineOptions(fill_edge=float("inf")).fill_edge == float("inf")
+    info = RefineOptions(weights={"wt": SimilarityWeights()}).to_info()
+    assert info["weights"]["wt"]["content"] == 0.5 and set(info) == set(RefineOptions.names())
+    img = np.zeros((1, 4, 4, 4), np.float32)
+    lab = np.zeros((4, 4, 4), np.uint8)
+    calls = [(refine_labels, (img, ["flair"], lab, None, None)), (refine_case, (None, lab))]
+    for fn, args in calls:
+        with pytest.raises(TypeError, match="unexpected keyword argument.*simzero.*sim0"):
+            fn(*args, simzero=0.3)

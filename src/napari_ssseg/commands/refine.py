@@ -230,23 +230,28 @@ def run(args: argparse.Namespace) -> int:
         )
     t = lap("load", t)
 
-    result = R.refine_case(
-        case,
-        pseudo,
+    options = R.RefineOptions(
         sim0=sim0,
         n_c=n_c,
-        n_segments=n_segments,
-        compactness=args.compactness,
-        sigma=args.sigma,
-        regions=regions,
         shrink=args.shrink,
         output=output,
         fill=args.fill,
         fill_edge=args.fill_edge,
+        mutual=args.mutual,
+        mutual_tolerance=args.mutual_tolerance,
+        components=False if args.keep_components else None,
+    )
+    if args.paper:  # Thompson et al.'s Algorithm 1: no extension
+        options = options.replace(components=False, mutual="region", mutual_tolerance=0.0)
+    result = R.refine_case(
+        case,
+        pseudo,
+        options=options,
+        n_segments=n_segments,
+        compactness=args.compactness,
+        sigma=args.sigma,
+        regions=regions,
         cache=not args.no_cache,
-        components=False if (args.keep_components or args.paper) else None,
-        mutual="region" if args.paper else args.mutual,
-        mutual_tolerance=0.0 if args.paper else args.mutual_tolerance,
     )
     # refine_case's per-stage timings: brain mask, superpixels, features+graph, refine
     n_sp = result.info["superpixels"]

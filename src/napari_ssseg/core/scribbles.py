@@ -387,7 +387,7 @@ def grow_with_barriers(
         Grown superpixels (never a barrier one).
     """
     from napari_ssseg.core.adjacency import adjacency_from_pairs
-    from napari_ssseg.core.refine import _BestOther, grow_fast
+    from napari_ssseg.core.growth import BestOther, grow_fast
 
     seed = np.asarray(seed, bool) & ~np.asarray(barrier, bool)
     if not seed[1:].any():
@@ -402,7 +402,7 @@ def grow_with_barriers(
     model.edge_sim = session.model.edge_sim[keep]
     bo = getattr(session, "_scribble_best_other", None)
     if bo is None:
-        bo = _BestOther(session.adjacency, session.model.edge_sim)
+        bo = BestOther(session.adjacency, session.model.edge_sim)
         session._scribble_best_other = bo
     members, _ = grow_fast(
         session.stats, sub, model, seed, sim0, n_c, best_other=bo, tolerance=tolerance

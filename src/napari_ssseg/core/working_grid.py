@@ -36,6 +36,8 @@ __all__ = [
     "image_to_native",
 ]
 
+#: Interpolated weight of an edit above which a native voxel counts as touched by it.
+_TOUCH = 1e-4
 #: Relative spacing tolerance under which a grid already *is* the requested working grid.
 SPACING_TOLERANCE = 0.02
 
@@ -266,36 +268,110 @@ def labels_to_native(
     lab = _check_on(labels, grid.shape, "labels", "working")
     if grid.is_native:
         return lab.astype(np.uint8, copy=True)
-    values = np.unique(lab)
-    if values.size and (values.min() < 0 or values.max() > 255):
-        raise InputError(f"labels hold values outside 0..255: {values.tolist()[:10]}.")
+    if lab.size and (lab.min() < 0 or lab.max() > 255):
+        bad = np.unique(lab[(lab < 0) | (lab > 255)])
+        raise InputError(f"labels hold values outside 0..255: {bad.tolist()[:10]}.")
     ratio = np.asarray(grid.reference_geometry.spacing) / np.asarray(grid.geometry.spacing)
     size_zyx = [max(1, int(round(r))) for r in ratio[::-1]]
     if base is not None:
         nat = _check_on(base, grid.reference_shape, "base labels", "reference (native)")
-        edited = lab != labels_from_native(nat, grid)
-        if not edited.any():
-            return nat.astype(np.uint8, copy=True)
-        near = ndi.maximum_filter(edited.astype(np.float32), size=[s + 2 for s in size_zyx])
-        touched = (
-            resample_to(near, grid.geometry, grid.reference_geometry, grid.reference_shape) > 0
-        )
-        out = _majority_to_native(lab, values, grid, size_zyx)
-        return np.where(touched, out, nat).astype(np.uint8)
-    return _majority_to_native(lab, values, grid, size_zyx)
+        changed = lab != labels_from_native(nat, grid)
+        out = nat.astype(np.uint8, copy=True)
+    else:
+        changed = lab != 0
+        out = np.zeros(grid.reference_shape, np.uint8)
+    boxes = _write_back_boxes(changed, grid, size_zyx)
+    if boxes is None:  # nothing labelled (or nothing edited): no native voxel changes
+        return out
+    crop, native_box = boxes
+    sub = lab[crop]
+    src = _sub_geometry(grid.geometry, crop)
+    dst = _sub_geometry(grid.reference_geometry, native_box)
+    dst_shape = tuple(s.stop - s.start for s in native_box)
+    new = _majority_to_native(sub, np.unique(sub), src, dst, dst_shape, size_zyx)
+    if base is not None:  # only native voxels near an edit are re-mapped
+        near = ndi.maximum_filter(changed[crop].astype(np.float32), size=[s + 2 for s in size_zyx])
+        # (> a tiny weight, not > 0: a sample point on a voxel centre must not flip with the
+        # last bit of the box's origin)
+        touched = resample_to(near, src, dst, dst_shape) > _TOUCH
+        new = np.where(touched, new, out[native_box])
+    out[native_box] = new
+    return out
+
+
+def _sub_geometry(geometry: Geometry, box: tuple[slice, ...]) -> Geometry:
+    """The grid of ``array[box]`` (file-order slices) of an array on ``geometry``."""
+    start_ijk = np.asarray([s.start for s in box][::-1], float)
+    origin = np.asarray(geometry.origin) + geometry.direction_matrix @ (
+        start_ijk * np.asarray(geometry.spacing)
+    )
+    org = (float(origin[0]), float(origin[1]), float(origin[2]))
+    return Geometry(geometry.spacing, org, geometry.direction)
+
+
+def _write_back_boxes(
+    changed: np.ndarray, grid: WorkingGrid, size_zyx: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Working-grid crop and native box that :func:`labels_to_native` needs to compute.
+
+    A native voxel whose centre is more than ``margin`` working voxels from every changed
+    voxel sees only unchanged voxels in its footprint (half a footprint) and in the linear
+    interpolation (one voxel) and in the ``base`` dilation (one footprint + 1): its value is
+    known without computing (background, or ``base``'s). The working crop adds another
+    ``margin`` so that every computed native voxel's footprint lies inside it. The result is
+    the full-volume computation's, voxel for voxel (``tests/core/test_working_grid.py``).
+    """
+    idx = np.nonzero(changed.any(axis=(1, 2)))[0]
+    if idx.size == 0:
+        return None
+    iy = np.nonzero(changed.any(axis=(0, 2)))[0]
+    ix = np.nonzero(changed.any(axis=(0, 1)))[0]
+    lo = np.array([idx[0], iy[0], ix[0]])
+    hi = np.array([idx[-1], iy[-1], ix[-1]])
+    margin = int(max(size_zyx)) + 3
+    shape = np.asarray(grid.shape)
+    crop = tuple(
+        slice(int(max(0, a - 2 * margin)), int(min(n, b + 2 * margin + 1)))
+        for a, b, n in zip(lo, hi, shape, strict=True)
+    )
+    # the corners of the changed box + margin, in the native grid's continuous index
+    w, r = grid.geometry, grid.reference_geometry
+    a, b = lo - margin, hi + margin
+    corners_zyx = np.array(
+        [[z, y, x] for z in (a[0], b[0]) for y in (a[1], b[1]) for x in (a[2], b[2])], float
+    )
+    ijk = corners_zyx[:, ::-1] * np.asarray(w.spacing)
+    world = np.asarray(w.origin) + ijk @ w.direction_matrix.T
+    nat = np.linalg.solve(r.direction_matrix, (world - np.asarray(r.origin)).T).T
+    nat_zyx = (nat / np.asarray(r.spacing))[:, ::-1]
+    rshape = np.asarray(grid.reference_shape)
+    nlo = np.clip(np.floor(nat_zyx.min(axis=0)).astype(int) - 1, 0, rshape)
+    nhi = np.clip(np.ceil(nat_zyx.max(axis=0)).astype(int) + 2, 0, rshape)
+    if np.any(nhi <= nlo):
+        return None
+    native_box = tuple(slice(int(a), int(b)) for a, b in zip(nlo, nhi, strict=True))
+    return crop, native_box
 
 
 def _majority_to_native(
-    lab: np.ndarray, values: np.ndarray, grid: WorkingGrid, size_zyx: list[int]
+    lab: np.ndarray,
+    values: np.ndarray,
+    src: Geometry,
+    dst: Geometry,
+    dst_shape: Sequence[int],
+    size_zyx: Sequence[int],
 ) -> np.ndarray:
-    """:func:`labels_to_native`'s majority vote over each native voxel's footprint."""
-    best = np.full(grid.reference_shape, -1.0, np.float32)
-    out = np.zeros(grid.reference_shape, np.uint8)
+    """:func:`labels_to_native`'s majority vote over each native voxel's footprint.
+
+    ``lab`` (on ``src``) is voted onto the grid ``dst`` of shape ``dst_shape``.
+    """
+    best = np.full(tuple(dst_shape), -1.0, np.float32)
+    out = np.zeros(tuple(dst_shape), np.uint8)
     for v in values:  # background (0) votes too
         ind = (lab == v).astype(np.float32)
         if any(s > 1 for s in size_zyx):
-            ind = ndi.uniform_filter(ind, size=size_zyx, mode="nearest")
-        frac = resample_to(ind, grid.geometry, grid.reference_geometry, grid.reference_shape)
+            ind = ndi.uniform_filter(ind, size=list(size_zyx), mode="nearest")
+        frac = resample_to(ind, src, dst, dst_shape)
         win = frac > best
         out[win] = int(v)
         best[win] = frac[win]

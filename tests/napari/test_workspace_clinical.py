@@ -150,3 +150,68 @@ def test_a_clinical_case_shows_its_brain_mask_and_keeps_a_correction(
     assert images and all(not np.asarray(x.data)[~corrected].any() for x in images)
     assert any((tmp_path / "ws" / "cases" / "s1" / "clinical").iterdir())
     panel.close_workspace()
+
+
+@pytest.mark.gui
+def test_workspace_apply_brain_mask_button_zeroes_outside_the_correction(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """The Workspace panel's "Apply brain mask" (as the Loader's): clicked after correcting
+    the brain-mask layer, the case's images are zero outside the correction at once and the
+    correction is what the next open of the case starts from; an empty mask is refused with
+    a message, the images untouched."""
+    from qtpy.QtCore import Qt
+
+    calls = fake_brain_extraction(monkeypatch)
+    study = make_study(tmp_path / "study")
+    options = {"brain_extraction": "on", "register": "off", "resample": 2}
+    with Workspace.create(tmp_path / "ws") as ws:
+        ws.add_case(case_id="s1", clinical=options, **study)
+        ws.add_case(case_id="plain", **study)  # not clinical: no mask to apply
+    viewer = make_napari_viewer()
+    _, panel = viewer.window.add_plugin_dock_widget("napari-ssseg", "Workspace")
+    panel.open_workspace(tmp_path / "ws")
+    panel.open_case("s1")
+    qtbot.waitUntil(
+        lambda: not panel.running and panel.case_id == "s1" and not panel._steps,
+        timeout=TIMEOUT_MS,
+    )
+    assert panel.apply_mask_btn.isEnabled()
+    (layer,) = [x for x in viewer.layers if x.metadata.get("ssseg_role") == "brain_mask"]
+    images = [x for x in viewer.layers if x.metadata.get("ssseg_role") == "image"]
+    before = [np.array(x.data) for x in images]
+
+    errors: list[str] = []
+    monkeypatch.setattr(
+        "napari_ssseg._napari.widgets.workspace.notify_error",
+        lambda exc, *a, **k: errors.append(str(exc)),
+        raising=False,
+    )
+    layer.data = np.zeros_like(layer.data)  # erased everything: refused
+    qtbot.mouseClick(panel.apply_mask_btn, Qt.LeftButton)
+    assert errors and "empty" in errors[-1]
+    for x, b in zip(images, before, strict=True):
+        np.testing.assert_array_equal(np.asarray(x.data), b)
+
+    corrected = before[0] != 0
+    corrected[:, :, : corrected.shape[2] // 2] = False  # the user erases half of the brain
+    layer.data = corrected.astype(np.uint8)
+    qtbot.mouseClick(panel.apply_mask_btn, Qt.LeftButton)
+    assert "brain mask applied" in panel.status_label.text()
+    for x in images:
+        data = np.asarray(x.data)
+        assert not data[~corrected].any() and data[corrected].any()
+    panel.close_workspace()
+    panel.open_workspace(tmp_path / "ws")
+    panel.open_case("s1")
+    qtbot.waitUntil(
+        lambda: not panel.running and panel.case_id == "s1" and not panel._steps,
+        timeout=TIMEOUT_MS,
+    )
+    assert len(calls) == 1  # the kept mask, not deepbet again
+    (layer,) = [x for x in viewer.layers if x.metadata.get("ssseg_role") == "brain_mask"]
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, corrected)
+    panel.open_case("plain")
+    qtbot.waitUntil(lambda: not panel.running and panel.case_id == "plain", timeout=TIMEOUT_MS)
+    assert not panel.apply_mask_btn.isEnabled()
+    panel.close_workspace()

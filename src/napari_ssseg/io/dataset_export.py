@@ -140,7 +140,9 @@ def export_workspace(
     and all others the 2021 one.
 
     Images are written on each case's reference grid (the FLAIR file's, modalities resampled
-    onto it as when loading); labels on the same grid.
+    onto it as when loading); labels on the same grid. A case marked clinical (a raw study)
+    is exported the same way, as read (not registered, skull on), with a warning: the
+    preparation needs the ``ml`` layer (deepbet), which ``io`` never imports.
 
     Parameters
     ----------
@@ -187,6 +189,16 @@ def export_workspace(
                 f"Case {cid!r} lacks {', '.join(lacking)}; the {fmt} layout needs all four "
                 "modalities in every case. Export it with --format brats, or leave it out."
             )
+    raw = [cid for cid in ids if ws.case(cid).clinical]
+    if raw:
+        warnings.warn(
+            f"{len(raw)} case(s) are raw clinical studies ({', '.join(raw[:5])}): their series "
+            "are exported as read, resampled onto the FLAIR's grid by world coordinates (not "
+            "registered, not brain-extracted), with the labels on that grid. Run "
+            "`ssseg preprocess CASE --brain-extraction on --register on` for prepared images.",
+            UserWarning,
+            stacklevel=2,
+        )
     if brats_year is not None:
         year = check_choice("brats_year", str(brats_year), tuple(BRATS_YEARS))
         naming_of = dict.fromkeys(ids, BRATS_YEARS[year])

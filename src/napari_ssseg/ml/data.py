@@ -144,9 +144,39 @@ def _snapshot_loader(entry: dict[str, Any]) -> Callable[[], Any]:
         if entry.get("msd_image"):
             return load_case(entry["msd_image"], seg=seg, convention=conv)
         files = {m: p for m, p in (entry.get("images") or {}).items() if m in MODALITIES}
+        if entry.get("clinical"):
+            clin = _prepare_clinical_entry(str(entry["id"]), files, entry)
+            clin.case.labels = clin.read_labels(seg, conv)  # native version -> working grid
+            return clin.case
         return load_case(**files, seg=seg, convention=conv)
 
     return load
+
+
+def _prepare_clinical_entry(case_id: str, files: dict[str, Any], entry: dict[str, Any]) -> Any:
+    """A workspace case marked clinical, prepared as the Workspace panel and ``predict`` see it.
+
+    Registration, brain extraction and the working grid (its clinical options), read from
+    the workspace's cache of the case (``WS/cases/<id>/clinical``) when it holds them; the
+    model then trains on the same images it proposes on (zero outside the brain, working
+    grid), not on the raw series.
+    """
+    import dataclasses
+
+    from napari_ssseg.ml.clinical import prepare_clinical
+
+    opts = entry["clinical"]
+    cache = entry.get("clinical_cache")
+    clin = prepare_clinical(
+        None,
+        files,
+        brain_extraction=opts.get("brain_extraction", "auto"),
+        register=opts.get("register", "auto"),
+        resample=opts.get("resample"),
+        cache=Path(cache) if cache else True,
+    )
+    clin.case = dataclasses.replace(clin.case, name=case_id)
+    return clin
 
 
 def case_sources(
@@ -219,14 +249,29 @@ def _unlabelled_ws_loader(root: Path, case_id: str) -> Callable[[], Any]:
     def load() -> Any:
         import dataclasses
 
+        from napari_ssseg.core.case import MODALITIES
         from napari_ssseg.io.workspace import Workspace
 
         ws = Workspace.open(root, readonly=True)
         try:
-            case = ws.load_case(case_id)
+            rec = ws.case(case_id)
+            clinical = rec.clinical
+            if clinical:
+                files = {m: p for m, p in rec.images.items() if m in MODALITIES}
+                cache = str(ws.clinical_cache_dir(case_id))
+            else:
+                case = ws.load_case(case_id)
             scribbles = ws.latest_scribbles(case_id)
         finally:
             ws.close()
+        if clinical:  # the prepared images (working grid, brain-extracted), as for labels
+            clin = _prepare_clinical_entry(
+                case_id, files, {"clinical": clinical, "clinical_cache": cache}
+            )
+            case = clin.case
+            if scribbles is not None and scribbles.shape != case.shape:
+                # stored on the reference series' native grid, as the case's versions
+                scribbles = clin.labels_from_native(scribbles)
         # never train on the case's ground-truth file: it is for evaluation only
         case = dataclasses.replace(case, labels=None)
         if scribbles is None or not scribbles.any():

@@ -558,58 +558,17 @@ class LoaderWidget(Container):
 
     def brain_mask_layer(self) -> Any | None:
         """The brain-mask layer of the last clinical case, or None."""
-        clin = self.last_clinical
-        if clin is None:
-            return None
-        return next(
-            (
-                x
-                for x in self.viewer.layers
-                if x.metadata.get("ssseg_role") == ROLE_BRAIN_MASK
-                and x.metadata.get("ssseg_case_name") == clin.case.name
-            ),
-            None,
-        )
+        return brain_mask_layer_of(self.viewer, self.last_clinical)
 
     def apply_brain_mask(self, *_: Any) -> None:
         """Zero the last clinical case's images outside its brain-mask layer (as corrected).
 
-        The case's image arrays are changed in place (panels holding the case see the
-        new images) and its image layers are refreshed.
+        See :func:`apply_brain_mask`; a reason it cannot is notified.
         """
-        import numpy as np
-
-        from napari_ssseg._napari.layers import case_of_layer
-
-        clin = self.last_clinical
-        layer = self.brain_mask_layer()
-        if clin is None or clin.unmasked is None or layer is None:
-            notify_error(
-                SsegError(
-                    "No brain mask to apply: load a case with brain extraction (Brain "
-                    "extraction: auto or on) first, and keep its brain-mask layer."
-                )
-            )
-            return
-        mask = np.asarray(layer.data) > 0
-        if mask.shape != clin.case.shape:
-            notify_error(
-                SsegError(
-                    f"The brain-mask layer's shape {mask.shape} is not the "
-                    f"case's {clin.case.shape}; load the case again."
-                )
-            )
-            return
-        kept = clin.keep_brain_mask(mask)  # also the study's cached mask for the next load
-        np.copyto(clin.case.images, np.where(mask[None], clin.unmasked, 0).astype(np.float32))
-        for x in self.viewer.layers:
-            if x.metadata.get("ssseg_role") == "image" and case_of_layer(x) is clin.case:
-                x.refresh()
-        voxel_ml = float(np.prod(clin.case.scale)) / 1000.0
-        self.status.value = (
-            f"brain mask applied: {mask.sum() * voxel_ml:.0f} ml; images zeroed outside it"
-            + ("; kept for the next load of this study" if kept is not None else "")
-        )
+        try:
+            self.status.value = apply_brain_mask(self.viewer, self.last_clinical)
+        except SsegError as exc:
+            notify_error(exc)
 
     def save_labels_native(self, path: str | Path | None = None) -> Path | None:
         """Write the last clinical case's labels layer on the reference's native grid.
@@ -767,6 +726,76 @@ class LoaderWidget(Container):
         self.cancel_button.enabled = False
         self._busy.stop(getattr(self, "_done_message", ""))
         self._done_message = ""
+
+
+def brain_mask_layer_of(viewer: Any, clin: Any) -> Any | None:
+    """The brain-mask layer of clinical case ``clin`` in ``viewer`` (None: none, or no case)."""
+    if clin is None:
+        return None
+    return next(
+        (
+            x
+            for x in viewer.layers
+            if x.metadata.get("ssseg_role") == ROLE_BRAIN_MASK
+            and x.metadata.get("ssseg_case_name") == clin.case.name
+        ),
+        None,
+    )
+
+
+def apply_brain_mask(viewer: Any, clin: Any) -> str:
+    """Zero a clinical case's images outside its brain-mask layer, as the user corrected it.
+
+    The case's image arrays are changed in place (panels holding the case see the new
+    images), its image layers are refreshed, and the mask is kept in the study's cache (the
+    next load uses it). Shared by the Loader and the Workspace panels.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    clin : ClinicalCase or None
+        The case (:class:`~napari_ssseg.ml.clinical.ClinicalCase`).
+
+    Returns
+    -------
+    str
+        What was done, for the panel's status line.
+
+    Raises
+    ------
+    SsegError
+        No brain-extracted clinical case, no brain-mask layer, or a layer of another shape.
+    """
+    import numpy as np
+
+    from napari_ssseg._napari.layers import case_of_layer
+
+    layer = brain_mask_layer_of(viewer, clin)
+    if clin is None or clin.unmasked is None or layer is None:
+        raise SsegError(
+            "No brain mask to apply: open a case with brain extraction (Brain extraction: "
+            "auto or on) first, and keep its brain-mask layer."
+        )
+    mask = np.asarray(layer.data) > 0
+    if mask.shape != clin.case.shape:
+        raise SsegError(
+            f"The brain-mask layer's shape {mask.shape} is not the case's {clin.case.shape}; "
+            "load the case again."
+        )
+    if not mask.any():
+        raise SsegError(
+            "The brain-mask layer is empty: applying it would zero the whole scan. Paint the "
+            "brain into it (or load the case again for the extracted mask)."
+        )
+    kept = clin.keep_brain_mask(mask)  # also the study's cached mask for the next load
+    np.copyto(clin.case.images, np.where(mask[None], clin.unmasked, 0).astype(np.float32))
+    for x in viewer.layers:
+        if x.metadata.get("ssseg_role") == "image" and case_of_layer(x) is clin.case:
+            x.refresh()
+    voxel_ml = float(np.prod(clin.case.scale)) / 1000.0
+    return f"brain mask applied: {mask.sum() * voxel_ml:.0f} ml; images zeroed outside it" + (
+        "; kept for the next load of this study" if kept is not None else ""
+    )
 
 
 def add_brain_mask_layer(viewer: Any, clin: Any, case: Any) -> Any:

@@ -166,7 +166,14 @@ def _clinical_case_job(ws: Any, case_id: str, version: int | None, t0: float):
 
     yield {"message": f"{case_id}: preparing the clinical study"}
     clin, prov = yield from below_total(
-        callback_generator(prepare_workspace_case, ws, case_id, version, progress_kwarg="progress")
+        callback_generator(
+            prepare_workspace_case,
+            ws,
+            case_id,
+            version,
+            progress_kwarg="progress",
+            keep_unmasked=True,  # so a corrected brain mask can be applied (Apply brain mask)
+        )
     )
     yield {"message": f"{case_id}: preparing layers"}
     layer_data = case_to_layer_data(clin.case, clinical=clin)
@@ -336,6 +343,11 @@ class WorkspaceWidget(QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.save_btn = QPushButton("Save now")
         self.verify_btn = QPushButton("Mark verified")
+        self.apply_mask_btn = QPushButton("Apply brain mask")
+        self.apply_mask_btn.setToolTip(
+            "Clinical studies: zero the images outside the case's brain-mask layer as you "
+            "corrected it (kept in the workspace for the next open of the case)."
+        )
         self.version_combo = QComboBox()
         self.restore_btn = QPushButton("Restore version")
         self.autosave_spin = QSpinBox()
@@ -371,7 +383,7 @@ class WorkspaceWidget(QWidget):
             row.addWidget(b)
         layout.addLayout(row)
         row = QHBoxLayout()
-        for b in (self.save_btn, self.verify_btn):
+        for b in (self.save_btn, self.verify_btn, self.apply_mask_btn):
             row.addWidget(b)
         row.addWidget(QLabel("autosave every"))
         row.addWidget(self.autosave_spin)
@@ -409,6 +421,7 @@ class WorkspaceWidget(QWidget):
         self.cancel_btn.clicked.connect(lambda: self._guard(self.cancel))
         self.save_btn.clicked.connect(lambda: self._guard(self.save_now))
         self.verify_btn.clicked.connect(lambda: self._guard(self.mark_verified))
+        self.apply_mask_btn.clicked.connect(lambda: self._guard(self.apply_brain_mask))
         self.restore_btn.clicked.connect(lambda: self._guard(self.restore_selected_version))
         self.suggest_btn.clicked.connect(lambda: self._guard(self.suggest))
         self.evaluate_btn.clicked.connect(lambda: self._guard(self.evaluate))
@@ -515,6 +528,10 @@ class WorkspaceWidget(QWidget):
             b.setEnabled(bool(has_case) and not busy)
         # saving the current case stays possible while another case loads
         self.save_btn.setEnabled(bool(has_case))
+        clin = self._clinical
+        self.apply_mask_btn.setEnabled(
+            bool(has_case) and not busy and clin is not None and clin.unmasked is not None
+        )
         if hasattr(self, "dataset_box"):
             self.dataset_box.update_buttons(has_ws, busy)
 
@@ -854,6 +871,17 @@ class WorkspaceWidget(QWidget):
             return  # another case was opened meanwhile
         watch_brain_masks(self.viewer)
         self._layers.append(add_brain_mask_layer(self.viewer, result["clinical"], result["case"]))
+
+    def apply_brain_mask(self) -> None:
+        """Zero the clinical case's images outside its (corrected) brain-mask layer.
+
+        As the Loader's button (:func:`~napari_ssseg._napari.widgets.loader.apply_brain_mask`):
+        the mask is kept in the workspace's clinical cache, so the next open of the case
+        starts from it.
+        """
+        from napari_ssseg._napari.widgets.loader import apply_brain_mask
+
+        self.status_label.setText(apply_brain_mask(self.viewer, self._clinical))
 
     def _on_edit(self, *_: Any) -> None:
         self.autosaver.mark_dirty()

@@ -358,6 +358,15 @@ class _WorkspaceBase:
             clinical=dict(c["clinical"]) if c.get("clinical") else None,
         )
 
+    def clinical_cache_dir(self, case_id: str) -> Path:
+        """Folder of the case's clinical preparation cache (``cases/<id>/clinical``).
+
+        Created on first use by the preparation; it belongs to the workspace (exports and
+        backups that copy ``cases/`` keep it).
+        """
+        self._entry(case_id)  # unknown id: InputError
+        return self.root / "cases" / case_id / "clinical"
+
     def _grid(self, case_id: str) -> tuple[Geometry, Orientation, tuple[int, int, int]]:
         g, o, canon, _ = _geometry_of(self._entry(case_id)["geometry"])
         return g, o, canon

@@ -346,15 +346,6 @@ class Workspace(_ArtifactsMixin, _RunsMixin):
             else:
                 entry["clinical"] = checked
 
-    def clinical_cache_dir(self, case_id: str) -> Path:
-        """Folder of the case's clinical preparation cache (``cases/<id>/clinical``).
-
-        Created on first use by the preparation; it belongs to the workspace (exports and
-        backups that copy ``cases/`` keep it).
-        """
-        self._entry(case_id)  # unknown id: InputError
-        return self.root / "cases" / case_id / "clinical"
-
     def _make_entry(
         self,
         path: Path | str | os.PathLike | None,

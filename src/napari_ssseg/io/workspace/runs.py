@@ -126,6 +126,16 @@ class _RunsMixin(_WorkspaceBase):
                     "ground_truth": str(rec.ground_truth) if rec.ground_truth else None,
                     "geometry": e["geometry"],
                     "sha256": v.get("sha256", ""),
+                    # a raw clinical study: trained on its prepared (working-grid,
+                    # brain-extracted) images, as it is proposed on (ml.data)
+                    **(
+                        {
+                            "clinical": dict(e["clinical"]),
+                            "clinical_cache": str(self.clinical_cache_dir(cid).absolute()),
+                        }
+                        if e.get("clinical")
+                        else {}
+                    ),
                 }
             )
         if cases is not None and not out:

@@ -8,18 +8,19 @@ from __future__ import annotations
 import copy
 
 import pytest
+from phantoms import master
 
-from napari_ssseg.core.phantom import Phantom, make_phantom
+from napari_ssseg.core.phantom import Phantom
 
 
 @pytest.fixture(scope="session")
 def _tiny_phantom_master() -> Phantom:
-    return make_phantom((32, 40, 40), seed=0)
+    return master("tiny")
 
 
 @pytest.fixture(scope="session")
 def _small_phantom_master() -> Phantom:
-    return make_phantom((48, 64, 64), seed=1)
+    return master("small")
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ def tiny_ckpt(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_phantom():
-    from napari_ssseg.core.phantom import make_phantom
+    """tests/phantoms.py ``tiny_ml`` (shared with the other suite of ml and commands)."""
+    from phantoms import master
 
-    return make_phantom(shape=(32, 40, 40), seed=3)
+    return master("tiny_ml")
 
 
 @pytest.fixture

@@ -24,8 +24,11 @@ GEOMETRIES = {
 
 @pytest.fixture(scope="session")
 def tiny_phantom():
-    """Phantom on the tiny grid (seed 0), 2 mm isotropic."""
-    return make_phantom(shape=TINY_SHAPE, spacing=(2.0, 2.0, 2.0), seed=0)
+    """Phantom on the tiny grid (seed 0), 2 mm isotropic (tests/phantoms.py ``tiny_2mm``)."""
+    from phantoms import SPECS, master
+
+    assert SPECS["tiny_2mm"]["shape"] == TINY_SHAPE
+    return master("tiny_2mm")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from napari_ssseg._napari.workers import (
     TaskCancelled,
     callback_generator,
+    callback_report,
     normalise_progress,
     start_task,
 )
@@ -18,18 +19,40 @@ from napari_ssseg.errors import InputError
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("report", "expected"),
     [
-        (({"step": 2, "total": 5, "message": "m"},), {"step": 2, "total": 5, "message": "m"}),
-        ((0.25, "reading"), {"step": 250, "total": 1000, "fraction": 0.25, "message": "reading"}),
-        ((3, 10), {"step": 3, "total": 10}),
-        ((3, 10, "x"), {"step": 3, "total": 10, "message": "x"}),
-        (("hello",), {"message": "hello"}),
-        ((1.5,), {"step": 1000, "total": 1000, "fraction": 1.0}),
+        ({"step": 2, "total": 5, "message": "m"}, {"step": 2, "total": 5, "message": "m"}),
+        ({"fraction": 0.25}, {"step": 250, "total": 1000, "fraction": 0.25}),
+        ({"message": "hello"}, {"message": "hello"}),
     ],
 )
-def test_normalise_progress(args, expected):
-    assert normalise_progress(*args) == expected
+def test_normalise_progress(report, expected):
+    assert normalise_progress(report) == expected
+
+
+def test_normalise_progress_refuses_what_is_not_a_report():
+    with pytest.raises(TypeError, match="progress dicts"):
+        normalise_progress((3, 10))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((0.25, "reading"), {"step": 250, "total": 1000, "fraction": 0.25, "message": "reading"}),
+        ((0,), {"step": 0, "total": 1000, "fraction": 0.0}),
+        # clipped, and kept below the total (the task's end closes the bar)
+        ((1.5,), {"step": 999, "total": 1000, "fraction": 1.0}),
+    ],
+)
+def test_callback_report_is_the_core_form(args, expected):
+    assert callback_report(*args) == expected
+
+
+@pytest.mark.parametrize("args", [(3, 10), ("hello",), (True, "m"), (0.5, 3)])
+def test_callback_report_refuses_other_forms(args):
+    """One callback form (core.progress): progress(fraction, message)."""
+    with pytest.raises(TypeError, match=r"fraction in \[0, 1\], message"):
+        callback_report(*args)
 
 
 def _work(n, progress=None, fail=False):
@@ -324,3 +347,44 @@ def test_tasks_do_not_queue_behind_each_other_on_few_cores(qtbot):
         for h in handles:
             qtbot.waitUntil(lambda h=h: not h.running, timeout=10_000)
         pool.setMaxThreadCount(max(before, MIN_POOL_THREADS))
+
+
+@pytest.mark.gui
+def test_a_core_function_runs_in_the_worker_thread_itself(qtbot):
+    """Inside a task, callback_generator runs a function with a progress hook in the
+    worker's own thread (no helper thread): its reports reach on_yielded and the bar, and
+    after a cancel its next report raises core's Cancelled, which ends the task as a cancel."""
+    from napari_ssseg.core.progress import Cancelled
+
+    threads: dict[str, int] = {}
+    stopped: list[BaseException] = []
+
+    def core_function(n, progress=None, should_stop=None):
+        threads["function"] = threading.get_ident()
+        try:
+            for i in range(n):
+                time.sleep(0.01)
+                progress(i / n, f"item {i}")
+        except Cancelled as exc:
+            stopped.append(exc)
+            raise
+        return n
+
+    def job(n):
+        threads["job"] = threading.get_ident()
+        return (yield from callback_generator(core_function, n, stop_kwarg="should_stop"))
+
+    seen, returned = [], []
+    handle = start_task(job, 5, on_yielded=seen.append, on_returned=returned.append)
+    qtbot.waitUntil(lambda: not handle.running, timeout=5000)
+    assert returned == [5]
+    assert threads["function"] == threads["job"] != threading.get_ident()
+    assert [r["message"] for r in seen] == [f"item {i}" for i in range(5)]
+    assert [r["step"] for r in seen] == [0, 200, 400, 600, 800] and handle.pbar.n == 800
+
+    aborted: list[int] = []
+    handle = start_task(job, 100_000, on_aborted=lambda: aborted.append(1))
+    qtbot.waitUntil(lambda: "last" in handle.state, timeout=5000)
+    handle.cancel()
+    qtbot.waitUntil(lambda: not handle.running, timeout=5000)
+    assert aborted == [1] and len(stopped) == 1

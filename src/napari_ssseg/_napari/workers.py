@@ -26,11 +26,14 @@ reporting progress). Yield at least about once a second so the bar moves and a c
 (:meth:`TaskHandle.cancel`, i.e. ``worker.quit()``) takes effect quickly: napari stops a
 generator worker only *between* yields.
 
-Core and io functions do not know about generators: they take a plain ``progress`` callback
-(no Qt types). :func:`callback_generator` adapts such a function to the protocol: it runs the
-function in a helper thread, turns each callback call into a yielded progress dict, and makes
-the callback raise :class:`TaskCancelled` after a cancel so the function stops at its next
-progress report.
+Core, io and ml functions do not know about generators: they take the core protocol's
+``progress(fraction, message)`` callback and ``should_stop()`` and raise
+:class:`~napari_ssseg.core.progress.Cancelled` (:mod:`napari_ssseg.core.progress`; no Qt
+types). :func:`callback_generator` is the one adapter: inside a task it runs such a function
+directly in the worker thread, each callback call going to the progress bar, and after a
+cancel the next callback raises ``Cancelled`` so the function stops at its next report
+(``TaskCancelled`` is the same class). Only a function with no hook at all runs in a helper
+thread, so that a cancel still ends the task at once.
 
 :func:`start_task` wires a generator function to napari's ``create_worker``: a
 :class:`napari.utils.progress` bar (shown in napari's activity dock), the GUI-thread callbacks
@@ -91,41 +94,62 @@ __all__ = [
 ]
 
 
-class TaskCancelled(Exception):
-    """Raised inside a progress callback after the user cancelled the task."""
+#: Raised inside a progress callback after the user cancelled the task: core's
+#: :class:`~napari_ssseg.core.progress.Cancelled` itself (one cancel exception everywhere).
+TaskCancelled = Cancelled
 
 
-def normalise_progress(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Turn the arguments of a progress callback into a progress dict.
+def normalise_progress(report: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a generator's progress dict (module docstring), ``fraction`` turned into steps.
 
-    Accepts the core convention ``cb(fraction, message)`` (``0 <= fraction <= 1``, see
-    :mod:`napari_ssseg.core.progress`; reported as ``step``/``total`` out of 1000 plus
-    ``fraction``), ``cb({"step": .., "total": .., "message": ..})``, ``cb(step, total)``,
-    ``cb(step, total, message)``, ``cb(fraction)``, ``cb(message)`` and keyword forms.
+    ``{"fraction": f}`` without ``step`` gets ``step``/``total`` out of 1000.
+
+    Raises
+    ------
+    TypeError
+        ``report`` is not a dict (a task yields progress dicts or ``None`` heartbeats).
     """
-    if len(args) == 1 and isinstance(args[0], dict):
-        out = dict(args[0])
-        out.update(kwargs)
-        return out
-    out: dict[str, Any] = {}
-    if len(args) == 1 and isinstance(args[0], str):
-        out["message"] = args[0]
-    elif (len(args) == 1 and isinstance(args[0], float)) or (
-        len(args) == 2 and isinstance(args[1], str)
-    ):
-        fraction = min(1.0, max(0.0, float(args[0])))
-        out.update(
-            step=int(round(fraction * _FRACTION_STEPS)), total=_FRACTION_STEPS, fraction=fraction
+    if not isinstance(report, dict):
+        raise TypeError(
+            f"a task yields progress dicts ({{'step', 'total', 'message'}}) or None; got "
+            f"{type(report).__name__} {report!r}."
         )
-        if len(args) == 2:
-            out["message"] = args[1]
-    else:
-        for key, value in zip(("step", "total", "message"), args):
-            out[key] = value
-    if "fraction" in kwargs and "step" not in kwargs:
-        fraction = min(1.0, max(0.0, float(kwargs["fraction"])))
+    out = dict(report)
+    if "fraction" in out and "step" not in out:
+        fraction = min(1.0, max(0.0, float(out["fraction"])))
         out.update(step=int(round(fraction * _FRACTION_STEPS)), total=_FRACTION_STEPS)
-    out.update(kwargs)
+    return out
+
+
+def callback_report(fraction: float, message: str = "") -> dict[str, Any]:
+    """The progress dict of one call of the core callback ``progress(fraction, message)``.
+
+    The one callback form of core, io and ml (:mod:`napari_ssseg.core.progress`):
+    ``fraction`` in [0, 1] (clipped), reported as ``step`` out of 1000, below the total
+    (napari's bar reaching 100 % costs ~0.2 s of GUI time and the task's end closes it).
+
+    Raises
+    ------
+    TypeError
+        ``fraction`` is not a number (e.g. an old ``progress(step, total)`` caller).
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(
+            f"progress callbacks take (fraction in [0, 1], message); got {fraction!r}, {message!r}."
+        )
+    if not isinstance(message, str):
+        raise TypeError(
+            f"progress callbacks take (fraction in [0, 1], message: str); got {fraction!r}, "
+            f"{message!r} (a progress(step, total) call?)."
+        )
+    f = min(1.0, max(0.0, float(fraction)))
+    out: dict[str, Any] = {
+        "step": min(int(round(f * _FRACTION_STEPS)), _FRACTION_STEPS - 1),
+        "total": _FRACTION_STEPS,
+        "fraction": f,
+    }
+    if message:
+        out["message"] = message
     return out
 
 
@@ -423,38 +447,87 @@ def callback_generator(
     heartbeat: float = 0.2,
     **kwargs: Any,
 ) -> Generator[dict[str, Any] | None, None, Any]:
-    """Run ``func(*args, progress=callback, **kwargs)`` and yield its progress reports.
+    """Run a core function ``func(*args, progress=callback, **kwargs)`` as part of a task.
+
+    The one adapter from the core protocol (:mod:`napari_ssseg.core.progress`:
+    ``progress(fraction, message)``, ``should_stop()``, ``Cancelled``) to napari's workers.
+
+    * **Inside a task** (:func:`start_task`) and with a hook to report through
+      (``progress_kwarg`` or ``stop_kwarg``), ``func`` runs **directly in the worker
+      thread**: each callback call goes straight to the task's progress bar and
+      ``on_yielded`` (the worker's ``yielded`` signal), and after a cancel the next callback
+      raises :class:`~napari_ssseg.core.progress.Cancelled` (``should_stop()`` returns True),
+      which the task reports as a cancel. No helper thread.
+    * Otherwise (a function with no hook at all, or this generator driven outside a task,
+      e.g. by a test) ``func`` runs in a helper thread and its reports are yielded, with
+      ``None`` heartbeats every ``heartbeat`` seconds: for a function with no hook this is
+      the only way a cancel takes effect at once (the task ends at the next heartbeat; the
+      function's result is dropped when it returns).
 
     Parameters
     ----------
     func : callable
-        A function taking a progress callback as keyword ``progress_kwarg`` (the core
-        convention ``progress(fraction, message)`` and the other forms of
-        :func:`normalise_progress` are understood).
+        A function taking the core progress callback as keyword ``progress_kwarg``.
     progress_kwarg : str
-        Name of that keyword; ``""`` to pass no callback (then only heartbeats are yielded).
+        Name of that keyword; ``""`` to pass no callback.
     stop_kwarg : str
-        If given (e.g. ``"should_stop"``, see :mod:`napari_ssseg.core.progress`), also pass a
-        zero-argument callable under this name that returns True once the task is cancelled.
+        If given (e.g. ``"should_stop"``), also pass a zero-argument callable under this
+        name that returns True once the task is cancelled.
     heartbeat : float
-        Seconds between heartbeats (``None`` yields) while ``func`` reports nothing.
+        Helper-thread path: seconds between heartbeats while ``func`` reports nothing.
 
     Yields
     ------
     dict or None
-        Progress dicts (see the module docstring) or ``None`` heartbeats.
+        Helper-thread path only: progress dicts (:func:`callback_report`) or heartbeats.
 
     Returns
     -------
     object
         Whatever ``func`` returned. An exception raised by ``func`` is re-raised here.
-
-    Notes
-    -----
-    Cancelling -- :meth:`TaskHandle.cancel` of the task running this generator, or closing
-    the generator -- makes the next progress callback raise :class:`TaskCancelled` (and
-    ``should_stop()`` return True), so ``func`` stops at its next report.
     """
+    emit = getattr(_CURRENT, "emit", None)
+    if emit is not None and (progress_kwarg or stop_kwarg):
+        return (yield from _run_in_worker(func, args, kwargs, progress_kwarg, stop_kwarg, emit))
+    return (yield from _run_in_helper(func, args, kwargs, progress_kwarg, stop_kwarg, heartbeat))
+
+
+def _run_in_worker(
+    func: Callable[..., Any],
+    args: tuple,
+    kwargs: dict[str, Any],
+    progress_kwarg: str,
+    stop_kwarg: str,
+    emit: Callable[[dict[str, Any]], None],
+) -> Generator[dict[str, Any] | None, None, Any]:
+    """:func:`callback_generator` in the task's own thread (yields nothing)."""
+    task_stop = current_stop_event()
+
+    def cancelled() -> bool:
+        return task_stop is not None and task_stop.is_set()
+
+    def callback(fraction: float, message: str = "") -> None:
+        if cancelled():
+            raise Cancelled("cancelled by the user")
+        emit(callback_report(fraction, message))
+
+    if progress_kwarg:
+        kwargs[progress_kwarg] = callback
+    if stop_kwarg:
+        kwargs[stop_kwarg] = cancelled
+    return func(*args, **kwargs)
+    yield  # a generator, so that callers ``yield from`` both paths alike  # noqa: B901
+
+
+def _run_in_helper(
+    func: Callable[..., Any],
+    args: tuple,
+    kwargs: dict[str, Any],
+    progress_kwarg: str,
+    stop_kwarg: str,
+    heartbeat: float,
+) -> Generator[dict[str, Any] | None, None, Any]:
+    """:func:`callback_generator` in a helper thread, its reports and heartbeats yielded."""
     reports: queue.Queue = queue.Queue()
     stop = threading.Event()
     task_stop = current_stop_event()
@@ -463,10 +536,10 @@ def callback_generator(
     def cancelled() -> bool:
         return stop.is_set() or (task_stop is not None and task_stop.is_set())
 
-    def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
+    def callback(fraction: float, message: str = "") -> None:
         if cancelled():
-            raise TaskCancelled("cancelled by the user")
-        reports.put(normalise_progress(*cb_args, **cb_kwargs))
+            raise Cancelled("cancelled by the user")
+        reports.put(callback_report(fraction, message))
 
     def target() -> None:
         ident = threading.get_ident()
@@ -581,12 +654,17 @@ def start_task(
         raise TypeError(f"start_task needs a generator function; {gen_func!r} is not one.")
     stop_event = threading.Event()
 
+    holder: dict[str, Any] = {}
+
+    def emit(report: dict[str, Any]) -> None:  # a core function's report, from this thread
+        holder["worker"].yielded.emit(report)
+
     def run_with_stop_event(*a: Any, **kw: Any) -> Generator[Any, None, Any]:
-        _CURRENT.stop = stop_event
+        _CURRENT.stop, _CURRENT.emit = stop_event, emit
         try:
             return (yield from gen_func(*a, **kw))
         finally:
-            _CURRENT.stop = None
+            _CURRENT.stop = _CURRENT.emit = None
 
     run_with_stop_event.__name__ = getattr(gen_func, "__name__", "task")
     _install_router()
@@ -598,6 +676,7 @@ def start_task(
         _worker_class=TaskWorker,
         **kwargs,
     )
+    holder["worker"] = worker
     # napari relays worker errors to its notification manager (traceback notification);
     # we show our own (a SsegError as its plain message), so drop the relay to avoid two.
     with contextlib.suppress(TypeError, RuntimeError):
@@ -650,7 +729,7 @@ def start_task(
 
     def _errored(exc: BaseException) -> None:
         # a function stopped by the cancel (TaskCancelled, core's Cancelled) is a cancel
-        if stop_event.is_set() and isinstance(exc, (TaskCancelled, Cancelled)):
+        if stop_event.is_set() and isinstance(exc, Cancelled):
             _aborted()
             return
         (on_error if on_error is not None else notify_error)(exc)

@@ -23,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Cancelled", "ProgressCallback", "StopCallback", "check_cancel", "report"]
+__all__ = [
+    "Cancelled",
+    "ProgressCallback",
+    "StopCallback",
+    "check_cancel",
+    "report",
+    "stage_progress",
+]
 
 
 class Cancelled(Exception):  # noqa: N818 - the name reads naturally at the call site
@@ -57,3 +64,23 @@ def check_cancel(should_stop: StopCallback | None, what: str = "computation") ->
     """
     if should_stop is not None and should_stop():
         raise Cancelled(f"{what} cancelled")
+
+
+def stage_progress(
+    progress: ProgressCallback | None, lo: float, hi: float, prefix: str
+) -> ProgressCallback | None:
+    """A callback for one stage of a longer job: its ``[0, 1]`` mapped to ``[lo, hi]``.
+
+    Messages are prefixed with ``prefix`` (``"WT superpixels: iteration 3/10"``); the stage's
+    fraction is clipped to [0, 1], so it never reports outside its range; ``None`` stays
+    ``None``.
+    """
+    if progress is None:
+        return None
+
+    def scaled(fraction: float, message: str = "") -> None:
+        text = f"{prefix}: {message}".rstrip(": ") if message else prefix
+        f = min(1.0, max(0.0, float(fraction)))  # a stage never reports past its range
+        report(progress, lo + (hi - lo) * f, text)
+
+    return scaled

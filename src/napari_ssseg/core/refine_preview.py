@@ -36,6 +36,7 @@ from napari_ssseg.core.progress import (
     StopCallback,
     check_cancel,
     report,
+    stage_progress,
 )
 from napari_ssseg.errors import InputError
 
@@ -135,18 +136,6 @@ def case_brain_mask(case: Any, preprocessed: Any = None) -> np.ndarray:
     return brain_mask(case.images)
 
 
-def _scaled(progress: ProgressCallback | None, lo: float, hi: float, prefix: str):
-    """A progress callback mapping ``[0, 1]`` of a stage to ``[lo, hi]``, messages prefixed."""
-    if progress is None:
-        return None
-
-    def scaled(fraction: float, message: str = "") -> None:
-        text = f"{prefix}: {message}".rstrip(": ") if message else prefix
-        report(progress, lo + (hi - lo) * float(fraction), text)
-
-    return scaled
-
-
 def compute_setup(
     case: Any,
     preprocessed: Any,
@@ -241,7 +230,7 @@ def compute_setup(
             mask=brain,
             cache=True,
             spacing=spacing,
-            progress=_scaled(progress, lo, mid, f"{name} superpixels"),
+            progress=stage_progress(progress, lo, mid, f"{name} superpixels"),
             should_stop=should_stop,
             **dict(params),
         )
@@ -254,7 +243,7 @@ def compute_setup(
             brain,
             spacing,
             region=region,
-            progress=_scaled(progress, mid, hi, f"{name} features"),
+            progress=stage_progress(progress, mid, hi, f"{name} features"),
             should_stop=should_stop,
         )
         superpixels[region] = sp

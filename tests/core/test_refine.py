@@ -837,3 +837,23 @@ def test_refine_options_are_checked_and_named():
     for fn, args in calls:
         with pytest.raises(TypeError, match="unexpected keyword argument.*simzero.*sim0"):
             fn(*args, simzero=0.3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_component_similarity_in_the_pseudo_labels_box_equals_the_whole_crop(seed):
+    """The component pre-step works in the box around p0 (plus its ring's margin), so its
+    cost follows the pseudo-label, not the brain: same components and similarities as on
+    the whole crop, also for blobs at the crop's edge."""
+    img, sp, brain, p0, _ = _toy(seed)
+    session = RefinementSession(img, None, sp, brain)
+    pc = p0[session.crop] & session._domain
+    rng = np.random.default_rng(seed)
+    for _ in range(3):  # remote false positives, some on the crop's border
+        z, y, x = (int(rng.integers(0, n)) for n in pc.shape)
+        pc[max(z - 1, 0) : z + 1, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 1] = True
+    pc &= session._domain
+    comp, info = session.component_similarity(pc)
+    full_comp, full_info = session._component_similarity_in(pc, session._labels, 6.0)
+    np.testing.assert_array_equal(comp, full_comp)
+    np.testing.assert_array_equal(info, full_info)
+    assert info.shape[0] >= 2

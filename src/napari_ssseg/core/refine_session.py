@@ -489,11 +489,35 @@ class RefinementSession:
             overlap-weighted centroid of the voxels within ``ring_mm`` of the component and
             outside ``pc``; 0 for the largest).
         """
+
+        # Everything happens in the box around pc (plus the ring's margin), not on the whole
+        # crop: the components and their rings lie there, so the result is the same, and the
+        # cost follows the pseudo-label's size, not the brain's (docs/benchmarks.md).
+        sp = np.asarray(self.spacing)
+        margin = np.ceil(ring_mm / sp).astype(int) + 1
+        zs = np.nonzero(pc.any(axis=(1, 2)))[0]
+        if zs.size == 0:
+            return np.zeros(pc.shape, np.int32), np.zeros((0, 3))
+        ys = np.nonzero(pc.any(axis=(0, 2)))[0]
+        xs = np.nonzero(pc.any(axis=(0, 1)))[0]
+        outer = tuple(
+            slice(max(int(a[0]) - m, 0), min(int(a[-1]) + 1 + m, n))
+            for a, m, n in zip((zs, ys, xs), margin, pc.shape)
+        )
+        comp_box, info = self._component_similarity_in(pc[outer], self._labels[outer], ring_mm)
+        comp = np.zeros(pc.shape, np.int32)
+        comp[outer] = comp_box
+        return comp, info
+
+    def _component_similarity_in(
+        self, pc: np.ndarray, lab: np.ndarray, ring_mm: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`component_similarity` on a box of the crop (``lab``: its superpixels)."""
         from scipy import ndimage
 
         comp, k = ndimage.label(pc, structure=np.ones((3, 3, 3), bool))
         if k == 0:
-            return comp.astype(np.int32), np.zeros((0, 2))
+            return comp.astype(np.int32), np.zeros((0, 3))
         sizes = np.bincount(comp.ravel(), minlength=k + 1)[1:]
         order = np.lexsort((np.arange(k), -sizes))  # largest first
         relabel = np.zeros(k + 1, np.int32)
@@ -501,7 +525,6 @@ class RefinementSession:
         comp = relabel[comp]
         sizes = sizes[order]
         n1 = self.n_superpixels + 1
-        lab = self._labels
         sel = comp > 0
         # overlap[k, s]: voxels of component k in superpixel s
         flat = comp[sel].astype(np.int64) * n1 + lab[sel]
@@ -520,8 +543,7 @@ class RefinementSession:
         s_c[0] = 1.0
         # similarity of each component to the tissue around it (a ring of ring_mm outside p0)
         s_r = np.zeros(k)
-        sp = np.asarray(self.spacing)
-        margin = np.ceil(ring_mm / sp).astype(int) + 1
+        margin = np.ceil(ring_mm / np.asarray(self.spacing)).astype(int) + 1
         objs = ndimage.find_objects(comp)
         for j in range(1, k):
             sl = objs[j]

@@ -857,3 +857,54 @@ def test_component_similarity_in_the_pseudo_labels_box_equals_the_whole_crop(see
     np.testing.assert_array_equal(comp, full_comp)
     np.testing.assert_array_equal(info, full_info)
     assert info.shape[0] >= 2
+
+
+def _assemble_on_the_whole_crop(session, seed, members, output, fill, fill_edge):
+    """_assemble as it was written before it worked in a box (the oracle)."""
+    from napari_ssseg.core.refine_params import FIT_FRACTION
+
+    lab = session._labels
+    if output == "superpixels":
+        crop_mask = members[lab]
+    elif output == "union":
+        filled = members.copy()
+        if seed.coverage is not None and fill > FIT_FRACTION:
+            filled &= ~(seed.members & (seed.coverage < fill))
+        if seed.cut_border is not None and np.isfinite(fill_edge):
+            filled &= ~(seed.members & (seed.cut_border > fill_edge * session.model.sigma_b))
+        crop_mask = (seed.p0 & ~(seed.members & ~members)[lab]) | filled[lab]
+    else:
+        added, removed = members & ~seed.members, seed.members & ~members
+        crop_mask = (seed.p0 & ~removed[lab]) | added[lab]
+    mask = np.zeros(session.shape, bool)
+    mask[session.crop] = crop_mask
+    prov = np.zeros(session.shape, bool)
+    prov[session.crop] = crop_mask & ~seed.p0
+    return mask, prov
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_assembly_in_a_box_equals_the_whole_crop(seed):
+    """The refined mask is assembled in the box of p0 and the superpixels that can add to
+    it: the same mask and provenance as the whole-crop computation, for every output rule."""
+    img, sp, brain, p0, _ = _toy(seed)
+    session = RefinementSession(img, None, sp, brain)
+    fit = session.fit(p0)
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        members = fit.members.copy()
+        members[rng.integers(1, session.n_superpixels + 1, size=3)] ^= True
+        members[0] = False
+        for output, fill, edge in [
+            ("union", 0.5, np.inf),
+            ("union", 0.8, 0.5),
+            ("added", 0.5, np.inf),
+            ("superpixels", 0.5, np.inf),
+        ]:
+            got = session._assemble(fit, members, output, fill, edge)
+            want = _assemble_on_the_whole_crop(session, fit, members, output, fill, edge)
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+    nothing = np.zeros_like(fit.members)
+    mask, prov = session._assemble(fit, nothing, "superpixels", 0.5)
+    assert not mask.any() and not prov.any()

@@ -197,6 +197,12 @@ def bounding_box(mask: np.ndarray, margin: int = 2) -> BBox:
     return tuple(out)  # type: ignore[return-value]
 
 
+def bounding_box_or_none(mask: np.ndarray) -> BBox | None:
+    """:func:`bounding_box` with no margin, or None for an empty (or 0-size) mask."""
+    m = np.asarray(mask)
+    return bounding_box(m, margin=0) if m.size and m.any() else None
+
+
 def _check_bbox(bbox: Any) -> BBox:
     if not isinstance(bbox, (tuple, list)) or len(bbox) != 3:
         raise InputError(f"bbox must be 3 slices (z, y, x); got {bbox!r}.")

@@ -78,6 +78,7 @@ import numpy as np
 
 from napari_ssseg import defaults
 from napari_ssseg.core.growth import BestOther, SimilarityModel, grow_fast, grow_literal
+from napari_ssseg.core.preprocess import bounding_box, bounding_box_or_none
 from napari_ssseg.core.progress import ProgressCallback, StopCallback, check_cancel, report
 from napari_ssseg.core.refine_params import (
     DEFAULT_COMPONENT_KEEP,
@@ -347,33 +348,40 @@ def refine_labels(
         else:
             tc = res.mask & brain
         prov |= res.provenance
-    tc &= wt
+    # class assignment in the box of the refined WT (TC is clipped to it, so every voxel
+    # outside is background): the cost follows the tumour, not the volume
     out = np.zeros(labels.shape, np.uint8)
-    out[wt] = 2
-    keep = tc & tc0
-    out[keep] = labels[keep]
-    new_tc = tc & ~tc0
-    if new_tc.any():
-        if np.any(tc0):
-            # nearest input-TC voxel's class, searched in the bounding box of both
-            box = _bbox_of(tc0 | new_tc)
-            sub = ~tc0[box]
-            _, ind = ndimage.distance_transform_edt(
-                sub, sampling=tuple(float(s) for s in spacing), return_indices=True
-            )
-            src = labels[box][tuple(ind)]
-            out[box][new_tc[box]] = src[new_tc[box]]
-        else:
-            out[new_tc] = 1
-    out[~brain] = 0
-    prov &= out > 0
+    prov_out = np.zeros(labels.shape, bool)
+    box = bounding_box_or_none(wt)
+    if box is not None:
+        w = wt[box]
+        t = tc[box] & w
+        t0 = tc0[box]
+        lab = labels[box]
+        o = out[box]  # a view
+        o[w] = 2
+        keep = t & t0
+        o[keep] = lab[keep]
+        new_tc = t & ~t0
+        if new_tc.any():
+            if np.any(tc0):
+                # nearest input-TC voxel's class, searched in the bounding box of both
+                new_full = np.zeros(labels.shape, bool)
+                new_full[box] = new_tc
+                nb = bounding_box(tc0 | new_full, margin=0)
+                sub = ~tc0[nb]
+                _, ind = ndimage.distance_transform_edt(
+                    sub, sampling=tuple(float(s) for s in spacing), return_indices=True
+                )
+                src = labels[nb][tuple(ind)]
+                out[nb][new_full[nb]] = src[new_full[nb]]
+            else:
+                o[new_tc] = 1
+        o[~brain[box]] = 0
+        prov_out[box] = prov[box] & (o > 0)
+    prov = prov_out
     info["sessions"] = sessions
     return RefinedLabels(labels=out, provenance=prov, info=info)
-
-
-def _bbox_of(mask: np.ndarray) -> tuple[slice, ...]:
-    idx = np.nonzero(mask)
-    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
 
 
 def refine_case(

@@ -32,6 +32,7 @@ from napari_ssseg.core.growth import (
     grow_literal,
     shrink_region,
 )
+from napari_ssseg.core.preprocess import bounding_box_or_none
 from napari_ssseg.core.progress import ProgressCallback, StopCallback, check_cancel, report
 from napari_ssseg.core.refine_params import (
     DEFAULT_COMPONENT_KEEP,
@@ -791,6 +792,34 @@ class RefinementSession:
             gs += np.bincount(lv, weights=val, minlength=n1)[:n1]
         return np.where(cnt > 0, gs / np.maximum(cnt, 1.0), 0.0)
 
+    def _superpixel_boxes(self) -> list[tuple[slice, ...] | None]:
+        """Bounding box (on the crop) of every superpixel label ``1..N`` (computed once)."""
+        boxes = getattr(self, "_boxes", None)
+        if boxes is None:
+            from scipy import ndimage
+
+            boxes = ndimage.find_objects(self._labels, max_label=self.n_superpixels)
+            self._boxes = boxes
+        return boxes
+
+    def _output_box(self, p0: np.ndarray, lut: np.ndarray) -> tuple[slice, ...] | None:
+        """Box of the crop holding ``p0`` and every superpixel set in ``lut`` (or None)."""
+        lo = np.full(3, np.iinfo(np.int64).max)
+        hi = np.full(3, -1)
+        box = bounding_box_or_none(p0)
+        if box is not None:
+            lo = np.minimum(lo, [b.start for b in box])
+            hi = np.maximum(hi, [b.stop for b in box])
+        boxes = self._superpixel_boxes()
+        for label in np.flatnonzero(lut[1:]) + 1:
+            b = boxes[label - 1] if label - 1 < len(boxes) else None
+            if b is not None:
+                lo = np.minimum(lo, [x.start for x in b])
+                hi = np.maximum(hi, [x.stop for x in b])
+        if np.any(hi < 0):
+            return None
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
     def _assemble(
         self,
         seed: FittedSeed,
@@ -799,9 +828,14 @@ class RefinementSession:
         fill: float,
         fill_edge: float = np.inf,
     ):
-        lab = self._labels
+        """The refined mask and its provenance on the full grid.
+
+        Computed only in the box holding ``p0`` and the superpixels that can add to it (the
+        rest is False), so its cost follows the tumour, not the brain.
+        """
         if output == "superpixels":
-            crop_mask = members[lab]
+            keep_p0, add = np.zeros_like(members), members
+            use_p0 = False
         elif output == "union":
             filled = members.copy()
             if seed.coverage is not None and fill > FIT_FRACTION:
@@ -809,13 +843,24 @@ class RefinementSession:
             if seed.cut_border is not None and np.isfinite(fill_edge):
                 strong = seed.cut_border > fill_edge * self.model.sigma_b
                 filled &= ~(seed.members & strong)
-            crop_mask = (seed.p0 & ~(seed.members & ~members)[lab]) | filled[lab]
+            keep_p0, add, use_p0 = ~(seed.members & ~members), filled, True
         else:  # "added"
-            added = members & ~seed.members
-            removed = seed.members & ~members
-            crop_mask = (seed.p0 & ~removed[lab]) | added[lab]
+            keep_p0, add, use_p0 = ~(seed.members & ~members), members & ~seed.members, True
         mask = np.zeros(self.shape, bool)
-        mask[self.crop] = crop_mask
         prov = np.zeros(self.shape, bool)
-        prov[self.crop] = crop_mask & ~seed.p0
+        box = self._output_box(seed.p0 if use_p0 else np.zeros((0, 0, 0), bool), add)
+        if box is None:
+            return mask, prov
+        lab = self._labels[box]
+        p0 = seed.p0[box]
+        # one gather of a 2-bit code per voxel: bit 0 keeps p0 there, bit 1 adds the voxel
+        code = (keep_p0.astype(np.uint8) | (add.astype(np.uint8) << 1))[lab]
+        crop_mask = (code & 2).astype(bool)
+        if use_p0:
+            crop_mask |= p0 & (code & 1).astype(bool)
+        full = tuple(
+            slice(c.start + b.start, c.start + b.stop) for c, b in zip(self.crop, box, strict=True)
+        )
+        mask[full] = crop_mask
+        prov[full] = crop_mask & ~p0
         return mask, prov

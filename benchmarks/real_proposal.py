@@ -9,7 +9,7 @@ convention: the image diagonal when exactly one mask is empty).
 
 Usage::
 
-    python benchmarks/real_proposal.py [--model CKPT] [--cases A,B,...] [--json OUT]
+    python benchmarks/real_proposal.py [--model CKPT] [--cases A,B,...] [--tta] [--json OUT]
 
 Also imported by ``scripts/train_default_model_v2.py`` (the k-fold evaluation).
 """
@@ -84,11 +84,16 @@ def load_real_case(folder: Path):
 
 
 def evaluate_case(
-    case, checkpoint, device: str = "cpu", min_component_fraction: float | None = None
+    case,
+    checkpoint,
+    device: str = "cpu",
+    min_component_fraction: float | None = None,
+    tta: bool = False,
 ) -> dict:
     """Dice and HD95 per region of the proposal on one labelled case, and its time.
 
-    ``min_component_fraction``: the proposal's post-processing (None: the checkpoint's).
+    ``min_component_fraction``: the proposal's post-processing (None: the checkpoint's);
+    ``tta``: test-time flips (``predict_case(tta=True)``).
     """
     from napari_ssseg.core.case import region_masks
     from napari_ssseg.core.metrics import dice, hd95
@@ -98,7 +103,11 @@ def evaluate_case(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = predict_case(
-            case, checkpoint, device=device, min_component_fraction=min_component_fraction
+            case,
+            checkpoint,
+            device=device,
+            min_component_fraction=min_component_fraction,
+            tta=tta,
         )
     seconds = time.perf_counter() - t0
     sp = tuple(float(s) for s in case.canonical_geometry.spacing_zyx)
@@ -122,6 +131,7 @@ def evaluate(
     real: Path = REAL,
     log=print,
     min_component_fraction: float | None = None,
+    tta: bool = False,
 ) -> dict:
     """Evaluate ``checkpoint`` (path, loaded Checkpoint or None = default) on ``cases``."""
     from napari_ssseg.ml.checkpoint import load_model
@@ -130,7 +140,7 @@ def evaluate(
     rows = []
     for name in cases:
         case = load_real_case(Path(real) / name)
-        row = evaluate_case(case, ckpt, min_component_fraction=min_component_fraction)
+        row = evaluate_case(case, ckpt, min_component_fraction=min_component_fraction, tta=tta)
         log(json.dumps(row))
         rows.append(row)
     return {"per_case": rows, "mean": summarise(rows)}
@@ -149,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="post-processing of the proposals (default: the checkpoint's)",
     )
+    p.add_argument("--tta", action="store_true", help="test-time flips (4 passes)")
     args = p.parse_args(argv)
     import torch
 
@@ -161,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         [c for c in args.cases.split(",") if c],
         args.real,
         min_component_fraction=args.min_component_fraction,
+        tta=args.tta,
     )
     print(json.dumps(res["mean"]))
     if args.json:

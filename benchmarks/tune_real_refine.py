@@ -283,6 +283,8 @@ def grow_traced(sess, seed_members, sim0, n_c, mutual="region", tolerance=0.0):
     mutual test —, ``none`` — no candidate), and for the best candidate its similarity to
     the region and to its best outside neighbour.
     """
+    from napari_ssseg.core.growth import region_frontier
+
     stats, adjacency, model, bo = sess.stats, sess.adjacency, sess.model, sess._best_other
     factor = 1.0 - tolerance
     members = np.asarray(seed_members, bool).copy()
@@ -291,17 +293,7 @@ def grow_traced(sess, seed_members, sim0, n_c, mutual="region", tolerance=0.0):
     rsum = stats.sums[members].sum(axis=0)
     wz = model.z * model.counts[:, None]
     zsum = wz[members].sum(axis=0)
-    n1 = adjacency.n_labels + 1
-    rcnt = np.zeros(n1)
-    rg = np.zeros(n1)
-    a, b = adjacency.pairs[:, 0], adjacency.pairs[:, 1]
-    ma, mb = members[a], members[b]
-    sel = ma & ~mb
-    np.add.at(rcnt, b[sel], adjacency.face_count[sel])
-    np.add.at(rg, b[sel], adjacency.face_gsum[sel])
-    sel = mb & ~ma
-    np.add.at(rcnt, a[sel], adjacency.face_count[sel])
-    np.add.at(rg, a[sel], adjacency.face_gsum[sel])
+    rcnt, rg = region_frontier(adjacency, members)
     is_nbr = (rcnt > 0) & ~members
     is_nbr[0] = False
     merged: list[int] = []

@@ -186,6 +186,37 @@ class BestOther:
         return float(self.sim[lo + hit[0]]) if hit.size else -np.inf
 
 
+def region_frontier(adjacency: Adjacency, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Contact of a region with every superpixel outside it.
+
+    Parameters
+    ----------
+    adjacency : Adjacency
+        The superpixel graph (``pairs``, ``face_count``, ``face_gsum``, ``n_labels``).
+    members : (n_labels + 1,) ndarray of bool
+        The region's superpixels.
+
+    Returns
+    -------
+    count, gradient_sum : (n_labels + 1,) ndarray of float
+        For each superpixel outside the region: the number of voxel faces it shares with the
+        region and the sum of the gradient over them (0 inside the region and for
+        non-neighbours).
+    """
+    n1 = adjacency.n_labels + 1
+    rcnt = np.zeros(n1)
+    rg = np.zeros(n1)
+    a, b = adjacency.pairs[:, 0], adjacency.pairs[:, 1]
+    ma, mb = members[a], members[b]
+    sel = ma & ~mb
+    np.add.at(rcnt, b[sel], adjacency.face_count[sel])
+    np.add.at(rg, b[sel], adjacency.face_gsum[sel])
+    sel = mb & ~ma
+    np.add.at(rcnt, a[sel], adjacency.face_count[sel])
+    np.add.at(rg, a[sel], adjacency.face_gsum[sel])
+    return rcnt, rg
+
+
 def grow_fast(
     stats: SuperpixelStats,
     adjacency: Adjacency,
@@ -239,17 +270,7 @@ def grow_fast(
     rsum = stats.sums[members].sum(axis=0)
     wz = model.z * model.counts[:, None]
     zsum = wz[members].sum(axis=0)
-    n1 = adjacency.n_labels + 1
-    rcnt = np.zeros(n1)
-    rg = np.zeros(n1)
-    a, b = adjacency.pairs[:, 0], adjacency.pairs[:, 1]
-    ma, mb = members[a], members[b]
-    sel = ma & ~mb
-    np.add.at(rcnt, b[sel], adjacency.face_count[sel])
-    np.add.at(rg, b[sel], adjacency.face_gsum[sel])
-    sel = mb & ~ma
-    np.add.at(rcnt, a[sel], adjacency.face_count[sel])
-    np.add.at(rg, a[sel], adjacency.face_gsum[sel])
+    rcnt, rg = region_frontier(adjacency, members)
     is_nbr = (rcnt > 0) & ~members
     is_nbr[0] = False
     merged_order: list[int] = []

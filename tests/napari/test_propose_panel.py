@@ -110,6 +110,32 @@ def test_propose_adds_layers_matching_the_engine(panel, qtbot, shown, tiny_case)
     assert prov.shape == proposal.data.shape and np.all(prov == MODEL)
 
 
+def test_event_loop_turns_between_the_steps_showing_a_proposal(panel, qtbot):
+    """The proposal, the uncertainty map, its colour bar and legend are shown on separate
+    event-loop turns that Qt's timers (and so repaints and input) get between."""
+    viewer, widget = panel
+    ticks: list[float] = []
+    steps: list[float] = []
+    real = widget._run_steps
+
+    def run_steps() -> None:
+        steps.append(time.perf_counter())
+        real()
+
+    widget._run_steps = run_steps  # (monkeypatch's undo would trip magicgui's Container)
+    timer = QTimer()
+    timer.setInterval(1)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    try:
+        _propose(qtbot, widget)
+    finally:
+        timer.stop()
+    assert len(steps) >= 5  # four steps + the one that ends the busy state
+    for a, b in zip(steps[:-1], steps[1:]):
+        assert any(a < t < b for t in ticks), "no event-loop turn between two steps"
+
+
 def test_rerun_replaces_layers_in_place(panel, qtbot, tmp_path):
     viewer, widget = panel
     _propose(qtbot, widget)

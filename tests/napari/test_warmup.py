@@ -43,3 +43,14 @@ def test_opening_a_panel_starts_the_warm_up(make_napari_viewer, monkeypatch):
     viewer = make_napari_viewer()
     viewer.window.add_plugin_dock_widget("napari-ssseg", "Loader")
     assert warmup._STARTED.is_set()
+
+
+def test_warm_up_builds_vispy_dash_patterns(monkeypatch):
+    """The first labels layer's polygon outline needs vispy's dash atlas (60-90 ms of NumPy
+    on the GUI thread when cold): the warm-up builds it."""
+    from vispy.visuals.line import dash_atlas
+
+    dash_atlas._make_pattern.cache_clear()
+    monkeypatch.setattr(warmup, "_STARTED", threading.Event())
+    warmup.warm_up_layers().join(60)
+    assert dash_atlas._make_pattern.cache_info().currsize > 0

@@ -183,6 +183,25 @@ def test_event_loop_ticks_while_a_case_loads(make_napari_viewer, tmp_path, qtbot
         panel.close_workspace()
 
 
+def test_event_loop_turns_between_the_layers_of_an_opened_case(panel, qtbot):
+    """Between two layers of a case being shown the event loop takes its timers (and so
+    repaints and input): the layers are not added back to back in one long freeze."""
+    ticks: list[float] = []
+    inserted: list[float] = []
+    panel.viewer.layers.events.inserted.connect(lambda e: inserted.append(time.perf_counter()))
+    timer = QTimer()
+    timer.setInterval(1)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    try:
+        open_and_wait(qtbot, panel, "p0")
+    finally:
+        timer.stop()
+    assert len(inserted) == 5  # four modalities + labels
+    for a, b in zip(inserted[:-1], inserted[1:]):
+        assert any(a < t < b for t in ticks), "no event-loop turn between two layers"
+
+
 def test_restore_and_verify(panel, qtbot):
     open_and_wait(qtbot, panel, "p1")
     first = panel.labels_layer.data.copy()

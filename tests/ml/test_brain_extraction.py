@@ -68,3 +68,42 @@ def test_loading_deepbet_raises_no_jit_deprecation_warning():
     texts = [str(w.message) for w in caught]
     assert not any("torch.jit.load" in t for t in texts), texts
     assert "another deprecation" in texts
+
+
+def _stub_extraction(monkeypatch, fails: set[int]):
+    """``extract_brain`` stand-in: fails (implausible mask) on images whose first voxel is in
+    ``fails``; else a mask of the voxels > 0. Records the images it was given."""
+    import napari_ssseg.ml.brain_extraction as be
+
+    seen: list[int] = []
+
+    def extract(image, spacing_zyx, device="cpu", **_):
+        key = int(image.flat[0])
+        seen.append(key)
+        if key in fails:
+            raise be.BrainExtractionError("Brain extraction gave an implausible mask: 12 ml.")
+        return np.asarray(image) > 0, {"volume_ml": 1500.0, "passed": True}
+
+    monkeypatch.setattr(be, "extract_brain", extract)
+    return seen
+
+
+def test_a_t1_that_fails_falls_back_to_the_t1gd_and_says_so(monkeypatch):
+    from napari_ssseg.ml.brain_extraction import extract_brain_case
+
+    images = np.stack([np.full((4, 4, 4), v, np.float32) for v in (1, 2, 3)])  # t1, t1ce, flair
+    seen = _stub_extraction(monkeypatch, fails={1})
+    with pytest.warns(UserWarning, match=r"t1 failed .*implausible.*from t1ce instead"):
+        mask, info = extract_brain_case(images, ["t1", "t1ce", "flair"], (1, 1, 1))
+    assert seen == [1, 2]  # the T1 first, then the T1Gd; never the FLAIR
+    assert info["sequence"] == "t1ce" and "implausible" in info["tried"]["t1"]
+    assert mask.all()
+
+
+def test_brain_extraction_failing_on_every_t1_weighted_series_names_each(monkeypatch):
+    from napari_ssseg.ml.brain_extraction import BrainExtractionError, extract_brain_case
+
+    images = np.stack([np.full((4, 4, 4), v, np.float32) for v in (1, 2)])
+    _stub_extraction(monkeypatch, fails={1, 2})
+    with pytest.raises(BrainExtractionError, match=r"every T1-weighted series: t1: .*; t1ce: "):
+        extract_brain_case(images, ["t1", "t1ce"], (1, 1, 1))

@@ -62,6 +62,36 @@ def test_pacs_folder_skips_localizer_and_names_it(tmp_path: Path) -> None:
     assert cf.naming == "pacs" and cf.modalities == ("t1ce", "flair")
 
 
+def test_pacs_study_whose_one_series_ends_like_a_brats_suffix_is_read_whole(
+    tmp_path: Path,
+) -> None:
+    """A TCIA export without its T2: the T1's name ends in '_t1' (a BraTS suffix), the others
+    match no dataset naming. Read by sequence keywords (three series), not as a one-modality
+    BraTS case with the FLAIR and T1 POST GAD left unread."""
+    names = [
+        "T1_AX_SE_10_se2d1_t1.nii.gz",
+        "MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c.nii.gz",
+        "MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla.nii.gz",
+    ]
+    folder = _pacs_folder(tmp_path, names)
+    with pytest.warns(UserWarning, match=r"read by the sequence keywords.*finds 3 series") as rec:
+        cf = find_case_files(folder)
+    assert not any("NOT read" in str(w.message) for w in rec)  # nothing left unread
+    assert cf.naming == "pacs" and cf.modalities == ("t1", "t1ce", "flair")
+    assert cf.files["t1"].name == names[0] and cf.files["flair"].name == names[2]
+
+
+def test_brats_case_with_an_extra_image_keeps_its_naming(tmp_path: Path) -> None:
+    """The PACS reading is used only when it reads more series: a complete BraTS case with a
+    stray image stays a BraTS case (the stray file named in a warning)."""
+    folder = _pacs_folder(
+        tmp_path, ["P_t1.nii.gz", "P_t1ce.nii.gz", "P_t2.nii.gz", "P_flair.nii.gz", "notes.nii.gz"]
+    )
+    with pytest.warns(UserWarning, match="notes.nii.gz"):
+        cf = find_case_files(folder)
+    assert cf.naming == "brats2021" and cf.modalities == ("t1", "t1ce", "t2", "flair")
+
+
 def test_pacs_ambiguity_lists_candidates_and_the_flag(tmp_path: Path) -> None:
     folder = _pacs_folder(
         tmp_path, ["AX_FLAIR_3.nii.gz", "AX_T2_4.nii.gz", "COR_T2_5.nii.gz", "T1_7.nii.gz"]
@@ -173,9 +203,23 @@ def test_unmatched_modality_file_is_named(tmp_path: Path) -> None:
     write_volume(tmp_path / "C_t1.nii.gz", random_volume())
     write_volume(tmp_path / "C_flair.nii.gz", random_volume())
     write_volume(tmp_path / "C_t1c.nii.gz", random_volume())  # no BraTS 2021 suffix
-    with pytest.warns(UserWarning, match=r"'C_t1c.nii.gz' match no modality name.*NOT read"):
+    write_volume(tmp_path / "C_notes.nii.gz", random_volume())  # no modality at all
+    with pytest.warns(UserWarning) as rec:
         cf = find_case_files(tmp_path)
-    assert cf.modalities == ("t1", "flair")
+    text = " ".join(str(w.message) for w in rec)
+    # the T1c is read by its sequence keyword, and the reading says so; the stray file is named
+    assert "sequence keywords" in text and "t1ce <- 'C_t1c.nii.gz'" in text
+    assert "'C_notes.nii.gz'" in text
+    assert cf.modalities == ("t1", "t1ce", "flair")
+
+
+def test_unmatched_modality_file_is_named_when_no_reading_takes_it(tmp_path: Path) -> None:
+    write_volume(tmp_path / "C_t1.nii.gz", random_volume())
+    write_volume(tmp_path / "C_flair.nii.gz", random_volume())
+    write_volume(tmp_path / "C_extra.nii.gz", random_volume())
+    with pytest.warns(UserWarning, match=r"'C_extra.nii.gz' match no modality name.*NOT read"):
+        cf = find_case_files(tmp_path)
+    assert cf.naming == "brats2021" and cf.modalities == ("t1", "flair")
 
 
 def test_evaluate_names_unknown_values_and_reads_legacy_gt(capsys, tmp_path: Path) -> None:

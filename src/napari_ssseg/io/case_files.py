@@ -279,6 +279,41 @@ def _pacs_case(
     )
 
 
+def _pacs_reading_more(
+    folder: Path, assigned: dict[str, Path] | None, n_dataset: int
+) -> CaseFiles | None:
+    """The folder read as a PACS / TCIA export, if that reads more series than the dataset
+    naming's ``n_dataset`` modalities; else None (and nothing is warned).
+
+    A PACS series name can end like a BraTS suffix (``..._se2d1_t1.nii.gz``): with the other
+    series of the study present, the dataset naming sees two case names and the folder is
+    read by sequence keywords; with only one such series it would read that one and leave the
+    FLAIR and T1 POST GAD unread. The PACS reading's own warnings are passed on only when it
+    is used, with one saying that it was used and its mapping; an ambiguous PACS reading keeps
+    the dataset naming.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pacs = _pacs_case(folder, _candidates(folder), assigned)
+        except AmbiguousSeriesError:
+            return None
+    if pacs is None or len(pacs.files) <= n_dataset:
+        return None
+    for w in caught:
+        warnings.warn(str(w.message), w.category, stacklevel=4)
+    mapping = ", ".join(f"{m} <- {p.name!r}" for m, p in pacs.files.items())
+    warnings.warn(
+        f"Folder {str(folder)!r}: only {n_dataset} file(s) follow a dataset naming (BraTS, "
+        f"UPENN), so the folder is read by the sequence keywords of its file names (PACS / "
+        f"TCIA naming), which finds {len(pacs.files)} series: {mapping}. Pass the files "
+        "explicitly (--t1/--t1ce/--t2/--flair, or --modality MOD=FILE) if this is wrong.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return pacs
+
+
 def _find_in_folder(folder: Path, assigned: dict[str, Path] | None = None) -> CaseFiles:
     # MSD dataset layout: imagesTr/ (+ labelsTr/) with a single case
     for sub in ("imagesTr", "imagesTs"):
@@ -313,6 +348,10 @@ def _find_in_folder(folder: Path, assigned: dict[str, Path] | None = None) -> Ca
         conflict = len(names) > 1 or any(len(v) > 1 for v in matched.values())
         if conflict:  # dataset naming does not fit: maybe series of a PACS / TCIA export
             pacs = _pacs_case(folder, _candidates(folder), assigned)
+            if pacs is not None:
+                return pacs
+        else:
+            pacs = _pacs_reading_more(folder, assigned, len(modality_keys))
             if pacs is not None:
                 return pacs
     if modality_keys:

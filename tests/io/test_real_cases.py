@@ -166,6 +166,21 @@ def test_tcga_folder_is_one_case_by_sequence_keywords() -> None:
     assert cf.seg is None
 
 
+def test_tcga_study_without_its_t2_is_still_read_by_sequence_keywords(tmp_path: Path) -> None:
+    """Without the T2 only the T1's name ends like a BraTS suffix ('..._t1'): the study is
+    still read whole (T1, T1 POST GAD, FLAIR), with a warning giving the mapping."""
+    folder = _case_dir("TCGA-FG-6692-raw")
+    study = tmp_path / "TCGA-no-T2"
+    study.mkdir()
+    for f in folder.glob("*.nii.gz"):
+        if "_T2_" not in f.name:
+            (study / f.name).symlink_to(f.resolve())
+    with pytest.warns(UserWarning, match="sequence keywords"):
+        cf = find_case_files(study)
+    assert cf.naming == "pacs" and cf.modalities == ("t1", "t1ce", "flair")
+    assert "POST_GAD" in cf.files["t1ce"].name and "_FLAIR_" in cf.files["flair"].name
+
+
 def test_tcga_info_prints_the_mapping(capsys) -> None:
     from napari_ssseg.cli import main
 

@@ -81,6 +81,7 @@ from napari_ssseg.core.progress import Cancelled
 
 __all__ = [
     "MIN_POOL_THREADS",
+    "TURN_PAUSE_MS",
     "TaskCancelled",
     "TaskWorker",
     "current_stop_event",
@@ -173,6 +174,9 @@ HANDOVER_TIMEOUT = 120.0
 #: Pause (s) of the worker between two GUI steps: a request posted at once would be handled
 #: before Qt's timers and pending input (posted events come first).
 TURN_PAUSE = 0.02
+#: The same pause in ms, for ``QTimer.singleShot`` chains of GUI steps (a 0 ms single shot
+#: is a posted event: chained ones run back to back, with no repaint or input between).
+TURN_PAUSE_MS = round(TURN_PAUSE * 1000)
 
 
 def gui_steps(

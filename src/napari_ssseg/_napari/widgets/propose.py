@@ -78,7 +78,7 @@ from napari_ssseg._napari.widgets._common import (  # PanelLife: re-exported (ol
     notify_info,
 )
 from napari_ssseg._napari.workers import (
-    TURN_PAUSE,
+    TURN_PAUSE_MS,
     TaskHandle,
     below_total,
     current_stop_event,
@@ -708,9 +708,7 @@ class ProposeWidget(Container):
                 self._steps = []
                 self._outcome = "failed: " + " ".join(str(exc).split())[:100]
                 notify_error(exc)
-            # a pause, not a 0 ms timer: Qt runs 0 ms timers as posted events, back to back
-            # before its other timers, so nothing would repaint between two steps
-            QTimer.singleShot(round(TURN_PAUSE * 1000), self._run_steps)
+            QTimer.singleShot(TURN_PAUSE_MS, self._run_steps)  # a turn between two steps
             return
         self._busy.stop(self._outcome)
 

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssseg._napari.widgets._common import notify_error, notify_info
 from napari_ssseg._napari.workers import (
-    TURN_PAUSE,
+    TURN_PAUSE_MS,
     TaskHandle,
     below_total,
     callback_generator,
@@ -64,9 +64,6 @@ __all__ = [
 ]
 
 _COLUMNS = ("case", "status", "versions", "uncertainty")
-#: pause between two layers of a case being shown (ms): the event loop repaints and takes
-#: input in between
-STEP_PAUSE_MS = round(TURN_PAUSE * 1000)
 _REGIONS = ("WT", "TC", "ET")
 #: (metric key, column title) of the evaluation table; one column per region and metric
 _TABLE_METRICS = (("dice", "Dice"), ("hd95", "HD95"), ("nsd", "NSD"))
@@ -819,9 +816,7 @@ class WorkspaceWidget(QWidget):
             self._update_buttons()
             return
         if self._steps:
-            # a pause, not a 0 ms timer: chained 0 ms timers run back to back, so Qt would
-            # not repaint or take input between two layers (as the Loader, workers.gui_steps)
-            QTimer.singleShot(STEP_PAUSE_MS, self._run_steps)
+            QTimer.singleShot(TURN_PAUSE_MS, self._run_steps)  # a turn between two layers
         else:
             self._update_buttons()
 

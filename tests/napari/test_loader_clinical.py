@@ -25,9 +25,11 @@ def _click(qtbot, button):
 @pytest.mark.slow
 @pytest.mark.skipif(not RAW.is_dir(), reason="shared/data/real/TCGA-FG-6692-raw is absent")
 def test_raw_study_loads_brain_extracted_and_proposal_stays_in_brain(
-    make_napari_viewer, qtbot, tmp_path
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     pytest.importorskip("deepbet", reason="deepbet (the clinical extra) is not installed")
+    # its own cache: the mask corrected below must not reach later tests of the same study
+    monkeypatch.setenv("NAPARI_SSSEG_CACHE", str(tmp_path / "cache"))
     import SimpleITK as sitk
     from napari.utils.notifications import notification_manager
 

@@ -313,3 +313,36 @@ def test_proposal_is_offered_to_the_refine_panel(panel, qtbot):
     _propose(qtbot, widget)
     assert [name for name, _ in refine._labels_choices()] == ["tiny labels", "tiny proposal"]
     assert "tiny uncertainty" not in [name for name, _ in refine._labels_choices()]
+
+
+def test_small_lesions_choice_reaches_the_engine_and_is_reported(panel, qtbot, shown, tiny_case):
+    """'Small lesions': keep all (metastases) or the model's rule (--min-component-fraction)."""
+    from napari_ssseg.core.editing import minor_components_mask
+    from napari_ssseg.ml.checkpoint import default_checkpoint_path, load_checkpoint
+    from napari_ssseg.ml.inference import predict_case
+
+    viewer, widget = panel
+    widget.model_source.value = DEFAULT
+    post = load_checkpoint(default_checkpoint_path()).normalization["postprocess"]
+    rule = post["min_component_fraction"]
+    assert rule == 0.5
+    kept = predict_case(tiny_case, None, device="cpu", min_component_fraction=0.0)["labels"]
+    dropped = int(minor_components_mask(kept, rule).sum())
+    assert dropped > 0  # the default model leaves specks around the tiny phantom's tumour
+    assert widget.small_lesions.value is None  # the model's own rule by default
+    widget.small_lesions.value = 0.0
+    _propose(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["tiny proposal"].data, kept)
+    assert "removed" not in widget.status.value
+    widget.small_lesions.value = None
+    _propose(qtbot, widget)
+    assert shown["error"] == []
+    layer = viewer.layers["tiny proposal"]
+    assert int((layer.data > 0).sum()) == int((kept > 0).sum()) - dropped
+    ml = dropped * float(np.prod(tiny_case.scale)) / 1000.0
+    assert f"removed tumour components under 0.5 x the largest ({dropped} voxels, {ml:.2f} ml)" in (
+        widget.status.value
+    )
+    assert "'Small lesions: keep all' keeps them" in widget.status.value
+    # the choice is locked while a proposal runs, like the other options
+    assert widget.small_lesions in widget._busy.widgets

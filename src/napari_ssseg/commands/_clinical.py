@@ -70,24 +70,12 @@ def prepare_clinical(args: argparse.Namespace, files: dict | None = None) -> Any
         resample=args.resample,
         cache=not getattr(args, "no_clinical_cache", False),
     )
-    if not clin.stripped:
-        info = clin.report.get("brain_extraction")
-        if clin.brain is None or not info:
-            print("warning: " + clin.report["skull_strip_message"], file=sys.stderr)
+    note = clin.extraction_note()
+    if note is not None:
+        if clin.brain is None or not clin.report.get("brain_extraction"):
+            print("warning: " + note, file=sys.stderr)
         else:  # extracted: say so, rather than advise what was just done
-            why = "; ".join(clin.report["skull_stripped"].get("reasons", []))
-            ml = info.get("check", {}).get("volume_ml")
-            how = (
-                "the corrected brain mask from the cache was applied"
-                if info.get("corrected")
-                else f"the brain was extracted with deepbet on {info.get('sequence', 'T1')}"
-                + (f" ({float(ml):.0f} ml)" if ml is not None else "")
-            )
-            print(
-                f"note: {clin.case.name} does not look skull-stripped ({why}); {how} and the "
-                "images are zeroed outside it (--brain-extraction off to keep the skull).",
-                file=sys.stderr,
-            )
+            print(f"note: {note} (--brain-extraction off to keep the skull)", file=sys.stderr)
     return clin
 
 

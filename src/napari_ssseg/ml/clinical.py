@@ -79,6 +79,36 @@ class ClinicalCase:
             or any(r.get("passed") for r in self.report.get("registration", {}).values())
         )
 
+    def extraction_note(self) -> str | None:
+        """One sentence on what was done about a study that is not skull-stripped.
+
+        Returns
+        -------
+        str or None
+            None if the study looked skull-stripped; the detection's own advice (run brain
+            extraction) if no brain mask was applied; otherwise what was applied (deepbet on
+            which sequence and the brain volume, or the user's corrected mask from the cache)
+            and that the images are zeroed outside it. The CLI and the Loader panel both show
+            this sentence, each adding how to undo or correct it in its own terms.
+        """
+        if self.stripped:
+            return None
+        info = self.report.get("brain_extraction")
+        if self.brain is None or not info:
+            return str(self.report.get("skull_strip_message", ""))
+        why = "; ".join(self.report.get("skull_stripped", {}).get("reasons", []))
+        ml = info.get("check", {}).get("volume_ml")
+        how = (
+            "the brain mask is the one you corrected and applied before"
+            if info.get("corrected")
+            else f"the brain was extracted with deepbet on {info.get('sequence', 'T1')}"
+            + (f" ({float(ml):.0f} ml)" if ml is not None else "")
+        )
+        return (
+            f"{self.case.name} does not look skull-stripped ({why}); {how} and the images "
+            "are zeroed outside it."
+        )
+
     def keep_brain_mask(self, mask: np.ndarray) -> Path | None:
         """Make ``mask`` (e.g. the user's correction) this study's brain mask, also cached.
 

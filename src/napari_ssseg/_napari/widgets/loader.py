@@ -228,24 +228,14 @@ def load_job(
         extra["clinical"] = clin
         extra["skull_stripped"] = clin.stripped
         extra["grid_text"] = _grid_text(clin.grid, clin.report["reference"])
-        if not clin.stripped:
-            msg = clin.report["skull_strip_message"]
+        note = clin.extraction_note()
+        if note is not None:
             if clin.brain is None:
-                extra["notes"].append(_offer_extraction(msg))
+                extra["notes"].append(_offer_extraction(note))
             else:
-                info = clin.report.get("brain_extraction", {})
-                ml = info.get("check", {}).get("volume_ml")
-                why = "; ".join(clin.report["skull_stripped"].get("reasons", []))
-                how = (
-                    "the brain mask is the one you corrected and applied before"
-                    if info.get("corrected")
-                    else f"the brain was extracted with deepbet on {info.get('sequence', 'T1')}"
-                    + (f" ({float(ml):.0f} ml)" if ml is not None else "")
-                )
                 extra["notes"].append(
-                    f"{case.name} does not look skull-stripped ({why}); {how}"
-                    + " and the images are zeroed outside it. Correct the "
-                    f"'{case.name} brain mask' layer and press 'Apply brain mask' if needed."
+                    f"{note} Correct the '{case.name} brain mask' layer and press 'Apply "
+                    "brain mask' if needed."
                 )
         seg = files.get("seg") or clin.report.get("labels_file")
         if seg:

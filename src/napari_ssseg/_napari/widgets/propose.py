@@ -297,6 +297,28 @@ def _progress_of(events: Any):
     raise RuntimeError("prediction ended without a result")  # pragma: no cover
 
 
+#: "Small lesions" choices: label, ``min_component_fraction`` of :func:`predict_case_iter`
+SMALL_LESION_CHOICES: list[tuple[str, float | None]] = [
+    ("model's rule (default model: remove under 0.5 x largest)", None),
+    ("keep all (metastases: several lesions)", 0.0),
+    ("remove under 0.1 x the largest", 0.1),
+    ("remove under 0.5 x the largest", 0.5),
+]
+
+
+def _removed_note(case: Any, post: dict[str, Any]) -> str:
+    """The status's sentence on tumour components removed by the post-processing."""
+    voxels = int(post.get("removed_voxels") or 0)
+    if not voxels:
+        return ""
+    ml = voxels * float(np.prod(case.scale)) / 1000.0  # scale: the voxel size in mm
+    size = f"{voxels} voxels, {ml:.2f} ml"
+    return (
+        f"; removed tumour components under {float(post['min_component_fraction']):g} x the "
+        f"largest ({size}): 'Small lesions: keep all' keeps them"
+    )
+
+
 class ProposeWidget(Container):
     """Dock widget: predict a case's tumour labels and uncertainty with a network.
 
@@ -326,6 +348,11 @@ class ProposeWidget(Container):
         Sliding-window overlap.
     sw_batch_size : SpinBox
         Windows per forward pass.
+    small_lesions : ComboBox
+        Post-processing of the whole tumour's connected components: the model's own rule
+        (``None``; the default model removes components under half the largest), keep every
+        component (``0.0``, for metastases), or a fraction of the largest (see
+        :data:`SMALL_LESION_CHOICES`).
     propose_button, cancel_button : PushButton
     take_mode : ComboBox
         ``"merge"`` (add the proposal, keep other labels) or ``"replace"``.
@@ -355,6 +382,14 @@ class ProposeWidget(Container):
         self.mc_samples = SpinBox(label="MC-dropout samples", value=0, min=0, max=50)
         self.overlap = FloatSpinBox(label="Window overlap", value=0.25, min=0.0, max=0.9, step=0.05)
         self.sw_batch_size = SpinBox(label="Windows per batch", value=2, min=1, max=64)
+        self.small_lesions = ComboBox(
+            label="Small lesions", choices=SMALL_LESION_CHOICES, value=None
+        )
+        self.small_lesions.tooltip = (
+            "Tumour components far smaller than the largest are usually false positives of a "
+            "glioma model (FLAIR-bright cortex), but several small lesions are the rule for "
+            "metastases: keep them all there and review them."
+        )
         self.propose_button = PushButton(text="Propose")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.take_mode = ComboBox(
@@ -383,6 +418,7 @@ class ProposeWidget(Container):
                 self.mc_samples,
                 self.overlap,
                 self.sw_batch_size,
+                self.small_lesions,
                 button_row(self.propose_button, self.cancel_button),
                 self.take_mode,
                 self.keep_human,
@@ -412,6 +448,7 @@ class ProposeWidget(Container):
                 self.mc_samples,
                 self.overlap,
                 self.sw_batch_size,
+                self.small_lesions,
                 self.propose_button,
                 self.take_button,
             ],
@@ -587,6 +624,9 @@ class ProposeWidget(Container):
             "mc_samples": int(self.mc_samples.value),
             "overlap": float(self.overlap.value),
             "sw_batch_size": int(self.sw_batch_size.value),
+            "min_component_fraction": (
+                None if self.small_lesions.value is None else float(self.small_lesions.value)
+            ),
         }
 
     # ------------------------------------------------------------------ actions
@@ -667,6 +707,7 @@ class ProposeWidget(Container):
             f"proposed {case.name} in {time.perf_counter() - self._started:.1f} s "
             f"on {info.get('device', '?')}: {info.get('n_windows', '?')} windows x "
             f"{info.get('n_passes', '?')} pass(es), uncertainty = {info.get('uncertainty', '?')}"
+            + _removed_note(case, info.get("postprocess") or {})
         )
         # each new layer costs napari a few hundred ms on the GUI thread (visuals, controls):
         # add them on separate event-loop turns so the viewer keeps repainting in between

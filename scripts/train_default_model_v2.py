@@ -39,7 +39,7 @@ import argparse
 import importlib.util
 import json
 import os
-import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +55,20 @@ FOLDS: dict[str, tuple[str, ...]] = {
     "3": ("UPENN-GBM-00011_11", "UPENN-GBM-00075_11"),
     "final": (),
 }
+
+
+#: The last commit whose shipped default model was v1 (phantoms only), and its path there.
+V1_REV = "b8be94c^"
+V1_PATH = "src/napari_ssseg/ml/weights/default.pt"
+
+
+def _v1_from_git() -> bytes:
+    """The bytes of the phantom-only v1 default model, from the repository's history."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{V1_REV}:{V1_PATH}"],
+        check=True,
+        capture_output=True,
+    ).stdout
 
 
 def _real_module():
@@ -258,20 +272,28 @@ def ship(args) -> None:
             kfold[f] = json.loads(p.read_text())["v2"]
     rows = [r for v in kfold.values() for r in v["per_case"]]
     prov = dict(ck.provenance)
+    phantoms = (
+        f" + {args.phantoms} napari_ssseg phantoms (seeds {args.phantom_seed}-"
+        f"{args.phantom_seed + args.phantoms - 1}, PhantomStyle.sample_wide)"
+        if args.phantoms
+        else " (no phantoms)"
+    )
     prov.update(
         {
-            "strategy": "supervised (phantoms + labelled real MRI), fine-tuned from v1",
-            "model_version": 2,
+            "strategy": (
+                "supervised ("
+                + ("phantoms + " if args.phantoms else "")
+                + "labelled real MRI), fine-tuned from v1"
+            ),
+            "model_version": args.model_version,
             "n_labelled": len(real_mod.LABELLED) + args.phantoms,
             "n_unlabelled": 0,
             "training_data": (
                 f"{len(real_mod.LABELLED)} labelled real MRI cases "
                 f"({', '.join(real_mod.LABELLED)}; "
                 "BraTS 2023 and UPENN-GBM challenge training cases, each repeated "
-                f"{args.real_repeat}x) + {args.phantoms} napari_ssseg phantoms (seeds "
-                f"{args.phantom_seed}-{args.phantom_seed + args.phantoms - 1}, "
-                "PhantomStyle.sample_wide); initialised from the v1 default model (phantoms "
-                "only, seeds 10000-10099)"
+                f"{args.real_repeat}x){phantoms}; initialised from the v1 default model "
+                "(phantoms only, seeds 10000-10099)"
             ),
             "real_cases": list(real_mod.LABELLED),
             "validation_data": "none at training time; 3-fold estimate on the real cases",
@@ -280,8 +302,8 @@ def ship(args) -> None:
             "iterations": result["step"],
             "train_minutes": result.get("train_minutes"),
             "recipe": "scripts/train_default_model_v2.py (prepare; run --fold 1/2/3/final; "
-            f"evaluate; ship) --lr {args.lr} --iterations {args.iterations} --modality-dropout "
-            f"{args.modality_dropout} --seed {args.seed}",
+            f"evaluate; ship) --phantoms {args.phantoms} --lr {args.lr} --iterations "
+            f"{args.iterations} --modality-dropout {args.modality_dropout} --seed {args.seed}",
             "augmentation": "strong",
             "modality_dropout": float(args.modality_dropout),
             "data": "see training_data",
@@ -335,14 +357,26 @@ def main(argv: list[str] | None = None) -> int:
         help="ship: post-processing of the proposal (0 = none)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--model-version", type=int, default=2, help="ship: the model_version it records"
+    )
     p.add_argument("--baseline", action="store_true", help="also evaluate --init (v1)")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.init is None:
-        # a frozen copy of the v1 model, so that shipping v2 does not change later runs
+        # a frozen copy of the v1 model (phantoms only), so that shipping v2 does not change
+        # later runs: the shipped default has seen every real case, a fold must not start there
         v1 = args.work / "default_v1.pt"
         if not v1.is_file():
-            shutil.copy2(WEIGHTS, v1)
+            try:
+                v1.write_bytes(_v1_from_git())
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(
+                    f"cannot get the v1 start model from git ({exc}); pass --init with the "
+                    f"phantom-only v1 checkpoint (git show {V1_REV}:{V1_PATH})",
+                    file=sys.stderr,
+                )
+                return 2
         args.init = v1
     if not args.real.is_dir():
         print(f"real data folder {args.real} not found", file=sys.stderr)

@@ -246,3 +246,32 @@ def test_rerun_updates_the_proposal_as_one_undo_step(
     proposal.undo()  # the previous proposal, with its hand correction, comes back
     np.testing.assert_array_equal(proposal.data, first)
     np.testing.assert_array_equal(proposal.metadata[PROVENANCE_KEY], prov_first)
+
+
+def test_hand_paint_made_before_the_panel_was_opened_is_kept(
+    make_napari_viewer, qtbot, tiny_case, tmp_path, errors
+):
+    """File > Open, paint, *then* open Propose: that paint is the user's too (was overwritten)."""
+    from napari_ssseg.ml.inference import predict_case
+
+    checkpoint = make_checkpoint(tmp_path / "tiny.pt")
+    proposal = predict_case(tiny_case, str(checkpoint), device="cpu")["labels"]
+    viewer = make_napari_viewer()
+    _add_case(viewer, tiny_case)  # no plugin panel open: nothing tracks the labels layer yet
+    labels = viewer.layers["tiny labels"]
+    z, y, x = np.argwhere((proposal > 1) & (labels.data != 1))[len(proposal) // 2]
+    labels.selected_label = 1
+    labels.brush_size = 3
+    labels.paint((z, y, x), 1)
+    hand = labels.data != np.asarray(tiny_case.labels)
+    assert hand.any() and (proposal[hand] > 1).any()
+    widget = _open_propose(viewer, checkpoint)
+    assert (labels.metadata[PROVENANCE_KEY][hand] == HUMAN).all()
+    _propose(qtbot, widget)
+    assert widget.keep_human.value and widget.take_mode.value == "merge"
+    _click(qtbot, widget.take_button)
+    assert not errors
+    assert (labels.data[hand] == 1).all(), "hand paint made before the panel was overwritten"
+    assert (labels.metadata[PROVENANCE_KEY][hand] == HUMAN).all()
+    taken = (proposal > 0) & ~hand
+    assert (labels.data[taken] == proposal[taken]).all()

@@ -77,13 +77,51 @@ def test_extra_voxels_of_a_write_follow_undo():
 
 def test_edits_before_tracking_do_not_shift_the_pairing():
     layer = Labels(np.zeros((4, 4, 4), np.uint8))
+    layer.brush_size = 1
     layer.paint((1, 1, 1), 1)  # before the tracker exists: napari history only
     track(layer)
+    first = layer.data == 1
     layer.paint((3, 3, 3), 2)
     layer.undo()  # undoes the tracked paint
-    assert not _prov(layer).any()
-    layer.undo()  # the untracked one: labels revert, provenance untouched
+    assert (_prov(layer)[first] == HUMAN).all() and np.count_nonzero(_prov(layer)) == first.sum()
+    layer.undo()  # the adopted one: labels and provenance revert together
     assert not layer.data.any() and not _prov(layer).any()
+
+
+def test_edits_before_tracking_are_adopted_as_human_with_undo_and_redo():
+    """Paint before any panel is open (nothing tracks yet): still the user's work."""
+    layer = Labels(np.zeros((6, 8, 8), np.uint8))
+    layer.brush_size = 1
+    layer.paint((1, 1, 1), 1)
+    layer.paint((4, 6, 6), 2)
+    layer.undo()  # the second stroke waits in napari's redo queue
+    tracker = track(layer)
+    assert tracker.adopted == 2
+    one, two = layer.data == 1, np.zeros(layer.data.shape, bool)
+    assert one.any() and (_prov(layer)[one] == HUMAN).all()
+    assert np.count_nonzero(_prov(layer)) == one.sum()  # the undone stroke is not there
+    layer.redo()
+    two = layer.data == 2
+    assert two.any() and (_prov(layer)[two] == HUMAN).all()
+    layer.undo()
+    assert not _prov(layer)[two].any() and (_prov(layer)[one] == HUMAN).all()
+    layer.undo()
+    assert not layer.data.any() and not _prov(layer).any()
+    layer.redo()
+    assert (_prov(layer)[one] == HUMAN).all() and not _prov(layer)[two].any()
+    # a panel's write after adoption keeps its own code and undo step
+    with tracker.writing(SCRIBBLE), layer.block_history():
+        layer.data_setitem((np.array([5]), np.array([0]), np.array([0])), 3)
+    assert _prov(layer)[5, 0, 0] == SCRIBBLE
+    layer.undo()
+    assert _prov(layer)[5, 0, 0] == UNTOUCHED and (_prov(layer)[one] == HUMAN).all()
+
+
+def test_a_layer_without_history_adopts_nothing():
+    layer = Labels(np.zeros((3, 3, 3), np.uint8))
+    tracker = track(layer)
+    assert tracker.adopted == 0
+    assert not tracker.provenance.any()
 
 
 def test_track_returns_the_same_tracker():

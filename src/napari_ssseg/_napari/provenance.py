@@ -10,7 +10,9 @@ and keeps, for each history item, the provenance codes it replaced, so that:
 * a panel that writes labels says what it writes with ``with tracker.writing(SCRIBBLE):``
   around its ``data_setitem`` calls, and those voxels get that code instead;
 * ``layer.undo()`` / ``layer.redo()`` (Ctrl+Z / Ctrl+Shift+Z) restore / re-apply the
-  provenance of the same voxels, in step with napari's own history.
+  provenance of the same voxels, in step with napari's own history;
+* edits made before the tracker was attached (painting before any panel was open) and still
+  in napari's history become ``HUMAN`` when it is attached, with undo / redo as above.
 
 The provenance array lives where the rest of the plugin expects it,
 ``layer.metadata["ssseg_provenance"]`` (:data:`~napari_ssseg.core.provenance.PROVENANCE_KEY`);
@@ -86,6 +88,12 @@ class ProvenanceTracker:
     ----------
     layer : napari.layers.Labels
         A 3D labels layer.
+
+    Attributes
+    ----------
+    adopted : int
+        How many of napari's history items (undo and redo) predated the tracker and were
+        taken as hand edits.
     """
 
     def __init__(self, layer: Any) -> None:
@@ -108,6 +116,50 @@ class ProvenanceTracker:
         # instance attributes shadow the class methods for this layer only
         layer.undo = undo
         layer.redo = redo
+        self.adopted = self._adopt_history(layer)
+
+    def _adopt_history(self, layer: Any) -> int:
+        """Make the edits already in napari's history (made before tracking) ``HUMAN``.
+
+        A user may paint before any panel that tracks the layer is open (File > Open, paint,
+        then open Scribble). Every such edit was a hand edit (the plugin's panels track a
+        layer before they write to it), and napari still holds the last
+        ``Labels._history_limit`` (100) of them: their voxels become ``HUMAN`` now, and undo /
+        redo of those items restore provenance like any tracked edit. Edits older than
+        napari's history are not recoverable.
+
+        Returns
+        -------
+        int
+            The number of history items adopted (undo and redo).
+        """
+        undo_items = list(getattr(layer, "_undo_history", None) or [])
+        redo_items = list(getattr(layer, "_redo_history", None) or [])
+        if not undo_items and not redo_items:
+            return 0
+        shape = tuple(np.shape(layer.data))
+        size = int(np.prod(shape))
+
+        def indices(item: Any) -> np.ndarray:
+            return _union_indices([_atom_indices(a, shape) for a in item], size)
+
+        prov = self.provenance.copy()
+        flat = prov.ravel()
+        for item in undo_items:  # oldest first: each one's "before" is the running state
+            idx = indices(item)
+            self._undo.append([item, idx, flat[idx].copy(), HUMAN])
+            flat[idx] = HUMAN
+        layer.metadata[PROVENANCE_KEY] = prov
+        # undone items (in napari's redo queue, the next redo last): their voxels hold the
+        # provenance from before them; redo re-applies HUMAN in the order napari redoes
+        running = flat.copy()
+        entries = []
+        for item in reversed(redo_items):
+            idx = indices(item)
+            entries.append([item, idx, running[idx].copy(), HUMAN])
+            running[idx] = HUMAN
+        self._redo.extend(reversed(entries))
+        return len(undo_items) + len(redo_items)
 
     # ------------------------------------------------------------------ state
     @property

@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Train default model v2: phantoms + the labelled real MRI cases, with modality dropout.
+"""Train the default model (v2, v3): labelled real MRI cases (+ phantoms), modality dropout.
+
+The shipped default is **v3**: ``--phantoms 0 --lr 5e-4 --model-version 3`` (real cases
+only; better on real scans than v2, worse on phantoms, 4-6x cheaper; docs/models.md). The
+script's defaults (``--phantoms 12 --lr 7e-4``) rebuild v2.
 
 Seeded and reproducible; uses the package's own training engine
 (:func:`napari_ssseg.ml.train.train`, strategy ``supervised``) rather than a separate loop.
@@ -31,6 +35,9 @@ Stages (logs and runs in ``--work``, default ``/tmp/model_v2``)::
     python scripts/train_default_model_v2.py run --fold 1   # ... --fold 2, 3, final
     python scripts/train_default_model_v2.py evaluate --fold 1
     python scripts/train_default_model_v2.py ship --min-component-fraction 0.5  # -> default.pt
+
+For v3 add ``--work /tmp/model_v3 --phantoms 0 --lr 5e-4`` to every stage and
+``--model-version 3`` to ``ship``.
 """
 
 from __future__ import annotations

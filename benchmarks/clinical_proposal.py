@@ -34,7 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / ".." / "shared" / "data" / "real" / "TCGA-FG-6692-raw"
-COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (255, 255, 0)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from metastasis_proposal import COLOURS, display_norm  # noqa: E402  (the same figure colours)
 
 
 def _blend(grey: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.study} is not a folder: pass --study with the raw study's folder")
     import SimpleITK as sitk
 
+    from napari_ssseg.io.naming import match_series
+
     ssseg = Path(sys.executable).with_name("ssseg")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "labels.nii.gz"
@@ -77,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
         lab_img = sitk.ReadImage(str(out))
         labels = sitk.GetArrayFromImage(lab_img)
-        flair_path = next(f for f in sorted(args.study.iterdir()) if "FLAIR" in f.name.upper())
+        flair_path = next(
+            f for f in sorted(args.study.iterdir()) if set(match_series(f.name)[0]) == {"flair"}
+        )
         flair_img = sitk.ReadImage(str(flair_path))
         flair = sitk.GetArrayFromImage(flair_img).astype(float)
     if labels.shape != flair.shape:
@@ -103,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from napari_ssseg.core.case import get_convention
 
         internal = get_convention("brats2021").decode(labels, source=out.name)
-        lo, hi = np.percentile(flair[flair > 0], [1, 99.5])
-        grey = np.clip((flair - lo) / (hi - lo), 0, 1)
+        grey = display_norm(flair)
         tiles = [_blend(grey[z], internal[z]) for z in args.slices if 0 <= z < len(grey)]
         Image.fromarray(np.concatenate(tiles, 1)).quantize(colors=96).save(args.png, optimize=True)
         print(f"wrote {args.png}")

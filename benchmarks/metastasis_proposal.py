@@ -27,7 +27,8 @@ CASE = ROOT / ".." / "shared" / "data" / "real" / "BraTS-MET-00110-000"
 COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (255, 255, 0)}
 
 
-def _norm(x: np.ndarray) -> np.ndarray:
+def display_norm(x: np.ndarray) -> np.ndarray:
+    """Map the 1st-99.5th percentile of the non-zero voxels to [0, 1] (for figures)."""
     lo, hi = np.percentile(x[x > 0], [1, 99.5])
     return np.clip((x - lo) / (hi - lo), 0, 1)
 
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(out, indent=1))
     if args.png:
         mods = list(case.modalities)
-        flair = _norm(case.images[mods.index("flair")].astype(float))
-        t1c = _norm(case.images[mods.index("t1ce")].astype(float))
+        flair = display_norm(case.images[mods.index("flair")].astype(float))
+        t1c = display_norm(case.images[mods.index("t1ce")].astype(float))
         tiles = []
         for c in order[:4]:
             z = int(ndimage.center_of_mass(comp == c)[0])

@@ -207,6 +207,53 @@ def model_proposal(name: str) -> np.ndarray:
     return lab
 
 
+def _train_script():
+    """``scripts/train_default_model_v2.py`` as a module (its ``FOLDS``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "train_default_model_v2", ROOT / "scripts" / "train_default_model_v2.py"
+    )
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def fold_model_proposal(name: str, work: Path, min_component_fraction: float) -> np.ndarray:
+    """Held-out proposal of a case: the k-fold model of ``work`` that did not train on it.
+
+    ``work`` is a work folder of ``scripts/train_default_model_v2.py`` (``run_1/last.pt`` ...
+    ``run_3/last.pt``); the case's fold is looked up in that script's ``FOLDS``. Cached by the
+    checkpoint's hash and the post-processing.
+    """
+    folds = _train_script().FOLDS
+    fold = next(f for f, held in folds.items() if name in held)
+    ckpt = work / f"run_{fold}" / "last.pt"
+    h = hashlib.sha1(ckpt.read_bytes()).hexdigest()[:12]
+    path = CACHE / f"{name}_foldproposal_{h}_pp{min_component_fraction:g}.npy"
+    if path.exists():
+        return np.load(path)
+    import torch
+
+    from napari_ssseg.ml.inference import predict_case
+
+    torch.set_num_threads(1)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = predict_case(
+            load(name),
+            str(ckpt),
+            device="cpu",
+            min_component_fraction=min_component_fraction,
+        )
+    lab = np.asarray(res["labels"], np.uint8)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, lab)
+    _log(f"fold {fold} proposal {name} ({ckpt}, sha1 {h}): {time.perf_counter() - t:.0f} s")
+    return lab
+
+
 def session(name: str, prep: dict, region: str, weights=None):
     from napari_ssseg.core.cache import Cache
     from napari_ssseg.core.refine import RefinementSession
@@ -625,11 +672,12 @@ def select_joint(results) -> tuple[list[str], dict]:
 
 
 # --------------------------------------------------------------------------- held out
-def heldout(cases, configs: dict, proposal: bool) -> tuple[list, list[str]]:
+def heldout(cases, configs: dict, proposal: bool, labels_of=None) -> tuple[list, list[str]]:
     """Full pipeline (``refine_labels``: WT and TC, TC clipped to WT) on the held-out cases.
 
     ``configs``: name -> {"n_segments", "weights" {region: w}, "sim0" {region}, "mutual",
-    "mutual_tolerance", "n_c"}.
+    "mutual_tolerance", "n_c"}. ``labels_of(name, brain)``, if given, returns the
+    ``[(kind, labels)]`` to refine instead of :func:`pseudo_labels`.
     """
     from napari_ssseg.core.refine import refine_labels
 
@@ -640,7 +688,10 @@ def heldout(cases, configs: dict, proposal: bool) -> tuple[list, list[str]]:
         g["et"] = case.labels == 3
         for cname, cfg in configs.items():
             prep = prepare(name, cfg["n_segments"])
-            pls = pseudo_labels(name, prep["brain"], proposal)
+            if labels_of is None:
+                pls = pseudo_labels(name, prep["brain"], proposal)
+            else:
+                pls = labels_of(name, prep["brain"])
             sess = {r: session(name, prep, r, cfg["weights"][r]) for r in REGIONS}
             for kind, lab in pls:
                 out = refine_labels(
@@ -676,12 +727,13 @@ def heldout_table(rows) -> list[str]:
     ]
     for cname in dict.fromkeys(r["config"] for r in rows):
         for subset, pick in (
-            ("degraded (12)", lambda r: r["pseudo"] != "proposal"),
-            ("proposal (3)", lambda r: r["pseudo"] == "proposal"),
+            ("degraded", lambda r: r["pseudo"] != "proposal"),
+            ("proposal", lambda r: r["pseudo"] == "proposal"),
         ):
             sel = [r for r in rows if r["config"] == cname and pick(r)]
             if not sel:
                 continue
+            subset = f"{subset} ({len(sel)})"
 
             def arr(k, sel=sel):
                 return np.array([r[k] for r in sel])
@@ -697,6 +749,27 @@ def heldout_table(rows) -> list[str]:
                 f"/{len(sel)} | {gt_.mean():+.4f} | {int((gt_ < -0.01).sum())}/{len(sel)} | "
                 f"{ge.mean():+.4f} | {mw:.1f} / {mt:.1f} |"
             )
+    return lines
+
+
+def per_case_table(rows) -> list[str]:
+    """Per case: WT / TC / ET Dice of the pseudo-label, then after each configuration."""
+    cnames = list(dict.fromkeys(r["config"] for r in rows))
+    lines = [
+        "| case | pseudo-label | before WT / TC / ET | "
+        + " | ".join(f"after: {c}" for c in cnames)
+        + " |",
+        "|---|---|---|" + "---|" * len(cnames),
+    ]
+    keys = list(dict.fromkeys((r["case"], r["pseudo"]) for r in rows))
+    for case, kind in keys:
+        by = {r["config"]: r for r in rows if (r["case"], r["pseudo"]) == (case, kind)}
+        first = by[cnames[0]]
+        before = " / ".join(f"{first[f'{k}_before']:.3f}" for k in ("wt", "tc", "et"))
+        after = [
+            " / ".join(f"{by[c][f'{k}_after']:.3f}" for k in ("wt", "tc", "et")) for c in cnames
+        ]
+        lines.append(f"| {case} | {kind} | {before} | " + " | ".join(after) + " |")
     return lines
 
 
@@ -874,13 +947,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phantom", action="store_true", help="the same configurations on phantoms 2000-2009"
     )
+    ap.add_argument(
+        "--fold-models",
+        type=Path,
+        default=None,
+        metavar="WORK",
+        help="refine the held-out proposals of the k-fold models in WORK (a work folder of "
+        "scripts/train_default_model_v2.py) on all six labelled cases",
+    )
+    ap.add_argument(
+        "--min-component-fraction",
+        type=float,
+        default=0.5,
+        help="--fold-models: the proposals' post-processing (0.5, the shipped model's)",
+    )
     ap.add_argument("--quick", action="store_true", help="n_segments 350 only, smaller grid")
     ap.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     args = ap.parse_args(argv)
     if not REAL.is_dir():
         print(f"real data folder {REAL} not found", file=sys.stderr)
         return 2
-    if not (args.diagnose or args.tune or args.heldout or args.phantom):
+    if not (args.diagnose or args.tune or args.heldout or args.phantom or args.fold_models):
         args.diagnose = args.tune = args.heldout = True
     t0 = time.perf_counter()
     out: dict = {"tune_cases": TUNE, "held_out": HELD_OUT}
@@ -922,6 +1009,19 @@ def main(argv: list[str] | None = None) -> int:
             text += [f"\n### Slider check (held-out cases, {cname})\n"] + sweep(
                 HELD_OUT, configs[cname], args.proposal
             )
+    if args.fold_models:
+        work, mcf = args.fold_models, args.min_component_fraction
+        fconfigs = dict(list(configs.items())[:2])  # the code defaults, with growth off
+
+        def labels_of(name, brain):
+            return [("proposal", fold_model_proposal(name, work, mcf))]
+
+        frows, lines = heldout(ALL_CASES, fconfigs, True, labels_of=labels_of)
+        out["fold_models"] = {"work": str(work), "min_component_fraction": mcf, "rows": frows}
+        text += [
+            f"\n## Held-out k-fold proposals ({work}, post-processing {mcf:g}), all six cases\n"
+        ]
+        text += lines + [""] + per_case_table(frows)
     if args.phantom:
         text += ["\n## Phantoms\n"] + phantoms(list(range(2000, 2010)), configs)
     text.append(f"\nTotal {time.perf_counter() - t0:.0f} s.")

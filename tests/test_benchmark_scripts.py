@@ -143,3 +143,42 @@ def test_grid_scaling_measures_each_grid(tmp_path):
     for v in res["median"].values():
         assert v["seconds"] > 0.5 and 0.05 < v["peak_gb"] < 20
     assert res["ratio_to_native"]["fine/predict"]["seconds"] > 0
+
+
+def test_tune_real_refine_tables_count_and_order_the_rows():
+    """benchmarks/tune_real_refine.py: the held-out table says how many pseudo-labels each
+    subset has (not a fixed 12 / 3), and the per-case table puts each configuration's result
+    in its own column, in the order the configurations were run."""
+    mod = _load_script("tune_real_refine")
+
+    def row(case, config, before, after):
+        r = {"case": case, "config": config, "pseudo": "proposal", "merged": {"wt": 1}}
+        for k in ("wt", "tc", "et"):
+            r[f"{k}_before"], r[f"{k}_after"] = before, after
+        return r
+
+    rows = [
+        row("A", "defaults", 0.5, 0.6),
+        row("A", "growth off", 0.5, 0.55),
+        row("B", "defaults", 0.7, 0.6),
+        row("B", "growth off", 0.7, 0.7),
+    ]
+    table = mod.heldout_table(rows)
+    assert any("| defaults | proposal (2) | 0.6000 | 0.6000 | +0.0000 | 1/2 |" in t for t in table)
+    assert not any("(3)" in t or "(12)" in t for t in table)
+    per_case = mod.per_case_table(rows)
+    assert per_case[0].index("after: defaults") < per_case[0].index("after: growth off")
+    assert (
+        per_case[2] == "| A | proposal | 0.500 / 0.500 / 0.500 | 0.600 / 0.600 / 0.600 | "
+        "0.550 / 0.550 / 0.550 |"
+    )
+    assert per_case[3].startswith("| B | proposal | 0.700 / 0.700 / 0.700 | 0.600")
+
+
+def test_tune_real_refine_k_fold_cases_are_the_six_labelled_cases():
+    """``--fold-models`` looks each case up in the training script's folds: every labelled
+    case of the refinement benchmark is held out by exactly one fold."""
+    mod = _load_script("tune_real_refine")
+    folds = mod._train_script().FOLDS
+    held = [c for f in ("1", "2", "3") for c in folds[f]]
+    assert sorted(held) == sorted(mod.ALL_CASES)

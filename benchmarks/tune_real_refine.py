@@ -183,13 +183,8 @@ def model_info() -> str:
     return f"{path.name} sha1 {h}{meta}"
 
 
-def model_proposal(name: str) -> np.ndarray:
-    """Default model's proposal for a case (CPU), cached by the model file's hash."""
-    from napari_ssseg.ml import checkpoint
-
-    wpath = Path(checkpoint.__file__).parent / "weights" / "default.pt"
-    h = hashlib.sha1(wpath.read_bytes()).hexdigest()[:12]
-    path = CACHE / f"{name}_proposal_{h}.npy"
+def _cached_proposal(name: str, checkpoint: str, path: Path, what: str, **kw) -> np.ndarray:
+    """A model's proposal for a case (CPU, one thread), cached as ``path``."""
     if path.exists():
         return np.load(path)
     import torch
@@ -200,23 +195,21 @@ def model_proposal(name: str) -> np.ndarray:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = predict_case(load(name), "default", device="cpu")
+        res = predict_case(load(name), checkpoint, device="cpu", **kw)
     lab = np.asarray(res["labels"], np.uint8)
+    CACHE.mkdir(parents=True, exist_ok=True)
     np.save(path, lab)
-    _log(f"proposal {name}: {time.perf_counter() - t:.0f} s")
+    _log(f"{what} {name}: {time.perf_counter() - t:.0f} s")
     return lab
 
 
-def _train_script():
-    """``scripts/train_default_model_v2.py`` as a module (its ``FOLDS``)."""
-    import importlib.util
+def model_proposal(name: str) -> np.ndarray:
+    """Default model's proposal for a case (CPU), cached by the model file's hash."""
+    from napari_ssseg.ml import checkpoint
 
-    spec = importlib.util.spec_from_file_location(
-        "train_default_model_v2", ROOT / "scripts" / "train_default_model_v2.py"
-    )
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    wpath = Path(checkpoint.__file__).parent / "weights" / "default.pt"
+    h = hashlib.sha1(wpath.read_bytes()).hexdigest()[:12]
+    return _cached_proposal(name, "default", CACHE / f"{name}_proposal_{h}.npy", "proposal")
 
 
 def fold_model_proposal(name: str, work: Path, min_component_fraction: float) -> np.ndarray:
@@ -226,32 +219,23 @@ def fold_model_proposal(name: str, work: Path, min_component_fraction: float) ->
     ``run_3/last.pt``); the case's fold is looked up in that script's ``FOLDS``. Cached by the
     checkpoint's hash and the post-processing.
     """
-    folds = _train_script().FOLDS
-    fold = next(f for f, held in folds.items() if name in held)
+    fold = next(f for f, held in train_folds().items() if name in held)
     ckpt = work / f"run_{fold}" / "last.pt"
     h = hashlib.sha1(ckpt.read_bytes()).hexdigest()[:12]
-    path = CACHE / f"{name}_foldproposal_{h}_pp{min_component_fraction:g}.npy"
-    if path.exists():
-        return np.load(path)
-    import torch
+    return _cached_proposal(
+        name,
+        str(ckpt),
+        CACHE / f"{name}_foldproposal_{h}_pp{min_component_fraction:g}.npy",
+        f"fold {fold} proposal ({ckpt}, sha1 {h})",
+        min_component_fraction=min_component_fraction,
+    )
 
-    from napari_ssseg.ml.inference import predict_case
 
-    torch.set_num_threads(1)
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = predict_case(
-            load(name),
-            str(ckpt),
-            device="cpu",
-            min_component_fraction=min_component_fraction,
-        )
-    lab = np.asarray(res["labels"], np.uint8)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, lab)
-    _log(f"fold {fold} proposal {name} ({ckpt}, sha1 {h}): {time.perf_counter() - t:.0f} s")
-    return lab
+def train_folds() -> dict[str, tuple[str, ...]]:
+    """The k folds of ``scripts/train_default_model_v2.py`` (``FOLDS``: fold -> held-out cases)."""
+    import runpy
+
+    return runpy.run_path(str(ROOT / "scripts" / "train_default_model_v2.py"))["FOLDS"]
 
 
 def session(name: str, prep: dict, region: str, weights=None):

@@ -179,6 +179,6 @@ def test_tune_real_refine_k_fold_cases_are_the_six_labelled_cases():
     """``--fold-models`` looks each case up in the training script's folds: every labelled
     case of the refinement benchmark is held out by exactly one fold."""
     mod = _load_script("tune_real_refine")
-    folds = mod._train_script().FOLDS
+    folds = mod.train_folds()
     held = [c for f in ("1", "2", "3") for c in folds[f]]
     assert sorted(held) == sorted(mod.ALL_CASES)

@@ -39,6 +39,7 @@ Superpixels, brain masks and features are cached under ``$SSSEG_REAL_REFINE_CACH
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -231,6 +232,7 @@ def fold_model_proposal(name: str, work: Path, min_component_fraction: float) ->
     )
 
 
+@functools.cache
 def train_folds() -> dict[str, tuple[str, ...]]:
     """The k folds of ``scripts/train_default_model_v2.py`` (``FOLDS``: fold -> held-out cases)."""
     import runpy

@@ -174,12 +174,14 @@ def finetune_config(
     seed: int,
     budget_minutes: float | None = None,
     strategy: str = "supervised",
+    region_dice: float = 0.0,
 ):
     """The v2 recipe's fine-tuning options as a :class:`~napari_ssseg.ml.train.TrainConfig`.
 
     AdamW (weight decay 1e-4) at ``lr`` with cosine decay, batches of two 64^3 crops,
     strong augmentation, ``modality_dropout``, no validation split; ``iterations`` steps in
-    epochs of ``ipe``. Shared with ``benchmarks/real_loop.py``.
+    epochs of ``ipe``; ``region_dice`` > 0 adds the supervised strategy's WT / TC / ET region
+    Dice term with that weight. Shared with ``benchmarks/real_loop.py``.
     """
     from napari_ssseg.ml.train import TrainConfig
 
@@ -202,6 +204,7 @@ def finetune_config(
         val_every=epochs,
         augmentation="strong",
         modality_dropout=modality_dropout,
+        strategy_params={"region_dice": region_dice} if region_dice else {},
     )
 
 
@@ -225,6 +228,7 @@ def run(args) -> None:
         modality_dropout=args.modality_dropout,
         seed=args.seed,
         budget_minutes=args.budget_minutes,
+        region_dice=args.region_dice,
     )
     log(f"fold {args.fold}: {len(names)} training entries, {epochs} x {args.ipe} steps")
     t0 = time.perf_counter()
@@ -357,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=7e-4)
     p.add_argument("--modality-dropout", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--region-dice",
+        type=float,
+        default=0.0,
+        help="weight of a WT/TC/ET region Dice term added to the loss (0 = none, the v3 recipe)",
+    )
     p.add_argument(
         "--min-component-fraction",
         type=float,

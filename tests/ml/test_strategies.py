@@ -16,6 +16,7 @@ from napari_ssseg.ml.strategies.base import (  # noqa: E402
     STRATEGIES,
     get_strategy,
     masked_dice_ce,
+    masked_region_dice,
     sigmoid_rampup,
 )
 from napari_ssseg.ml.strategies.mean_teacher import UAMT, ema_avg_fn  # noqa: E402
@@ -129,6 +130,65 @@ def test_masked_dice_ce_ignore_and_weights():
 def test_masked_dice_ce_shape_error():
     with pytest.raises(InputError, match="masked_dice_ce needs"):
         masked_dice_ce(torch.zeros(1, 4, 4, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_masked_region_dice_scores_the_overlapping_regions():
+    g = torch.Generator().manual_seed(2)
+    target = torch.randint(0, 4, (2, 4, 4, 4), generator=g)
+    assert float(masked_region_dice(_logits_for(target), target)) < 0.01
+    n = {c: int((target == c).sum()) for c in range(4)}
+    # NCR called ET: WT and TC stay right, only ET is wrong (false positives on NCR)
+    swapped = torch.where(target == 1, torch.full_like(target, 3), target)
+    et_dice = 2 * n[3] / (2 * n[3] + n[1])
+    expected = (1 - et_dice) / 3
+    assert float(masked_region_dice(_logits_for(swapped), target)) == pytest.approx(
+        expected, abs=1e-4
+    )
+    # the per-class Dice counts the same error twice (NCR 0 and ET below 1)
+    class_loss = float(masked_dice_ce(_logits_for(swapped), target, ce_weight=0.0)["dice"])
+    assert class_loss == pytest.approx((1 + 1 - et_dice) / 4, abs=1e-4)
+    # oedema called background: only WT is wrong (missed voxels)
+    no_ed = torch.where(target == 2, torch.zeros_like(target), target)
+    wt = n[1] + n[2] + n[3]
+    wt_dice = 2 * (wt - n[2]) / (2 * wt - n[2])
+    assert float(masked_region_dice(_logits_for(no_ed), target)) == pytest.approx(
+        (1 - wt_dice) / 3, abs=1e-4
+    )
+    # ignored voxels and zero weights drop out; nothing valid -> 0 that back-propagates
+    logits = torch.randn(2, 4, 4, 4, 4, generator=g)
+    ign = target.clone()
+    ign[:, :2] = 255
+    w = torch.ones(2, 4, 4, 4)
+    w[:, :2] = 0
+    torch.testing.assert_close(
+        masked_region_dice(logits, ign), masked_region_dice(logits, target, w)
+    )
+    logits.requires_grad_(True)
+    z = masked_region_dice(logits, torch.full_like(target, 255))
+    z.backward()
+    assert float(z.detach()) == 0.0 and logits.grad is not None
+    with pytest.raises(InputError, match="masked_region_dice needs"):
+        masked_region_dice(torch.zeros(1, 4, 4, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+    with pytest.raises(InputError, match=r"region classes \[3\] are not foreground"):
+        masked_region_dice(torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.long))
+
+
+def test_supervised_region_dice_weight_adds_the_region_term():
+    from napari_ssseg.ml.strategies.supervised import Supervised
+
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Conv3d(4, 4, 1)
+    batch = {
+        "image": torch.randn(2, 4, 4, 4, 4, generator=g),
+        "label": torch.randint(0, 4, (2, 4, 4, 4), generator=g),
+    }
+    sched = {"epochs": 1, "iterations_per_epoch": 1}
+    plain = Supervised(model, {}, sched).training_step(batch, None, 0)
+    assert "region_dice" not in plain
+    with_region = Supervised(model, {"region_dice": 0.5}, sched).training_step(batch, None, 0)
+    expected = masked_region_dice(model(batch["image"]), batch["label"])
+    torch.testing.assert_close(with_region["region_dice"], expected.detach())
+    torch.testing.assert_close(with_region["loss"], plain["loss"] + 0.5 * expected)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from napari_ssseg.core.case import REGIONS
 from napari_ssseg.errors import InputError
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "register",
     "get_strategy",
     "masked_dice_ce",
+    "masked_region_dice",
     "sigmoid_rampup",
 ]
 
@@ -122,6 +124,67 @@ def masked_dice_ce(
         return {"loss": zero, "dice": zero.detach(), "ce": zero.detach()}
     loss = dice_weight * dice + ce_weight * ce
     return {"loss": loss, "dice": dice.detach(), "ce": ce.detach()}
+
+
+def masked_region_dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    regions: Mapping[str, tuple[int, ...]] = REGIONS,
+    ignore_index: int = IGNORE_INDEX,
+    smooth: float = 1e-5,
+) -> torch.Tensor:
+    """Mean soft Dice loss of the evaluated regions (WT, TC, ET) of a softmax output.
+
+    A region's probability is the sum of its classes' softmax probabilities (WT = NCR + ED
+    + ET, TC = NCR + ET, ET = ET): the overlapping regions that BraTS scores, optimised
+    directly next to the per-class DiceCE (region-based training, as in nnU-Net's BraTS
+    entries). Batch Dice (summed over the batch, then one ratio per region); ``ignore_index``
+    voxels and voxel ``weight`` as in :func:`masked_dice_ce`.
+
+    Parameters
+    ----------
+    logits : (B, K, Z, Y, X) tensor
+        Network output (K classes, internal convention: 0 bg, 1 NCR, 2 ED, 3 ET).
+    target : (B, Z, Y, X) long tensor
+        Class index per voxel.
+    weight : (B, Z, Y, X) tensor, optional
+        Non-negative voxel weights (default 1).
+    regions : mapping of str to tuple of int
+        Region name -> its classes (default :data:`~napari_ssseg.core.case.REGIONS`).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar ``1 - mean region Dice``; 0 (and still differentiable) with no valid voxel.
+    """
+    if logits.ndim != 5 or target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise InputError(
+            f"masked_region_dice needs logits (B, K, Z, Y, X) and target (B, Z, Y, X); got "
+            f"{tuple(logits.shape)} and {tuple(target.shape)}."
+        )
+    k = logits.shape[1]
+    bad = sorted({c for cls in regions.values() for c in cls if not 0 < c < k})
+    if bad:
+        raise InputError(
+            f"masked_region_dice: region classes {bad} are not foreground classes of a "
+            f"{k}-class output (expected 1 to {k - 1})."
+        )
+    valid = target != ignore_index
+    w = valid.float() if weight is None else valid.float() * weight.float()
+    if float(w.sum()) == 0.0:
+        return logits.sum() * 0.0
+    p = torch.softmax(logits.float(), dim=1)
+    dices = []
+    for cls in regions.values():
+        idx = list(cls)
+        pr = p[:, idx].sum(1) * w
+        gt = torch.isin(target, torch.tensor(idx, device=target.device)) & valid
+        gt_w = gt.float() * w
+        inter = (pr * gt_w).sum()
+        dices.append((2.0 * inter + smooth) / (pr.sum() + gt_w.sum() + smooth))
+    return 1.0 - torch.stack(dices).mean()
 
 
 class Strategy:

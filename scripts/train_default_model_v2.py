@@ -314,7 +314,10 @@ def ship(args) -> None:
             "train_minutes": result.get("train_minutes"),
             "recipe": "scripts/train_default_model_v2.py (prepare; run --fold 1/2/3/final; "
             f"evaluate; ship) --phantoms {args.phantoms} --lr {args.lr} --iterations "
-            f"{args.iterations} --modality-dropout {args.modality_dropout} --seed {args.seed}",
+            f"{args.iterations} --modality-dropout {args.modality_dropout} --seed {args.seed}"
+            + (f" --region-dice {args.region_dice:g}" if args.region_dice else ""),
+            "loss": "DiceCE (per class)"
+            + (f" + {args.region_dice:g} x WT/TC/ET region Dice" if args.region_dice else ""),
             "augmentation": "strong",
             "modality_dropout": float(args.modality_dropout),
             "data": "see training_data",

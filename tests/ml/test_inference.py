@@ -209,6 +209,34 @@ def test_two_network_checkpoint_gives_disagreement(tiny_case, make_ckpt, tmp_pat
     assert np.array_equal(res["uncertainty"], d)
 
 
+def test_ensemble_of_three_networks_averages_and_disagrees_over_every_pair(
+    tiny_case, make_ckpt, tmp_path
+):
+    import dataclasses
+
+    from napari_ssseg.ml.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(make_ckpt(tmp_path / "trio.pt", n_networks=3))
+    assert ck.n_networks == 3
+    singles = [
+        predict_case(tiny_case, dataclasses.replace(ck, networks=[n]), device="cpu")
+        for n in ck.networks
+    ]
+    res = predict_case(tiny_case, ck, device="cpu")
+    assert res["info"]["uncertainty"] == "disagreement"
+    probs = [s["probabilities"].astype(np.float64) for s in singles]
+    assert np.allclose(res["probabilities"], np.mean(probs, axis=0), atol=1e-4)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    want = np.mean([0.5 * np.abs(probs[i] - probs[j]).sum(0) for i, j in pairs], axis=0)
+    got = res["uncertainty_maps"]["disagreement"]
+    inside = got > 0  # the maps are 0 outside the brain mask
+    assert inside.mean() > 0.1
+    first_pair = 0.5 * np.abs(probs[0] - probs[1]).sum(0)
+    # the third network counts: the first pair alone is a different map
+    assert not np.allclose(want[inside], first_pair[inside], atol=1e-3)
+    assert np.allclose(got[inside], want[inside], atol=1e-4)
+
+
 def test_regions_output(tiny_case, make_ckpt, tmp_path):
     ck = make_ckpt(tmp_path / "reg.pt", output="regions")
     res = predict_case(tiny_case, ck, device="cpu")

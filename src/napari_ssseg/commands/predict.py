@@ -5,8 +5,8 @@ with napari-ssseg, trained on 6 real labelled cases and phantoms - see docs/mode
 MONAI sliding-window inference on the brain crop, and writes the labels (NIfTI, the case's exact
 geometry, the case's label convention unless --convention is given). Optional outputs: the
 uncertainty map (float32 in [0, 1]: predictive entropy; mutual information with
---mc-samples; disagreement for a two-network checkpoint) and the per-class probabilities
-(4D, channels = background, NCR, ED, ET; or WT, TC, ET for region models).
+--mc-samples; disagreement for a checkpoint with several networks) and the per-class
+probabilities (4D, channels = background, NCR, ED, ET; or WT, TC, ET for region models).
 
 --model takes a napari-ssseg checkpoint (.pt) or a MONAI bundle folder (configs/ +
 models/model.pt); bundles are read without running any code from them and only allow-listed

@@ -28,6 +28,7 @@ next window batch and joined before the generator finishes; nothing is returned 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import queue
 import threading
@@ -467,8 +468,9 @@ def predict_case_iter(
         Use the CPU (with a warning) when the requested accelerator is absent or runs out of
         memory; otherwise raise.
     uncertainty : {"auto", "entropy", "mutual_information", "disagreement"}
-        Map returned as ``result["uncertainty"]``. ``"auto"``: disagreement for a two-network
-        checkpoint, mutual information with MC dropout, else the predictive entropy (of the
+        Map returned as ``result["uncertainty"]``. ``"auto"``: disagreement (mean over the
+        pairs of networks) for a checkpoint with several networks (a CPS pair, an
+        ensemble), mutual information with MC dropout, else the predictive entropy (of the
         mean over flips when ``tta``).
     modalities, spacing
         For raw arrays only: channel names and voxel size ``(z, y, x)`` in mm.
@@ -676,12 +678,16 @@ def predict_case_iter(
         if sum_h is not None:
             maps["mutual_information"] = (maps["entropy"] - sum_h / len(passes)).clamp_(0, 1)
         if len(networks) > 1:
-            p1 = per_net[0] / max(n_per_net[0], 1)
-            p2 = per_net[1] / max(n_per_net[1], 1)
-            d = (p1 - p2).abs()
-            maps["disagreement"] = (0.5 * d.sum(0) if out_type == "classes" else d.mean(0)).clamp_(
-                0, 1
-            )
+            # mean over every pair of networks (one pair for a CPS checkpoint, three for an
+            # ensemble of three): total-variation distance of the class probabilities, or
+            # the mean absolute difference of the region probabilities
+            mean_net = [s / max(n, 1) for s, n in zip(per_net, n_per_net)]
+            dis = torch.zeros(spatial, dtype=torch.float32)
+            pairs = list(itertools.combinations(range(len(networks)), 2))
+            for i, j in pairs:
+                d = (mean_net[i] - mean_net[j]).abs()
+                dis += 0.5 * d.sum(0) if out_type == "classes" else d.mean(0)
+            maps["disagreement"] = (dis / len(pairs)).clamp_(0, 1)
         return {
             "mean_p": mean_p,
             "maps": maps,

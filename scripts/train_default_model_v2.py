@@ -242,8 +242,44 @@ def run(args) -> None:
     )
 
 
+def _run_checkpoints(args, fold: str) -> list[Path]:
+    """``last.pt`` of a fold's run in ``--work`` and in every ``--members`` folder."""
+    paths = [w / f"run_{fold}" / "last.pt" for w in (args.work, *args.members)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"no trained model at {', '.join(missing)}: run --fold {fold} first")
+    return paths
+
+
+def ensemble_checkpoint(paths: list[Path]):
+    """One checkpoint holding the networks of ``paths`` (same architecture and inputs).
+
+    Prediction averages their softmax and maps their disagreement
+    (:func:`napari_ssseg.ml.inference.predict_case`); the first file's metadata is kept.
+    """
+    import dataclasses
+
+    from napari_ssseg.ml.checkpoint import load_checkpoint
+
+    cks = [load_checkpoint(p) for p in paths]
+    for p, ck in zip(paths[1:], cks[1:]):
+        if ck.config != cks[0].config or ck.modalities != cks[0].modalities:
+            raise SystemExit(f"{p}: not the same network and inputs as {paths[0]}")
+    return dataclasses.replace(cks[0], networks=[n for ck in cks for n in ck.networks])
+
+
+def _heldout_name(args) -> str:
+    frac = args.min_component_fraction
+    ens = f"_ens{1 + len(args.members)}" if args.members else ""
+    return f"heldout{ens}.json" if not frac else f"heldout{ens}_pp{frac:g}.json"
+
+
 def evaluate(args) -> None:
-    """Held-out Dice / HD95 of a fold's model, and of the v1 model on the same cases."""
+    """Held-out Dice / HD95 of a fold's model, and of the v1 model on the same cases.
+
+    With ``--members``, the model evaluated is the softmax ensemble of the fold's model in
+    ``--work`` and in each member folder (other seeds of the same recipe).
+    """
     import torch
 
     torch.set_num_threads(args.threads)
@@ -251,19 +287,28 @@ def evaluate(args) -> None:
     cases = FOLDS[args.fold] or real_mod.LABELLED
     out = args.work / f"run_{args.fold}"
     frac = args.min_component_fraction
+    paths = _run_checkpoints(args, args.fold)
+    model = ensemble_checkpoint(paths) if len(paths) > 1 else paths[0]
     res = {
         "fold": args.fold,
         "cases": list(cases),
         "min_component_fraction": frac,
-        "v2": real_mod.evaluate(
-            out / "last.pt", cases, args.real, log=log, min_component_fraction=frac
-        ),
+        "members": [str(p) for p in paths],
+        "v2": real_mod.evaluate(model, cases, args.real, log=log, min_component_fraction=frac),
     }
     if args.baseline:
         res["v1"] = real_mod.evaluate(args.init, cases, args.real, log=log)
-    name = "heldout.json" if not frac else f"heldout_pp{frac:g}.json"
+    name = _heldout_name(args)
     (out / name).write_text(json.dumps(res, indent=2))
     log(json.dumps({k: res[k]["mean"] for k in ("v2", "v1") if k in res}))
+
+
+def _run_seed(last: Path) -> int | None:
+    """The seed a run was trained with (its checkpoint's provenance), or None."""
+    from napari_ssseg.ml.checkpoint import load_checkpoint
+
+    seed = load_checkpoint(last).provenance.get("seed")
+    return int(seed) if seed is not None else None
 
 
 def ship(args) -> None:
@@ -273,12 +318,13 @@ def ship(args) -> None:
 
     real_mod = _real_module()
     run_dir = args.work / "run_final"
-    ck = load_checkpoint(run_dir / "last.pt")
+    paths = _run_checkpoints(args, "final")
+    ck = load_checkpoint(paths[0])
+    nets = [load_checkpoint(p).networks[0] for p in paths]
     result = json.loads((run_dir / "result.json").read_text())
     kfold = {}
-    pp = f"heldout_pp{args.min_component_fraction:g}.json"
     for f in ("1", "2", "3"):
-        p = args.work / f"run_{f}" / (pp if args.min_component_fraction else "heldout.json")
+        p = args.work / f"run_{f}" / _heldout_name(args)
         if p.is_file():
             kfold[f] = json.loads(p.read_text())["v2"]
     rows = [r for v in kfold.values() for r in v["per_case"]]
@@ -323,8 +369,17 @@ def ship(args) -> None:
             "data": "see training_data",
         }
     )
-    net = build_network(ck.config)
-    net.load_state_dict(ck.networks[0])
+    if len(nets) > 1:
+        prov["ensemble"] = (
+            f"softmax average of {len(nets)} networks trained with the same recipe and "
+            f"data, seeds {', '.join(str(_run_seed(p)) for p in paths)} (uncertainty: their "
+            "disagreement)"
+        )
+    modules = []
+    for state in nets:
+        net = build_network(ck.config)
+        net.load_state_dict(state)
+        modules.append(net)
     normalization = dict(ck.normalization)
     if args.min_component_fraction:
         # post-processing chosen on the k-fold held-out predictions (docs/models.md)
@@ -335,7 +390,7 @@ def ship(args) -> None:
         )
     out = save_checkpoint(
         args.out,
-        net,
+        modules,
         ck.config,
         modalities=ck.modalities,
         normalization=normalization,
@@ -381,6 +436,14 @@ def main(argv: list[str] | None = None) -> int:
         "--model-version", type=int, default=2, help="ship: the model_version it records"
     )
     p.add_argument("--baseline", action="store_true", help="also evaluate --init (v1)")
+    p.add_argument(
+        "--members",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="evaluate/ship: --work folders of other seeds of the same recipe; their model of "
+        "the same fold joins a softmax ensemble with --work's",
+    )
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.init is None:

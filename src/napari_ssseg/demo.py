@@ -399,7 +399,10 @@ def _workspace_stage(
 
                 try:
                     result = predict_case(
-                        ws.load_case(rec.case_id, labels="none"), None, device="cpu"
+                        ws.load_case(rec.case_id, labels="none"),
+                        None,
+                        device="cpu",
+                        uncertainty="entropy",  # stored as the entropy map the ranking reads
                     )
                 except InputError as exc:  # e.g. missing modalities (see the propose stage)
                     record.setdefault("not_proposed", {})[rec.case_id] = str(exc)

@@ -135,8 +135,8 @@ def test_suggest_with_model_scores_and_stores_uncertainty(ws_path, capsys, monke
 
     calls = []
 
-    def fake_predict_case(case, checkpoint):
-        calls.append((case.name, checkpoint))
+    def fake_predict_case(case, checkpoint, uncertainty="auto"):
+        calls.append((case.name, checkpoint, uncertainty))
         lab = np.zeros(case.shape, np.uint8)
         lab[4:8, 4:8, 4:8] = 2
         u = np.full(case.shape, 0.05, np.float32)
@@ -151,7 +151,10 @@ def test_suggest_with_model_scores_and_stores_uncertainty(ws_path, capsys, monke
     out = json.loads(capsys.readouterr().out)
     assert [s["case"] for s in out["suggestions"]] == ["p1", "p2"]
     assert out["suggestions"][0]["score"] == pytest.approx(0.9)
-    assert sorted(calls) == [("p0", "m.pt"), ("p1", "m.pt"), ("p2", "m.pt")]
+    # the entropy map is asked for (a multi-network model's "auto" map is its disagreement)
+    assert sorted(calls) == [("p0", "m.pt", "entropy"), ("p1", "m.pt", "entropy")] + [
+        ("p2", "m.pt", "entropy")
+    ]
     with Workspace.open(ws_path, readonly=True) as ws:  # stored for later runs and the panel
         assert ws.case("p1").scores["entropy"] == pytest.approx(0.9)
         assert ws.read_uncertainty("p1").max() == pytest.approx(0.9)

@@ -525,7 +525,9 @@ def _score_with_model(ws, ids: list[str], model: str, notes: list[str]) -> None:
     for i, cid in enumerate(ids):
         print(f"[{i + 1}/{len(ids)}] predicting {cid}", file=sys.stderr)
         case = ws.load_case(cid, labels="none")
-        res = predict_case(case, model)
+        # the entropy map whatever the checkpoint (a CPS pair or an ensemble would otherwise
+        # return its disagreement map, stored here under the wrong name)
+        res = predict_case(case, model, uncertainty="entropy")
         ws.save_uncertainty(cid, res["uncertainty"], labels=res["labels"], kind="entropy")
     notes.append(f"entropy computed with {model} for {len(ids)} case(s) and stored")
 

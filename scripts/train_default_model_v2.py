@@ -245,9 +245,12 @@ def run(args) -> None:
 def _run_checkpoints(args, fold: str) -> list[Path]:
     """``last.pt`` of a fold's run in ``--work`` and in every ``--members`` folder."""
     paths = [w / f"run_{fold}" / "last.pt" for w in (args.work, *args.members)]
-    missing = [str(p) for p in paths if not p.is_file()]
+    # last.pt is written every epoch; result.json only when the run has finished
+    missing = [str(p) for p in paths if not (p.parent / "result.json").is_file()]
     if missing:
-        raise SystemExit(f"no trained model at {', '.join(missing)}: run --fold {fold} first")
+        raise SystemExit(
+            f"no finished run for {', '.join(missing)}: run (or finish) --fold {fold} first"
+        )
     return paths
 
 

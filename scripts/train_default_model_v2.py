@@ -37,7 +37,10 @@ Stages (logs and runs in ``--work``, default ``/tmp/model_v2``)::
     python scripts/train_default_model_v2.py ship --min-component-fraction 0.5  # -> default.pt
 
 For v3 add ``--work /tmp/model_v3 --phantoms 0 --lr 5e-4`` to every stage and
-``--model-version 3`` to ``ship``.
+``--model-version 3`` to ``ship``. ``--region-dice W`` adds the supervised strategy's WT / TC
+/ ET region Dice term. ``--members W1 W2`` (``evaluate``, ``ship``): the softmax ensemble of
+the fold's model in ``--work`` and in the other seeds' work folders (measured: no gain over
+single models, docs/models.md).
 """
 
 from __future__ import annotations

@@ -257,20 +257,25 @@ def _run_checkpoints(args, fold: str) -> list[Path]:
     return paths
 
 
-def ensemble_checkpoint(paths: list[Path]):
-    """One checkpoint holding the networks of ``paths`` (same architecture and inputs).
-
-    Prediction averages their softmax and maps their disagreement
-    (:func:`napari_ssseg.ml.inference.predict_case`); the first file's metadata is kept.
-    """
-    import dataclasses
-
+def _load_members(paths: list[Path]) -> list:
+    """The checkpoints of ``paths``, loaded once; they must share network and inputs."""
     from napari_ssseg.ml.checkpoint import load_checkpoint
 
     cks = [load_checkpoint(p) for p in paths]
     for p, ck in zip(paths[1:], cks[1:]):
         if ck.config != cks[0].config or ck.modalities != cks[0].modalities:
             raise SystemExit(f"{p}: not the same network and inputs as {paths[0]}")
+    return cks
+
+
+def ensemble_checkpoint(cks: list):
+    """One checkpoint holding the networks of ``cks`` (see :func:`_load_members`).
+
+    Prediction averages their softmax and maps their disagreement
+    (:func:`napari_ssseg.ml.inference.predict_case`); the first checkpoint's metadata is kept.
+    """
+    import dataclasses
+
     return dataclasses.replace(cks[0], networks=[n for ck in cks for n in ck.networks])
 
 
@@ -294,7 +299,7 @@ def evaluate(args) -> None:
     out = args.work / f"run_{args.fold}"
     frac = args.min_component_fraction
     paths = _run_checkpoints(args, args.fold)
-    model = ensemble_checkpoint(paths) if len(paths) > 1 else paths[0]
+    model = ensemble_checkpoint(_load_members(paths)) if len(paths) > 1 else paths[0]
     res = {
         "fold": args.fold,
         "cases": list(cases),
@@ -309,24 +314,14 @@ def evaluate(args) -> None:
     log(json.dumps({k: res[k]["mean"] for k in ("v2", "v1") if k in res}))
 
 
-def _run_seed(last: Path) -> int | None:
-    """The seed a run was trained with (its checkpoint's provenance), or None."""
-    from napari_ssseg.ml.checkpoint import load_checkpoint
-
-    seed = load_checkpoint(last).provenance.get("seed")
-    return int(seed) if seed is not None else None
-
-
 def ship(args) -> None:
     """Copy the final model to weights/default.pt with provenance saying what it saw."""
-    from napari_ssseg.ml.checkpoint import load_checkpoint, save_checkpoint
-    from napari_ssseg.ml.networks import build_network
+    from napari_ssseg.ml.checkpoint import save_checkpoint
 
     real_mod = _real_module()
     run_dir = args.work / "run_final"
-    paths = _run_checkpoints(args, "final")
-    ck = load_checkpoint(paths[0])
-    nets = [load_checkpoint(p).networks[0] for p in paths]
+    members = _load_members(_run_checkpoints(args, "final"))
+    ck = ensemble_checkpoint(members)
     result = json.loads((run_dir / "result.json").read_text())
     kfold = {}
     for f in ("1", "2", "3"):
@@ -375,17 +370,12 @@ def ship(args) -> None:
             "data": "see training_data",
         }
     )
-    if len(nets) > 1:
+    if len(members) > 1:
+        seeds = ", ".join(str(m.provenance.get("seed")) for m in members)
         prov["ensemble"] = (
-            f"softmax average of {len(nets)} networks trained with the same recipe and "
-            f"data, seeds {', '.join(str(_run_seed(p)) for p in paths)} (uncertainty: their "
-            "disagreement)"
+            f"softmax average of {len(members)} networks trained with the same recipe and "
+            f"data, seeds {seeds} (uncertainty: their disagreement)"
         )
-    modules = []
-    for state in nets:
-        net = build_network(ck.config)
-        net.load_state_dict(state)
-        modules.append(net)
     normalization = dict(ck.normalization)
     if args.min_component_fraction:
         # post-processing chosen on the k-fold held-out predictions (docs/models.md)
@@ -396,7 +386,7 @@ def ship(args) -> None:
         )
     out = save_checkpoint(
         args.out,
-        modules,
+        ck.networks,  # state dicts, one per member
         ck.config,
         modalities=ck.modalities,
         normalization=normalization,

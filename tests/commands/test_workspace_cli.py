@@ -152,9 +152,7 @@ def test_suggest_with_model_scores_and_stores_uncertainty(ws_path, capsys, monke
     assert [s["case"] for s in out["suggestions"]] == ["p1", "p2"]
     assert out["suggestions"][0]["score"] == pytest.approx(0.9)
     # the entropy map is asked for (a multi-network model's "auto" map is its disagreement)
-    assert sorted(calls) == [("p0", "m.pt", "entropy"), ("p1", "m.pt", "entropy")] + [
-        ("p2", "m.pt", "entropy")
-    ]
+    assert sorted(calls) == [(c, "m.pt", "entropy") for c in ("p0", "p1", "p2")]
     with Workspace.open(ws_path, readonly=True) as ws:  # stored for later runs and the panel
         assert ws.case("p1").scores["entropy"] == pytest.approx(0.9)
         assert ws.read_uncertainty("p1").max() == pytest.approx(0.9)
